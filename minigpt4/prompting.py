@@ -1,0 +1,70 @@
+"""Dataset row -> prompt string (spec §1.5 and §2).
+
+The history is the user's most recent <= 10 liked titles, oldest first, each in double quotes, joined by ", ".
+An empty history is written `unknown` (the upstream wrote the typo `unkow`). BinLLM fills `<UserID>` and
+`<TargetItemID>` with code strings; TALLRec prompts have no ID placeholders. Prompt files keep the upstream's
+literal backslash-n before `#Answer:` so the token sequence matches the upstream's.
+"""
+
+from pathlib import Path
+
+MAX_HISTORY = 10
+EMPTY_HISTORY = "unknown"
+PLACEHOLDERS = ("<ItemTitleList>", "<TargetItemTitle>", "<UserID>", "<TargetItemID>")
+ID_PLACEHOLDERS = ("<UserID>", "<TargetItemID>")
+
+
+class PromptError(ValueError):
+    pass
+
+
+def load_prompt(path, template="{}"):
+    """The first line of a prompt file, wrapped in `template`. All upstream files repeat one line 4 times."""
+    lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise PromptError(f"prompt file {path} is empty; it needs one template line")
+    prompt = template.format(lines[0])
+    if "<TargetItemTitle>" not in prompt and "<TargetItemID>" not in prompt:
+        raise PromptError(f"prompt file {path}: the template names no target (<TargetItemTitle> or <TargetItemID>)")
+    for bad in ("<ItemIDList>", "<DCNFeature>"):
+        if bad in prompt:
+            raise PromptError(f"prompt file {path}: placeholder {bad} is not supported")
+    return prompt
+
+
+def uses_ids(prompt):
+    return any(p in prompt for p in ID_PLACEHOLDERS)
+
+
+def history_text(his, his_title, max_items=MAX_HISTORY):
+    """`his` = [0] + liked iids (chronological), `his_title` aligned with it; returns the quoted title list."""
+    n = min(len(his) - 1, max_items) if len(his) and his[0] == 0 else min(len(his), max_items)
+    titles = list(his_title)[-n:] if n > 0 else []
+    titles = [f'"{t}"' for t in titles if t]
+    return ", ".join(titles) if titles else EMPTY_HISTORY
+
+
+def target_text(title):
+    return f'"{str(title).strip()}"'
+
+
+def fill_prompt(prompt, history, target, user_code=None, item_code=None):
+    text = prompt.replace("<ItemTitleList>", history).replace("<TargetItemTitle>", target)
+    if uses_ids(prompt):
+        if user_code is None or item_code is None:
+            raise PromptError("the prompt has <UserID>/<TargetItemID> but no codes were given: "
+                              "use a text-only prompt (prompts/tallrec_*.txt) or run.mode v3 (codes)")
+        text = text.replace("<UserID>", user_code).replace("<TargetItemID>", item_code)
+    return text
+
+
+def build_prompts(rows, prompt, codes=None):
+    """rows: DataFrame with uid, iid, his, his_title, title. codes: a CodeTable or None. Returns list[str]."""
+    if codes is None and uses_ids(prompt):
+        fill_prompt(prompt, "", "")  # raises the explanatory error
+    out = []
+    for uid, iid, his, his_title, title in zip(rows["uid"], rows["iid"], rows["his"], rows["his_title"], rows["title"]):
+        u = codes.user_code(uid) if codes is not None else None
+        i = codes.item_code(iid) if codes is not None else None
+        out.append(fill_prompt(prompt, history_text(his, his_title), target_text(title), u, i))
+    return out

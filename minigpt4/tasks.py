@@ -1,0 +1,99 @@
+"""The recommendation task: config -> dataset rows -> prompt strings -> token batches, for each stage.
+
+Every path a stage needs is checked here before any model is loaded."""
+
+import zlib
+
+import torch
+
+from minigpt4 import registry
+from minigpt4.batching import TokenizedSplit
+from minigpt4.config import NOT_HAVE, ConfigError, dataset_cfg, require_path, run_mode
+from minigpt4.data.splits import subsample
+from minigpt4.prompting import build_prompts, load_prompt, uses_ids
+from minigpt4.text_codes import CodeTable
+
+
+@registry.register("task", "rec_pretrain")
+class RecTask:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        name, ds = dataset_cfg(cfg)
+        self.dataset = registry.get("dataset", name)(ds.path).ensure()
+        require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (README, 'Data').", is_dir=True)
+        self._frames = {}
+
+    # ------------------------------------------------------------------------------------------------- rows
+    def rows(self, split):
+        return self.dataset.load(split, self._frames)
+
+    def set_id_counts(self):
+        """user_num / item_num = max id + 1 over train/valid/test, written into the config (upstream rule)."""
+        user_num, item_num = self.dataset.id_counts(self._frames)
+        for section in (self.cfg.model, self.cfg.model.rec_config):
+            section.user_num, section.item_num = user_num, item_num
+        return user_num, item_num
+
+    # ---------------------------------------------------------------------------------------------- checks
+    def check_llm_paths(self, evaluate):
+        """Fail before any heavy work when a file the LLM stage needs is missing."""
+        from minigpt4.llm.backbone import locate
+        from minigpt4.train.checkpoint import find_checkpoint
+
+        m = self.cfg.model
+        require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
+        locate(m.llama_model)
+        prompt = load_prompt(require_path("model.prompt_path", m.prompt_path, "", is_dir=False), m.prompt_template)
+        mode = run_mode(self.cfg)
+        if mode == "codes":
+            if not uses_ids(prompt):
+                raise ConfigError(f"run.mode={self.cfg.run.mode} writes codes into <UserID>/<TargetItemID>, but "
+                                  f"model.prompt_path = {m.prompt_path} has neither; use prompts/collm_movie.txt")
+            if m.rec_model != "hash":
+                raise ConfigError(f"run.mode={self.cfg.run.mode} (BinLLM codes) needs model.rec_model: hash, got {m.rec_model!r}")
+            if m.rec_config.pretrained_path in ("", NOT_HAVE):
+                raise ConfigError("BinLLM codes need a binary encoder: run `python pretrain_collab.py --cfg-path "
+                                  "train_configs/<dataset>_binmf.yaml` and set model.rec_config.pretrained_path to "
+                                  "the rec_model.pth it writes")
+            require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
+                         "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
+        elif uses_ids(prompt):
+            raise ConfigError(f"model.prompt_path = {m.prompt_path} has <UserID>/<TargetItemID> but run.mode="
+                              f"{self.cfg.run.mode} is text only; use prompts/tallrec_*.txt, or run.mode v3 for "
+                              "BinLLM (CoLLM embedding slots are not implemented yet)")
+        if m.ckpt:
+            find_checkpoint(m.ckpt)
+        elif evaluate:
+            print("warning: model.ckpt is empty: evaluating the backbone without any trained adapter")
+        return prompt
+
+    # ------------------------------------------------------------------------------------------------ codes
+    def code_table(self):
+        """BinLLM codes from the pretrained binary encoder, computed once in fp32."""
+        if run_mode(self.cfg) != "codes":
+            return None
+        from minigpt4.train.collab import build_encoder
+
+        rc = self.cfg.model.rec_config
+        encoder = build_encoder(self.cfg.model)
+        path = require_path("model.rec_config.pretrained_path", rc.pretrained_path, "", is_dir=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            encoder.load_state_dict(state)
+        except RuntimeError as err:
+            raise ConfigError(f"model.rec_config.pretrained_path = {rc.pretrained_path}: does not fit a {rc.embedding_size}-bit "
+                              f"encoder for {rc.user_num} users / {rc.item_num} items: {str(err).splitlines()[0]} "
+                              "(was it trained on another dataset or code length?)") from None
+        return CodeTable(*encoder.code_bits(), mode=rc.code_mode)
+
+    # ------------------------------------------------------------------------------------------ token splits
+    def token_splits(self, tokenizer, prompt, names, codes):
+        run = self.cfg.run
+        out = {}
+        for split in dict.fromkeys(names):
+            rows = self.rows(split)
+            limit = run.max_train_rows if split == "train" else run.max_eval_rows
+            rows = subsample(rows, limit, run.seed + zlib.crc32(split.encode()))  # same rows in every run
+            out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes), rows,
+                                        self.cfg.model.max_txt_len, name=split)
+        return out

@@ -1,0 +1,75 @@
+"""Checkpoints hold only what was trained: a peft adapter directory (adapter_config.json +
+adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained(base, dir)`) and `recommender.json`
+(what the adapter was trained for). Loading checks every adapter key and refuses a checkpoint made for
+another backbone, score or code length.
+"""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from minigpt4.config import ConfigError, resolve_path
+
+META = "recommender.json"
+ADAPTER = "adapter_model.safetensors"
+
+
+def save_checkpoint(recommender, path, meta):
+    """Write the adapter to a temporary directory, then swap it in, so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        recommender.llm.save_pretrained(str(tmp))
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def find_checkpoint(value, where="model.ckpt"):
+    """Accepts a checkpoint directory or a run directory that holds `checkpoint_best/`."""
+    p = resolve_path(value)
+    if (p / "checkpoint_best" / META).is_file():
+        p = p / "checkpoint_best"
+    if not (p / META).is_file() or not (p / ADAPTER).is_file():
+        raise ConfigError(f"{where} = {value!r}: not a checkpoint directory (expected {META} and {ADAPTER}, as "
+                          "written by train_collm_mf_din.py / train_binllm.py into <run dir>/checkpoint_best)")
+    return p
+
+
+def read_meta(path):
+    return json.loads((Path(path) / META).read_text(encoding="utf-8"))
+
+
+def load_checkpoint(recommender, value, expect):
+    """Load adapter weights into `recommender` (which must already have LoRA). `expect` maps meta keys to the
+    values this run needs; any difference is refused with the reason."""
+    path = find_checkpoint(value)
+    meta = read_meta(path)
+    for key, want in expect.items():
+        if key in meta and meta[key] != want:
+            raise ConfigError(f"model.ckpt = {value!r} was trained with {key}={meta[key]!r} but this run has "
+                              f"{key}={want!r}; use a checkpoint made for this setting")
+    if not hasattr(recommender.llm, "peft_config"):
+        raise ConfigError("model.ckpt holds a LoRA adapter but model.lora_config.use_lora is False")
+    state = load_file(str(path / ADAPTER))
+    try:
+        result = set_peft_model_state_dict(recommender.llm, state)
+    except RuntimeError as err:  # tensor shapes differ: another rank or another backbone
+        raise ConfigError(f"model.ckpt = {value!r} does not fit this model: {str(err).splitlines()[0]}; check "
+                          "model.lora_config and model.llama_model against the checkpoint's adapter_config.json") from None
+    expected = {k for k, _ in recommender.llm.named_parameters() if "lora_" in k}
+    missing = sorted(k for k in result.missing_keys if "lora_" in k)
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"model.ckpt = {value!r} does not match this model's adapters: missing {missing[:3]}, "
+                          f"unexpected {list(result.unexpected_keys)[:3]} ({len(expected)} adapter tensors "
+                          "expected); check model.lora_config (r, target_modules) and model.llama_model")
+    return meta

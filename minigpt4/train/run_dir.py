@@ -1,0 +1,81 @@
+"""The run directory `{run.output_dir}/{job_id}/`: resolved config, JSON-lines metric log, TensorBoard
+scalars, metrics.json and predictions. Every file is written atomically (temporary file + rename)."""
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+
+def atomic_write(path, write):
+    """write(tmp_path) fills a temporary file next to `path`, which then replaces `path` in one rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_text(path, text):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+class RunDir:
+    def __init__(self, cfg, is_main=True):
+        self.is_main = is_main
+        job_id = cfg.run.job_id or time.strftime("%Y%m%d%H%M%S")
+        self.path = Path(cfg.run.output_dir) / job_id
+        if is_main:
+            if self.path.exists():
+                raise FileExistsError(f"run directory {self.path} exists; runs are never overwritten: "
+                                      "choose another run.job_id or remove the directory")
+            self.path.mkdir(parents=True)
+            atomic_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
+        self._tb = None
+
+    def log(self, record, step=None):
+        """Append one JSON line to log.jsonl and mirror numeric values to TensorBoard."""
+        if not self.is_main:
+            return
+        record = {"time": round(time.time(), 1), **record}
+        with open(self.path / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+        if step is not None:
+            if self._tb is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.path / "tensorboard"))
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("time", "step", "epoch"):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def write_json(self, name, data):
+        if self.is_main:
+            atomic_text(self.path / name, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+    def write_predictions(self, name, uids, iids, labels, scores):
+        if not self.is_main:
+            return
+        import pandas as pd
+
+        df = pd.DataFrame({"uid": uids, "iid": iids, "label": labels, "score": scores})
+        atomic_write(self.path / name, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,166 @@
+"""The LLM training loop: AdamW groups, warm-up + cosine on the global step, accumulation, AMP, validation
+after every epoch of `iters_per_epoch` steps, early stopping on valid AUC, best-adapter checkpoints, and the
+final scoring of `run.test_splits` with the best adapter."""
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+
+from minigpt4.batching import TrainBatches
+from minigpt4.metrics import evaluate_scores
+from minigpt4.registry import register
+from minigpt4.train import distributed as dist
+from minigpt4.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+@register("lr_scheduler", "linear_warmup_cosine_lr")
+def linear_warmup_cosine_lr(step, run):
+    """Linear warm-up from warmup_lr to init_lr over warmup_steps global steps, then a half cosine from
+    init_lr to min_lr over max_epoch * iters_per_epoch steps (upstream's warm-up restarted every epoch)."""
+    if step < run.warmup_steps:
+        return min(run.init_lr, run.warmup_lr + (run.init_lr - run.warmup_lr) * step / max(run.warmup_steps, 1))
+    total = run.max_epoch * run.iters_per_epoch
+    return run.min_lr + (run.init_lr - run.min_lr) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def param_groups(model, weight_decay):
+    """Upstream grouping: decay for matrices, none for biases and norms."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.ndim < 2 or "bias" in name or "ln" in name or "bn" in name or "norm" in name
+        (no_decay if plain else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@register("runner", "rec_runner_base")
+class RecRunner:
+    def __init__(self, cfg, model, splits, run_dir, device, meta):
+        self.cfg, self.run = cfg, cfg.run
+        self.model, self.splits, self.run_dir, self.device = model, splits, run_dir, device
+        self.meta = meta  # written next to each checkpoint, checked when it is loaded again
+        use_bf16 = device.type == "cuda" and self.run.amp and torch.cuda.is_bf16_supported()
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.ckpt_path = run_dir.path / "checkpoint_best"
+        self.log = print if dist.is_main() else (lambda *a, **k: None)
+
+    def trainable(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def score(self, split):
+        """Scores of every row of a split; rows are sharded over ranks, each scored exactly once."""
+        self.model.eval()
+        data = self.splits[split]
+        mine = np.arange(len(data))[dist.rank()::dist.world_size()]
+        pos_out, score_out = [], []
+        start = time.time()
+        for pos, batch in data.eval_batches(self.run.batch_size_eval, mine):
+            with self.autocast():
+                s = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            pos_out.append(pos)
+            score_out.append(s.float().cpu().numpy())
+        local = (np.concatenate(pos_out) if pos_out else np.zeros(0, int),
+                 np.concatenate(score_out) if score_out else np.zeros(0, np.float32))
+        scores = np.zeros(len(data), dtype=np.float64)
+        for pos, s in dist.gather_objects(local):
+            scores[pos] = s
+        return scores, len(data) / max(time.time() - start, 1e-9)
+
+    def evaluate(self, split):
+        data = self.splits[split]
+        scores, speed = self.score(split)
+        metrics = evaluate_scores(data.uids, data.labels, scores)
+        metrics["samples_per_s"] = speed
+        return metrics, scores
+
+    # ----------------------------------------------------------------------------------------------- training
+    def train(self):
+        run, model = self.run, self.model
+        params = self.trainable()
+        self.log(f"training {sum(p.numel() for p in params):,} parameters; world size {dist.world_size()}, "
+                 f"batch {run.batch_size_train} per process x {run.accum_grad_iters} accumulation = global batch "
+                 f"{run.batch_size_train * run.accum_grad_iters * dist.world_size()}; lr {run.lr_sched} "
+                 f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
+                 f"{run.max_epoch} epochs x {run.iters_per_epoch} steps")
+        train_model = model
+        if dist.world_size() > 1:
+            train_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
+        lr_at = self._schedule()
+        batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed + dist.rank())
+        valid = run.valid_splits[0]
+        best, best_epoch, bad, step = -math.inf, -1, 0, 0
+        for epoch in range(run.max_epoch):
+            model.train()
+            start, losses = time.time(), []
+            for _ in range(run.iters_per_epoch):
+                lr = lr_at(step, run)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                for _ in range(run.accum_grad_iters):
+                    batch = next(batches)
+                    with self.autocast():
+                        scores = train_model(batch["input_ids"].to(self.device),
+                                             batch["attention_mask"].to(self.device))
+                    loss = model.loss(scores, batch["labels"].to(self.device))
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; the last "
+                                                 f"good checkpoint is {self.ckpt_path}. Lower run.init_lr.")
+                    (loss / run.accum_grad_iters).backward()
+                    losses.append(loss.item())
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if step % run.log_freq == 0:
+                    self.log(f"epoch {epoch} step {step} loss {np.mean(losses[-run.log_freq:]):.4f} lr {lr:.3g}")
+            seen = run.iters_per_epoch * run.accum_grad_iters * run.batch_size_train * dist.world_size()
+            train_speed = seen / (time.time() - start)
+            metrics, _ = self.evaluate(valid)
+            improved = metrics["auc"] > best
+            if improved:
+                best, best_epoch, bad = metrics["auc"], epoch, 0
+                if dist.is_main():
+                    save_checkpoint(model, self.ckpt_path, {**self.meta, "epoch": epoch, "step": step,
+                                                            "valid_auc": best})
+            else:
+                bad += 1
+            record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "lr": lr,
+                      "train_samples_per_s": train_speed, **{f"{valid}_{k}": v for k, v in metrics.items()},
+                      "best_epoch": best_epoch}
+            self.run_dir.log(record, step=step)
+            self.log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({train_speed:.1f} samples/s) | "
+                     f"{valid} auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} loss {metrics['loss']:.4f} "
+                     f"({metrics['samples_per_s']:.1f} samples/s) | lr {lr:.3g}{' | best' if improved else ''}")
+            if bad >= run.patience:
+                self.log(f"early stop: valid auc has not improved for {bad} evaluations (run.patience)")
+                break
+        dist.barrier()
+        return {"best_valid_auc": best, "best_epoch": best_epoch, "steps": step}
+
+    def _schedule(self):
+        from minigpt4 import registry
+
+        return registry.get("lr_scheduler", self.run.lr_sched)
+
+    # ------------------------------------------------------------------------------------------------ testing
+    def test(self, splits, reload_best=True):
+        """Score each split (with the best adapter when one was saved); write predictions; return metrics."""
+        if reload_best and (self.ckpt_path / "recommender.json").is_file():
+            load_checkpoint(self.model, self.ckpt_path, {})
+        results = {}
+        for split in splits:
+            metrics, scores = self.evaluate(split)
+            data = self.splits[split]
+            self.run_dir.write_predictions(f"predictions_{split}.csv", data.uids, data.iids, data.labels, scores)
+            results[split] = metrics
+            self.log(f"{split}: auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} over {metrics['rows']} rows "
+                     f"({metrics['users']} users in UAUC; skipped {metrics['one_sample_users']} with one row, "
+                     f"{metrics['one_class_users']} with one class)")
+        return results
