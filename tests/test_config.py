@@ -1,0 +1,214 @@
+"""Config loading: upstream YAML compatibility, clear errors, --options, generated docs (spec §6.2, §8)."""
+
+import pytest
+
+from minigpt4.cli import parse_args
+from minigpt4.config import REPO_ROOT, ConfigError, load_config, parse_options, reference_markdown, run_mode
+
+# Exactly the keys of upstream BinLLM train_configs/hash_CF_ml.yaml (local paths replaced by placeholders).
+UPSTREAM_HASH_CF_ML = """\
+model:
+  arch: mini_gpt4rec_v2
+  model_type: pretrain_vicuna
+  freeze_rec: True
+  freeze_proj: True
+  freeze_lora: False
+  max_txt_len: 1024
+  proj_token_num: 1
+  proj_drop: 0
+  proj_mid_times: 10
+  end_sym: "###"
+  prompt_path: "prompts/hash_text.txt"
+  prompt_template: '{}'
+  llama_model: "/data/zyang/LLM/vicuna_weights/"
+  user_num: -100
+  item_num: -100
+  ans_type: 'v2'
+  rec_model: "hash"
+  lora_config:
+    use_lora: True
+    r: 8
+    alpha: 16
+    target_modules: ["q_proj", "v_proj"]
+    dropout: 0.05
+  rec_config:
+    user_num: -100
+    item_num: -100
+    embedding_size: 32
+    code_mode: 'binary'
+    use_hash: False
+    pretrained_path: "/data/zyang/pretrained/0130hashGNN-ml-32lr-0.01wd0.001.pth"
+  ckpt: "/data/zyang/logs/20240131205/checkpoint_best.pth"
+
+datasets:
+  amazon_ood:
+    path: /data/zyang/datasets/ml-1m/
+    data_type: default
+    build_info:
+      storage: /data/zyang/datasets/ml-1m/
+
+run:
+  task: rec_pretrain
+  lr_sched: "linear_warmup_cosine_lr"
+  init_lr: 1e-4
+  min_lr: 8e-5
+  warmup_lr: 1e-5
+  mode: 'v3'
+  weight_decay: 1e-3
+  max_epoch: 200
+  iters_per_epoch: 50
+  batch_size_train: 4
+  batch_size_eval: 64
+  num_workers: 4
+  warmup_steps: 200
+  seed: 42
+  output_dir: "/data/zyang/logs/"
+  amp: True
+  resume_ckpt_path: null
+  evaluate: False
+  train_splits: ["train"]
+  valid_splits: ["valid"]
+  test_splits: ["test", "valid"]
+  device: "cuda"
+  world_size: 1
+  dist_url: "env://"
+  distributed: True
+"""
+
+SMALL = """\
+model:
+  rec_model: hash
+  rec_config: {embedding_size: 32, code_mode: binary}
+  lora_config: {r: 8}
+datasets:
+  synthetic:
+    path: data/synthetic/
+run:
+  init_lr: 1e-3
+  max_epoch: 3
+"""
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    path = tmp_path / "hash_CF_ml.yaml"
+    path.write_text(UPSTREAM_HASH_CF_ML)
+    return path
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    return path
+
+
+def test_upstream_hash_cf_ml_loads(upstream):
+    cfg = load_config(upstream)
+    assert cfg.run.init_lr == 1e-4 and isinstance(cfg.run.init_lr, float)  # `1e-4` is a string in YAML 1.1
+    assert cfg.run.weight_decay == 1e-3 and cfg.run.min_lr == 8e-5 and cfg.run.warmup_lr == 1e-5
+    assert cfg.run.resume_ckpt_path is None
+    assert cfg.model.proj_drop == 0.0 and isinstance(cfg.model.proj_drop, float)
+    assert cfg.model.rec_model == "hash" and cfg.model.rec_config.code_mode == "binary"
+    assert list(cfg.model.lora_config.target_modules) == ["q_proj", "v_proj"]
+    assert cfg.datasets.amazon_ood.path == "/data/zyang/datasets/ml-1m/"
+    assert list(cfg.run.test_splits) == ["test", "valid"]
+    assert run_mode(cfg) == "codes"
+    # keys the YAML does not set get their defaults
+    assert cfg.run.accum_grad_iters == 1 and cfg.model.score_type == "yes"
+
+
+def test_storage_used_when_path_missing(tmp_path):
+    text = UPSTREAM_HASH_CF_ML.replace("    path: /data/zyang/datasets/ml-1m/\n", "")
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert load_config(path).datasets.amazon_ood.path == "/data/zyang/datasets/ml-1m/"
+
+
+def test_unknown_key_names_closest(upstream, tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(UPSTREAM_HASH_CF_ML.replace("  init_lr: 1e-4", "  init_lrr: 1e-4"))
+    with pytest.raises(ConfigError, match=r"run\.init_lrr.*'init_lr'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"model\.lora_config\.rank.*'r'|model\.lora_config\.rank"):
+        load_config(upstream, ["model.lora_config.rank=4"])
+    with pytest.raises(ConfigError, match="'model'"):
+        load_config(upstream, ["modle.arch=x"])
+    with pytest.raises(ConfigError, match="movie_ood"):
+        bad.write_text(UPSTREAM_HASH_CF_ML.replace("amazon_ood:", "movie_oood:"))
+        load_config(bad)
+
+
+def test_wrong_type(upstream):
+    with pytest.raises(ConfigError, match=r"run\.max_epoch must be a int"):
+        load_config(upstream, ["run.max_epoch=ten"])
+    with pytest.raises(ConfigError, match=r"model\.lora_config\.use_lora must be a bool"):
+        load_config(upstream, ["model.lora_config.use_lora=3"])
+    with pytest.raises(ConfigError, match=r"run\.init_lr must be a float"):
+        load_config(upstream, ["run.init_lr=fast"])
+    with pytest.raises(ConfigError, match=r"model\.rec_config\.code_mode must be one of"):
+        load_config(upstream, ["model.rec_config.code_mode=hex"])
+
+
+def test_options_both_forms(small):
+    a = load_config(small, ["run.init_lr=1e-2", "model.lora_config.r=4", "model.rec_config.code_mode=ipv4"])
+    b = load_config(small, ["run.init_lr", "1e-2", "model.lora_config.r", "4", "model.rec_config.code_mode", "ipv4"])
+    for cfg in (a, b):
+        assert cfg.run.init_lr == 1e-2 and cfg.model.lora_config.r == 4
+        assert cfg.model.rec_config.code_mode == "ipv4"
+        assert cfg.run.max_epoch == 3  # untouched keys keep the YAML value
+    assert parse_options(["a.b=1", "c=2"]) == ["a.b=1", "c=2"]
+    assert parse_options(["a.b", "1", "c", "2"]) == ["a.b=1", "c=2"]
+    with pytest.raises(ConfigError):
+        parse_options(["a.b", "1", "c"])
+    with pytest.raises(ConfigError):
+        parse_options(["a.b=1", "c", "2"])
+    # through the command-line parser, as the scripts receive them
+    args = parse_args("x", ["--cfg-path", str(small), "--options", "run.max_epoch", "7"])
+    assert load_config(args.cfg_path, args.options).run.max_epoch == 7
+
+
+@pytest.mark.parametrize("option, where", [
+    ("run.init_lr=-1e-4", "run.init_lr"),
+    ("run.weight_decay=-1", "run.weight_decay"),
+    ("model.lora_config.r=0", "model.lora_config.r"),
+    ("run.batch_size_train=0", "run.batch_size_train"),
+    ("model.rec_config.embedding_size=12", "multiple of 8"),
+])
+def test_bad_values(small, option, where):
+    options = [option] + (["model.rec_config.code_mode=ipv4"] if "embedding_size" in option else [])
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        load_config(small, options)
+
+
+def test_ipv4_12_bits_rejected_binary_12_bits_accepted(small):
+    with pytest.raises(ConfigError, match="embedding_size=12"):
+        load_config(small, ["model.rec_config.code_mode=ipv4", "model.rec_config.embedding_size=12"])
+    assert load_config(small, ["model.rec_config.embedding_size=12"]).model.rec_config.embedding_size == 12
+
+
+def test_structure_errors(tmp_path, small):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    no_run = tmp_path / "no_run.yaml"
+    no_run.write_text(SMALL.split("run:")[0])
+    with pytest.raises(ConfigError, match="run"):
+        load_config(no_run)
+    with pytest.raises(ConfigError, match="resume"):
+        load_config(small, ["run.resume_ckpt_path=/x"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(broken)
+
+
+def test_config_doc_is_generated_from_schema():
+    doc = (REPO_ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert doc == reference_markdown(), "docs/CONFIG.md is stale: python eval.py --help-config > docs/CONFIG.md"
+
+
+def test_help_config_prints_reference(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args("x", ["--help-config"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == reference_markdown()

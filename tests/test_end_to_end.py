@@ -1,0 +1,221 @@
+"""The three stages through the command-line entry (`minigpt4.cli.main`), tiny Llama + synthetic data.
+
+stage 0 `collab` (binary encoder) -> stage 1 `llm` text mode -> stage 2 `llm` codes mode (from the stage-1
+adapter and the stage-0 codes) -> `eval` of the stage-2 adapter, which must reproduce its test AUC.
+"""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from minigpt4.cli import main
+from minigpt4.train.checkpoint import read_meta
+from conftest import write_yaml
+
+ENCODER_KEYS = {"rec_model.user_embedding.weight", "rec_model.item_embedding.weight", "proj_u.weight",
+                "proj_u.bias", "proj_i.weight", "proj_i.bias"}
+
+
+def _collab_yaml(d, data, out):
+    return write_yaml(d / "binmf.yaml", f"""\
+model:
+  rec_model: hash
+  rec_config: {{embedding_size: 32, beta_step: 0.02}}
+datasets:
+  synthetic:
+    path: {data}
+run:
+  init_lr: 1e-2
+  weight_decay: 1e-3
+  batch_size_train: 256
+  max_epoch: 4
+  patience: 10
+  seed: 2023
+  device: cpu
+  output_dir: {out}
+  job_id: binmf
+""")
+
+
+def _llm_yaml(d, name, data, out, llama, mode, prompt, extra_model=""):
+    return write_yaml(d / f"{name}.yaml", f"""\
+model:
+  llama_model: {llama}
+  prompt_path: {prompt}
+  score_type: yes_minus_no
+  rec_model: hash
+  rec_config: {{embedding_size: 32, code_mode: binary{extra_model}}}
+  lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.05}}
+datasets:
+  synthetic:
+    path: {data}
+run:
+  mode: {mode}
+  init_lr: 1e-3
+  min_lr: 1e-4
+  warmup_lr: 1e-4
+  warmup_steps: 2
+  max_epoch: 2
+  iters_per_epoch: 3
+  batch_size_train: 4
+  batch_size_eval: 16
+  patience: 5
+  max_eval_rows: 40
+  test_splits: [test]
+  device: cpu
+  output_dir: {out}
+""")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    out = d / "runs"
+    r = {"dir": d, "out": out}
+    r["collab_results"] = main("collab", "stage 0", ["--cfg-path", str(_collab_yaml(d, synthetic_dir, out))])
+    r["text_yaml"] = _llm_yaml(d, "text", synthetic_dir, out, tiny_llama, "v2", "prompts/tallrec_movie.txt")
+    r["text_results"] = main("llm", "stage 1", ["--cfg-path", str(r["text_yaml"]), "--options", "run.job_id=text"])
+    r["codes_yaml"] = _llm_yaml(d, "codes", synthetic_dir, out, tiny_llama, "v3", "prompts/collm_movie.txt",
+                                f", pretrained_path: {out / 'binmf' / 'rec_model.pth'}")
+    r["codes_results"] = main("llm", "stage 2", ["--cfg-path", str(r["codes_yaml"]), "--options",
+                                                 "run.job_id", "codes", "model.ckpt", str(out / "text")])
+    r["eval_results"] = main("eval", "eval", ["--cfg-path", str(r["codes_yaml"]), "--options", "run.job_id=eval",
+                                              f"model.ckpt={out / 'codes' / 'checkpoint_best'}"])
+    return r
+
+
+def _frames(data):
+    return {s: pd.read_pickle(data / f"{s}_ood2.pkl") for s in ("train", "valid", "test")}
+
+
+def test_stage0_collab(pipeline, synthetic_dir):
+    run = pipeline["out"] / "binmf"
+    state = torch.load(run / "rec_model.pth", map_location="cpu", weights_only=True)
+    assert set(state) == ENCODER_KEYS
+    fr = _frames(synthetic_dir)
+    user_num = max(int(f["uid"].max()) for f in fr.values()) + 1
+    item_num = max(int(f["iid"].max()) for f in fr.values()) + 1
+    assert state["rec_model.user_embedding.weight"].shape == (user_num, 32)
+    assert state["rec_model.item_embedding.weight"].shape == (item_num, 32)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split in ("valid_full", "test", "test_warm", "test_cold"):
+        assert 0.0 <= metrics[split]["auc"] <= 1.0, split
+    assert metrics["test"]["rows"] == len(fr["test"])
+    assert metrics == json.loads(json.dumps(pipeline["collab_results"]))
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log] == [0, 1, 2, 3]
+    # the saved encoder is the best epoch's: its valid AUC is the best logged one
+    assert metrics["valid_full"]["auc"] == pytest.approx(max(rec["valid_auc"] for rec in log))
+
+
+def test_stage1_text_outputs(pipeline, synthetic_dir):
+    run = pipeline["out"] / "text"
+    for name in ("config.yaml", "log.jsonl", "metrics.json", "predictions_test.csv",
+                 "checkpoint_best/adapter_model.safetensors", "checkpoint_best/recommender.json",
+                 "checkpoint_best/adapter_config.json"):
+        assert (run / name).is_file(), name
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log] == [0, 1] and [rec["step"] for rec in log] == [3, 6]
+    assert all(math.isfinite(rec["train_loss"]) for rec in log)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 6
+    assert metrics["train"]["best_valid_auc"] == pytest.approx(max(rec["valid_auc"] for rec in log))
+    assert all(rec["valid_rows"] == 40 for rec in log)
+    assert 0.0 <= metrics["test"]["auc"] <= 1.0 and metrics["test"]["rows"] == 40
+    meta = read_meta(run / "checkpoint_best")
+    assert meta["mode"] == "text" and meta["epoch"] == metrics["train"]["best_epoch"]
+    assert "code_bits" not in meta
+    # predictions: one row per scored test row, rows taken from the test split
+    pred = pd.read_csv(run / "predictions_test.csv")
+    assert list(pred.columns) == ["uid", "iid", "label", "score"]
+    assert len(pred) == 40 and np.isfinite(pred["score"]).all()
+    test = pd.read_pickle(synthetic_dir / "test_ood2.pkl")
+    rows = set(zip(test["uid"], test["iid"], test["label"]))
+    assert all(t in rows for t in zip(pred["uid"], pred["iid"], pred["label"]))
+    assert not pred.duplicated(["uid", "iid"]).any()
+    cfg_text = (run / "config.yaml").read_text()
+    assert "job_id: text" in cfg_text and "user_num: 41" in cfg_text
+
+
+def test_stage2_codes_starts_from_stage1(pipeline):
+    run = pipeline["out"] / "codes"
+    meta = read_meta(run / "checkpoint_best")
+    assert meta["mode"] == "codes" and meta["code_bits"] == 32 and meta["code_mode"] == "binary"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["rows"] == 40 and 0.0 <= metrics["test"]["auc"] <= 1.0
+    # the same 40 test rows as stage 1 (fixed subsample), different scores (codes in the prompt)
+    p1 = pd.read_csv(pipeline["out"] / "text" / "predictions_test.csv")
+    p2 = pd.read_csv(run / "predictions_test.csv")
+    assert p1[["uid", "iid", "label"]].equals(p2[["uid", "iid", "label"]])
+    assert not np.allclose(p1["score"], p2["score"])
+
+
+def test_eval_reproduces_stage2_test_auc(pipeline):
+    codes = json.loads((pipeline["out"] / "codes" / "metrics.json").read_text())
+    ev = json.loads((pipeline["out"] / "eval" / "metrics.json").read_text())
+    assert set(ev) == {"test"}  # no training in the eval stage
+    assert ev["test"]["auc"] == codes["test"]["auc"]
+    assert ev["test"]["uauc"] == codes["test"]["uauc"] or (math.isnan(ev["test"]["uauc"])
+                                                           and math.isnan(codes["test"]["uauc"]))
+    p_codes = pd.read_csv(pipeline["out"] / "codes" / "predictions_test.csv")
+    p_eval = pd.read_csv(pipeline["out"] / "eval" / "predictions_test.csv")
+    pd.testing.assert_frame_equal(p_codes, p_eval)
+    assert not (pipeline["out"] / "eval" / "checkpoint_best").exists()
+
+
+def test_same_job_id_is_never_overwritten(pipeline, capsys):
+    run = pipeline["out"] / "text"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as exc:
+        main("llm", "stage 1", ["--cfg-path", str(pipeline["text_yaml"]), "--options", "run.job_id=text"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and str(run) in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_codes_mode_without_encoder_exits_2(pipeline, capsys):
+    out = pipeline["out"]
+    missing = pipeline["dir"] / "no_such" / "rec_model.pth"
+    with pytest.raises(SystemExit) as exc:
+        main("llm", "stage 2", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=bad_codes",
+                                f"model.rec_config.pretrained_path={missing}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.rec_config.pretrained_path" in err and str(missing) in err
+    with pytest.raises(SystemExit) as exc:
+        main("llm", "stage 2", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=bad_codes",
+                                "model.rec_config.pretrained_path=not_have"])
+    assert exc.value.code == 2
+    assert "model.rec_config.pretrained_path" in capsys.readouterr().err
+    assert not (out / "bad_codes").exists()  # failed before creating a run directory
+
+
+def test_missing_ckpt_exits_2(pipeline, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=bad_eval",
+                              f"model.ckpt={pipeline['dir'] / 'nowhere'}"])
+    assert exc.value.code == 2
+    assert "model.ckpt" in capsys.readouterr().err
+    assert not (pipeline["out"] / "bad_eval").exists()
+
+
+@pytest.mark.parametrize("options, words", [
+    (["run.mode=v3", "model.prompt_path=prompts/tallrec_movie.txt"], ["model.prompt_path", "<UserID>"]),
+    (["run.mode=v2", "model.prompt_path=prompts/collm_movie.txt"], ["model.prompt_path", "text only"]),
+    (["run.mode=v3", "model.rec_model=MF"], ["model.rec_model", "hash"]),
+    (["model.prompt_path=prompts/none.txt"], ["model.prompt_path"]),
+    (["model.llama_model=/no/such/model"], ["model.llama_model"]),
+], ids=["codes_with_text_prompt", "text_with_id_prompt", "codes_without_hash", "no_prompt", "no_backbone"])
+def test_mode_prompt_mismatch_exits_2(pipeline, capsys, options, words):
+    with pytest.raises(SystemExit) as exc:
+        main("llm", "x", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=mismatch", *options])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, err
+    assert not (pipeline["out"] / "mismatch").exists()

@@ -1,0 +1,126 @@
+"""The Yes/No scorer on a tiny random Llama (spec §2.3, §2.6)."""
+
+import pandas as pd
+import pytest
+import torch
+
+from helpers import encode, left_pad, make_recommender
+from minigpt4.batching import TokenizedSplit
+from minigpt4.config import ConfigError
+from minigpt4.llm.backbone import answer_token_ids, locate
+
+SHORT = '#Question: A user liked "Heat (1995)". Would they enjoy "Casino (1995)"? \\n#Answer:'
+LONG = ('#Question: A user has given high ratings to the following movies: "American Beauty (1999)", '
+        '"Superman II (1980)", "Patriot, The (2000)". Leverage the information to predict whether the user '
+        'would enjoy the movie titled "Star Trek: The Motion Picture (1979)"? Answer with "Yes" or "No". \\n#Answer:')
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_llama, tmp_path_factory):
+    return make_recommender(tmp_path_factory.mktemp("rec"), tiny_llama, perturb_seed=1)
+
+
+def test_answer_ids_are_single_tokens(rec):
+    tok = rec.tokenizer
+    assert (rec.yes_id, rec.no_id) == tuple(answer_token_ids(tok))
+    assert rec.yes_id != rec.no_id
+    assert tok.decode([rec.yes_id]).strip() == "Yes" and tok.decode([rec.no_id]).strip() == "No"
+    # it is the token that follows the answer cue in "#Answer: Yes"
+    assert tok("#Answer: Yes", add_special_tokens=False)["input_ids"][-1] == rec.yes_id
+
+
+def test_answer_that_splits_is_config_error(rec):
+    assert len(rec.tokenizer(" Yesplease", add_special_tokens=False)["input_ids"]) > 1
+    with pytest.raises(ConfigError, match="Yesplease"):
+        answer_token_ids(rec.tokenizer, answers=("Yesplease",))
+
+
+@torch.no_grad()
+def test_score_equals_full_forward_logit(rec):
+    (seq,) = encode(rec.tokenizer, [LONG])
+    ids = torch.tensor([seq])
+    mask = torch.ones_like(ids)
+    logits = rec.llm(input_ids=ids).logits  # HF/peft's normal forward, full vocabulary
+    assert logits.shape[-1] == len(rec.tokenizer)
+    rec.score_type = "yes"
+    torch.testing.assert_close(rec(ids, mask), logits[:, -1, rec.yes_id], atol=1e-5, rtol=1e-5)
+    rec.score_type = "yes_minus_no"
+    try:
+        torch.testing.assert_close(rec(ids, mask), logits[:, -1, rec.yes_id] - logits[:, -1, rec.no_id],
+                                   atol=1e-5, rtol=1e-5)
+    finally:
+        rec.score_type = "yes"
+    # LoRA is in the path: without the adapters the logit differs
+    with rec.llm.disable_adapter():
+        assert not torch.allclose(rec(ids, mask), logits[:, -1, rec.yes_id], atol=1e-3)
+
+
+@torch.no_grad()
+def test_score_does_not_depend_on_left_padding(rec):
+    short, long = encode(rec.tokenizer, [SHORT, LONG])
+    assert len(long) > len(short) + 10
+    alone_short = rec(torch.tensor([short]), torch.ones(1, len(short), dtype=torch.long))
+    alone_long = rec(torch.tensor([long]), torch.ones(1, len(long), dtype=torch.long))
+    ids, mask = left_pad([short, long], rec.tokenizer.pad_token_id)
+    both = rec(ids, mask)
+    assert both.shape == (2,) and both.dtype == torch.float32
+    torch.testing.assert_close(both[0], alone_short[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(both[1], alone_long[0], atol=1e-4, rtol=0)
+    assert abs(both[0] - both[1]) > 1e-3  # different prompts really score differently
+
+
+@torch.no_grad()
+def test_tokenized_split_batches(rec):
+    rows = pd.DataFrame({"uid": [1, 2, 3], "iid": [4, 5, 6], "label": [1, 0, 1]}, index=[10, 11, 12])
+    split = TokenizedSplit(rec.tokenizer, [LONG, SHORT, LONG + " x"], rows, max_len=1024, name="t")
+    assert split.input_ids[1][0] == rec.tokenizer.bos_token_id
+    batch = split.batch([0, 1])
+    assert batch["input_ids"].shape[1] == split.lengths[0]
+    assert batch["attention_mask"][1].sum() == split.lengths[1]
+    assert (batch["input_ids"][1, : split.lengths[0] - split.lengths[1]] == rec.tokenizer.pad_token_id).all()
+    assert batch["labels"].tolist() == [1, 0]
+    # eval batches: every row once, shortest first
+    seen = [list(pos) for pos, _ in split.eval_batches(2)]
+    assert seen == [[1, 0], [2]]
+    scores = torch.cat([rec(b["input_ids"], b["attention_mask"]) for _, b in split.eval_batches(2)])
+    alone = rec(torch.tensor([split.input_ids[1]]), torch.ones(1, split.lengths[1], dtype=torch.long))
+    torch.testing.assert_close(scores[0], alone[0], atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match=r"row 10 has \d+ tokens > model.max_txt_len=8"):
+        TokenizedSplit(rec.tokenizer, [LONG, SHORT, LONG], rows, max_len=8, name="t")
+
+
+def test_loss_is_bce_on_the_score(rec):
+    scores = torch.tensor([2.0, -1.0, 0.5])
+    labels = torch.tensor([1, 0, 0])
+    expect = -(torch.log(torch.sigmoid(scores[0])) + torch.log(1 - torch.sigmoid(scores[1]))
+               + torch.log(1 - torch.sigmoid(scores[2]))) / 3
+    torch.testing.assert_close(rec.loss(scores, labels), expect)
+
+
+def test_only_lora_trains(rec):
+    trainable = [n for n, p in rec.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("q_proj" in n for n in trainable) and any("v_proj" in n for n in trainable)
+
+
+def test_locate_errors(tmp_path):
+    with pytest.raises(ConfigError, match="model.llama_model"):
+        locate(str(tmp_path / "no_such_model"))
+    with pytest.raises(ConfigError, match="config.json"):
+        locate(str(tmp_path))  # a directory without config.json
+
+
+def test_bf16_backbone_keeps_fp32_adapters_and_scores(tiny_llama, tmp_path, rec):
+    """The CUDA/AMP path loads the backbone in bf16; adapters must stay fp32 (AdamW on bf16 LoRA loses updates)."""
+    from helpers import model_cfg
+    from minigpt4.llm.recommender import LLMRecommender
+
+    r16 = LLMRecommender.from_config(model_cfg(tmp_path, tiny_llama).model, dtype=torch.bfloat16).eval()
+    r32 = LLMRecommender.from_config(model_cfg(tmp_path, tiny_llama).model).eval()
+    assert {p.dtype for n, p in r16.named_parameters() if "lora_" in n} == {torch.float32}
+    assert {p.dtype for n, p in r16.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    ids, mask = left_pad(encode(rec.tokenizer, [SHORT, LONG]), rec.tokenizer.pad_token_id)
+    with torch.no_grad():
+        s16, s32 = r16(ids, mask), r32(ids, mask)
+    assert s16.dtype == torch.float32
+    torch.testing.assert_close(s16, s32, atol=0.1, rtol=0.05)

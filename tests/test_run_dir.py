@@ -1,0 +1,55 @@
+"""The run directory: never overwritten, JSON-lines log, atomic JSON/CSV outputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from minigpt4.train.run_dir import RunDir, atomic_text
+
+
+def _cfg(out, job_id="job"):
+    return OmegaConf.create({"run": {"output_dir": str(out), "job_id": job_id, "seed": 1}})
+
+
+def test_layout_and_no_overwrite(tmp_path):
+    rd = RunDir(_cfg(tmp_path))
+    assert rd.path == tmp_path / "job"
+    assert OmegaConf.load(rd.path / "config.yaml").run.seed == 1
+    rd.log({"epoch": 0, "valid_auc": np.float32(0.5), "rows": np.int64(3)}, step=1)
+    rd.log({"epoch": 1, "valid_auc": 0.75})
+    lines = [json.loads(x) for x in (rd.path / "log.jsonl").read_text().splitlines()]
+    assert [(x["epoch"], x["valid_auc"]) for x in lines] == [(0, 0.5), (1, 0.75)] and lines[0]["rows"] == 3
+    assert "time" in lines[0]
+    assert (rd.path / "tensorboard").is_dir()
+    rd.write_json("metrics.json", {"test": {"auc": np.float64(0.625)}})
+    assert json.loads((rd.path / "metrics.json").read_text()) == {"test": {"auc": 0.625}}
+    rd.write_predictions("predictions_test.csv", np.array([1, 2]), np.array([3, 4]), np.array([1, 0]),
+                         np.array([0.25, -1.5]))
+    pred = pd.read_csv(rd.path / "predictions_test.csv")
+    assert list(pred.columns) == ["uid", "iid", "label", "score"] and pred["score"].tolist() == [0.25, -1.5]
+    rd.close()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        RunDir(_cfg(tmp_path))
+    assert not [p for p in rd.path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_non_main_rank_writes_nothing(tmp_path):
+    rd = RunDir(_cfg(tmp_path, "other"), is_main=False)
+    rd.log({"epoch": 0}, step=0)
+    rd.write_json("metrics.json", {})
+    assert not (tmp_path / "other").exists()
+
+
+def test_default_job_id_is_a_timestamp(tmp_path):
+    rd = RunDir(_cfg(tmp_path, ""))
+    assert rd.path.parent == tmp_path and rd.path.name.isdigit() and len(rd.path.name) == 14
+
+
+def test_atomic_text_replaces(tmp_path):
+    p = tmp_path / "x.txt"
+    atomic_text(p, "one")
+    atomic_text(p, "two")
+    assert p.read_text() == "two" and sorted(q.name for q in tmp_path.iterdir()) == ["x.txt"]

