@@ -93,10 +93,9 @@ def run_llm(cfg, task, device):
     from minigpt4.train.checkpoint import load_checkpoint
 
     evaluate = cfg.run.evaluate
+    RunDir.free_path(cfg)
     prompt = task.check_llm_paths(evaluate)
     codes = task.code_table()
-    run_dir = RunDir(cfg, dist.is_main())
-    dist.barrier()
     dtype = torch.bfloat16 if device.type == "cuda" and cfg.run.amp and torch.cuda.is_bf16_supported() else torch.float32
     model_cls = registry.get("model", cfg.model.arch)
     model = model_cls.from_config(cfg.model, dtype=dtype).to(device)
@@ -113,6 +112,8 @@ def run_llm(cfg, task, device):
         print(f"loaded adapter from {cfg.model.ckpt} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
     names = list(cfg.run.test_splits) if evaluate else list(cfg.run.train_splits) + list(cfg.run.valid_splits) + list(cfg.run.test_splits)
     splits = task.token_splits(model.tokenizer, prompt, names, codes)
+    run_dir = RunDir(cfg, dist.is_main())  # only once every input has been checked
+    dist.barrier()
     example = splits[names[0]]
     print(f"run directory: {run_dir.path}; mode {mode}; backbone {cfg.model.llama_model}; device {device}")
     print(f"example prompt ({example.lengths[0]} tokens): {model.tokenizer.decode(example.input_ids[0])}")

@@ -156,6 +156,9 @@ def _coerce(value, key: Key, where):
             value = float(value)  # YAML 1.1 reads `1e-4` as a string
         except ValueError:
             pass
+    if want is str and isinstance(value, bool) and key.choices:
+        # YAML 1.1 reads an unquoted yes/no as a boolean
+        value = {True: "yes", False: "no"}[value] if {"yes", "no"} & set(key.choices) else value
     if want is list and isinstance(value, tuple):
         value = list(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
@@ -258,6 +261,8 @@ def _check_values(cfg):
     rc = model["rec_config"]
     if rc["code_mode"] == "ipv4" and rc["embedding_size"] % 8:
         raise ConfigError(f"model.rec_config.embedding_size={rc['embedding_size']} must be a multiple of 8 for code_mode ipv4")
+    if run["evaluate"] and not run["test_splits"]:
+        raise ConfigError("run.test_splits is empty but run.evaluate is True: name the splits to score, e.g. [test]")
     if run["resume_ckpt_path"]:
         raise ConfigError("run.resume_ckpt_path: resuming is not supported yet; set it to null and start from model.ckpt")
 

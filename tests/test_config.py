@@ -212,3 +212,19 @@ def test_help_config_prints_reference(capsys):
         parse_args("x", ["--help-config"])
     assert exc.value.code == 0
     assert capsys.readouterr().out == reference_markdown()
+
+
+def test_unquoted_yes_is_the_string_yes(small, tmp_path):
+    # YAML 1.1 reads `score_type: yes` as a boolean; the documented value must still work.
+    from minigpt4.config import load_config
+
+    path = tmp_path / "yes.yaml"
+    path.write_text(small.read_text().replace("model:", "model:\n  score_type: yes", 1))
+    assert load_config(path).model.score_type == "yes"
+
+
+def test_evaluate_needs_test_splits(small):
+    from minigpt4.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="run.test_splits"):
+        load_config(small, ["run.evaluate=True", "run.test_splits=[]"])

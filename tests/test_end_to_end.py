@@ -219,3 +219,18 @@ def test_mode_prompt_mismatch_exits_2(pipeline, capsys, options, words):
     for w in words:
         assert w in err, err
     assert not (pipeline["out"] / "mismatch").exists()
+
+
+def test_prompt_too_long_exits_2_without_run_dir(pipeline, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main("llm", "x", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=too_long",
+                          "model.max_txt_len=20", f"model.ckpt={pipeline['out'] / 'text'}"])
+    assert exc.value.code == 2
+    assert "max_txt_len" in capsys.readouterr().err
+    assert not (pipeline["out"] / "too_long").exists()  # a rerun with the same job_id still works
+
+
+def test_metrics_json_is_strict_json(pipeline):
+    # UAUC can be undefined on tiny splits; it must be written as null, never as NaN.
+    text = (pipeline["out"] / "codes" / "metrics.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in metrics.json"))

@@ -17,9 +17,9 @@ from minigpt4.train.run_dir import atomic_write
 
 
 def _tensors(df):
-    return (torch.as_tensor(df["uid"].to_numpy(), dtype=torch.long),
-            torch.as_tensor(df["iid"].to_numpy(), dtype=torch.long),
-            torch.as_tensor(df["label"].to_numpy(), dtype=torch.float32))
+    return (torch.tensor(df["uid"].to_numpy(), dtype=torch.long),
+            torch.tensor(df["iid"].to_numpy(), dtype=torch.long),
+            torch.tensor(df["label"].to_numpy(), dtype=torch.float32))
 
 
 def build_encoder(model_cfg):

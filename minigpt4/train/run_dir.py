@@ -28,21 +28,36 @@ def atomic_text(path, text):
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def _jsonable(x):
+def _clean(x):
+    """JSON has no NaN: undefined metrics (e.g. UAUC with no eligible user) are written as null."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
     if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
 
 
 class RunDir:
+    @staticmethod
+    def free_path(cfg):
+        """The run directory this config will write; an error if it exists (checked before heavy work)."""
+        if not cfg.run.job_id:
+            cfg.run.job_id = time.strftime("%Y%m%d%H%M%S")
+        path = Path(cfg.run.output_dir) / cfg.run.job_id
+        if path.exists():
+            raise FileExistsError(f"run directory {path} exists; runs are never overwritten: "
+                                  "choose another run.job_id or remove the directory")
+        return path
+
     def __init__(self, cfg, is_main=True):
         self.is_main = is_main
-        job_id = cfg.run.job_id or time.strftime("%Y%m%d%H%M%S")
-        self.path = Path(cfg.run.output_dir) / job_id
+        self.path = Path(cfg.run.output_dir) / cfg.run.job_id if cfg.run.job_id else None
         if is_main:
-            if self.path.exists():
-                raise FileExistsError(f"run directory {self.path} exists; runs are never overwritten: "
-                                      "choose another run.job_id or remove the directory")
+            self.path = self.free_path(cfg)
             self.path.mkdir(parents=True)
             atomic_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
         self._tb = None
@@ -53,7 +68,7 @@ class RunDir:
             return
         record = {"time": round(time.time(), 1), **record}
         with open(self.path / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
+            f.write(json.dumps(_clean(record)) + "\n")
         if step is not None:
             if self._tb is None:
                 from torch.utils.tensorboard import SummaryWriter
@@ -66,7 +81,7 @@ class RunDir:
 
     def write_json(self, name, data):
         if self.is_main:
-            atomic_text(self.path / name, json.dumps(data, indent=2, default=_jsonable) + "\n")
+            atomic_text(self.path / name, json.dumps(_clean(data), indent=2) + "\n")
 
     def write_predictions(self, name, uids, iids, labels, scores):
         if not self.is_main:
