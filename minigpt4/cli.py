@@ -96,16 +96,21 @@ def run_llm(cfg, task, device):
     RunDir.free_path(cfg)
     prompt = task.check_llm_paths(evaluate)
     codes = task.code_table()
+    if evaluate and cfg.model.ckpt:
+        # Evaluation takes the adapter's shape from the checkpoint, so eval configs need not repeat it.
+        from minigpt4.train.checkpoint import adapter_lora_config, find_checkpoint
+
+        cfg.model.lora_config = adapter_lora_config(find_checkpoint(cfg.model.ckpt))
     dtype = torch.bfloat16 if device.type == "cuda" and cfg.run.amp and torch.cuda.is_bf16_supported() else torch.float32
     model_cls = registry.get("model", cfg.model.arch)
     model = model_cls.from_config(cfg.model, dtype=dtype).to(device)
     mode, rc = run_mode(cfg), cfg.model.rec_config
-    meta = {"llama_model": cfg.model.llama_model, "mode": mode, "score_type": cfg.model.score_type,
-            "prompt_path": cfg.model.prompt_path}
+    meta = {"llama_model": cfg.model.llama_model, "backbone": model.backbone_signature(), "mode": mode,
+            "score_type": cfg.model.score_type, "prompt_path": cfg.model.prompt_path}
     if codes is not None:
         meta.update(code_mode=rc.code_mode, code_bits=codes.bits_per_code)
     if cfg.model.ckpt:
-        expect = {"llama_model": meta["llama_model"]}
+        expect = {"backbone": meta["backbone"]}  # the architecture, wherever its files lie
         if codes is not None:
             expect.update(code_bits=codes.bits_per_code)
         loaded = load_checkpoint(model, cfg.model.ckpt, expect)

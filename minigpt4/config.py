@@ -63,6 +63,7 @@ _LORA_CONFIG = {
     "alpha": Key(16, int, "LoRA alpha (scale = alpha / r)."),
     "target_modules": Key(["q_proj", "v_proj"], list, "Module names that get adapters."),
     "dropout": Key(0.05, float, "LoRA dropout."),
+    "layers_to_transform": Key([], list, "Layer indices that get adapters; empty = every layer (upstream). Negative indices count from the top, e.g. [-6, -5, -4, -3, -2, -1]: backpropagation then stops at the lowest adapted layer, which makes CPU training several times faster."),
 }
 
 _MODEL = {

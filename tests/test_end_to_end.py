@@ -234,3 +234,15 @@ def test_metrics_json_is_strict_json(pipeline):
     # UAUC can be undefined on tiny splits; it must be written as null, never as NaN.
     text = (pipeline["out"] / "codes" / "metrics.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in metrics.json"))
+
+
+def test_eval_takes_adapter_shape_from_checkpoint(pipeline):
+    # The YAML asks for r=16, the checkpoint has r=4: evaluation follows the checkpoint.
+    res = main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=eval_r16",
+                                "model.lora_config.r=16", f"model.ckpt={pipeline['out'] / 'codes'}"])
+    assert res["test"]["auc"] == pipeline["codes_results"]["test"]["auc"]
+
+
+def test_checkpoint_records_backbone_architecture(pipeline):
+    # Compatibility is checked on the architecture, so a moved backbone directory still loads its adapters.
+    assert read_meta(pipeline["out"] / "codes" / "checkpoint_best")["backbone"].startswith("llama-L")

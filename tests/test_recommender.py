@@ -124,3 +124,29 @@ def test_bf16_backbone_keeps_fp32_adapters_and_scores(tiny_llama, tmp_path, rec)
         s16, s32 = r16(ids, mask), r32(ids, mask)
     assert s16.dtype == torch.float32
     torch.testing.assert_close(s16, s32, atol=0.1, rtol=0.05)
+
+
+def _lora_cfg(layers, r=4):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"r": r, "alpha": 2 * r, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
+                             "layers_to_transform": layers})
+
+
+def test_layers_to_transform_counts_from_the_top(tiny_llama):
+    from minigpt4.llm.backbone import add_lora, load_backbone
+
+    base, _ = load_backbone(str(tiny_llama))
+    n = base.config.num_hidden_layers
+    model = add_lora(base, _lora_cfg([-1]))
+    adapted = {int(name.split("layers.")[1].split(".")[0]) for name, _ in model.named_parameters() if "lora_" in name}
+    assert adapted == {n - 1}
+
+
+def test_layers_to_transform_out_of_range_is_config_error(tiny_llama):
+    from minigpt4.config import ConfigError
+    from minigpt4.llm.backbone import add_lora, load_backbone
+
+    base, _ = load_backbone(str(tiny_llama))
+    with pytest.raises(ConfigError, match="layers_to_transform"):
+        add_lora(base, _lora_cfg([base.config.num_hidden_layers]))

@@ -77,8 +77,14 @@ def answer_token_ids(tokenizer, answers=("Yes", "No")):
 
 
 def add_lora(model, lora_config):
+    n_layers = model.config.num_hidden_layers
+    layers = sorted({i % n_layers for i in lora_config.layers_to_transform}) or None
+    if layers and any(not -n_layers <= i < n_layers for i in lora_config.layers_to_transform):
+        raise ConfigError(f"model.lora_config.layers_to_transform = {list(lora_config.layers_to_transform)}: the "
+                          f"backbone has {n_layers} layers (valid indices {-n_layers}..{n_layers - 1})")
     config = LoraConfig(r=lora_config.r, lora_alpha=lora_config.alpha, lora_dropout=lora_config.dropout,
-                        target_modules=list(lora_config.target_modules), bias="none", task_type="CAUSAL_LM")
+                        target_modules=list(lora_config.target_modules), layers_to_transform=layers,
+                        bias="none", task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, config)
     except ValueError as err:

@@ -36,6 +36,11 @@ class LLMRecommender(nn.Module):
         """The transformers model (LoRA layers injected in place when peft wraps it)."""
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
 
+    def backbone_signature(self):
+        """What identifies the backbone an adapter was trained on, independent of where its files are."""
+        c = self.causal_lm.config
+        return f"{c.model_type}-L{c.num_hidden_layers}-H{c.hidden_size}-V{c.vocab_size}"
+
     def forward(self, input_ids, attention_mask):
         """Left-padded batch -> scores [B] in fp32."""
         lm = self.causal_lm

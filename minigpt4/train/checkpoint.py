@@ -46,6 +46,15 @@ def find_checkpoint(value, where="model.ckpt"):
     return p
 
 
+def adapter_lora_config(path):
+    """The LoRA settings a checkpoint was trained with, as `model.lora_config` keys."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    targets = cfg["target_modules"]
+    return {"use_lora": True, "r": cfg["r"], "alpha": cfg["lora_alpha"], "dropout": cfg["lora_dropout"],
+            "target_modules": sorted(targets) if isinstance(targets, (list, set)) else [targets],
+            "layers_to_transform": list(cfg.get("layers_to_transform") or [])}
+
+
 def read_meta(path):
     return json.loads((Path(path) / META).read_text(encoding="utf-8"))
 

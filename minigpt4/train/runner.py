@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from minigpt4.batching import TrainBatches
 from minigpt4.metrics import evaluate_scores
@@ -60,7 +61,10 @@ class RecRunner:
         mine = np.arange(len(data))[dist.rank()::dist.world_size()]
         pos_out, score_out = [], []
         start = time.time()
-        for pos, batch in data.eval_batches(self.run.batch_size_eval, mine):
+        batches = data.eval_batches(self.run.batch_size_eval, mine)
+        total = -(-len(mine) // self.run.batch_size_eval)
+        for pos, batch in tqdm(batches, total=total, desc=f"scoring {split}", leave=False, mininterval=10,
+                               disable=not dist.is_main()):
             with self.autocast():
                 s = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
             pos_out.append(pos)
@@ -100,7 +104,8 @@ class RecRunner:
         for epoch in range(run.max_epoch):
             model.train()
             start, losses = time.time(), []
-            for _ in range(run.iters_per_epoch):
+            for _ in tqdm(range(run.iters_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=10,
+                          disable=not dist.is_main()):
                 lr = lr_at(step, run)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
