@@ -91,7 +91,7 @@ def test_empty_file(tmp_path):
 
 
 def test_subsample_is_fixed_and_ordered():
-    df = pd.DataFrame({"x": range(100)}, index=range(1000, 1100))
+    df = pd.DataFrame({"uid": range(1, 101), "x": range(100)}, index=range(1000, 1100))
     a, b = subsample(df, 10, seed=3), subsample(df, 10, seed=3)
     assert a.equals(b) and len(a) == 10 and a.index.is_monotonic_increasing
     assert not a.equals(subsample(df, 10, seed=4))
@@ -151,3 +151,14 @@ def test_warm_from_file_when_present(synthetic_dir):
     warm = ds.load("test_warm")
     twc = pd.read_pickle(synthetic_dir / "test_warm_cold_ood2.pkl")
     assert list(warm.index) == list(twc.index[twc["warm"] == 1])
+
+
+def test_subsample_keeps_whole_users():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"uid": rng.integers(1, 40, 600), "x": np.arange(600)})
+    sub = subsample(df, 120, seed=5)
+    assert len(sub) == 120
+    sizes = df["uid"].value_counts()
+    kept = sub["uid"].value_counts()
+    # every user but at most one (the one cut to fit) keeps all of its rows
+    assert (kept != sizes[kept.index]).sum() <= 1

@@ -144,8 +144,16 @@ class SyntheticDataset(MovieDataset):
 
 
 def subsample(df, n, seed):
-    """A fixed random subsample of n rows (all rows when n is 0 or >= len), original order kept."""
+    """A fixed random subsample of about n rows that keeps whole users (all rows when n is 0 or >= len).
+
+    Users are drawn in a random order until n rows are reached (the last user is cut to fit), so the sample's
+    UAUC is measured over users with all their rows, not over the one or two rows a row sample leaves each user.
+    Original row order is kept."""
     if not n or n >= len(df):
         return df
-    idx = np.random.default_rng(seed).choice(len(df), size=n, replace=False)
-    return df.iloc[np.sort(idx)]
+    users = df["uid"].to_numpy()
+    order = np.random.default_rng(seed).permutation(np.unique(users))
+    rank = np.empty(order.max() + 1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    picked = np.argsort(rank[users], kind="stable")[:n]  # rows grouped by the users' random order
+    return df.iloc[np.sort(picked)]
