@@ -41,9 +41,9 @@ class RecTask:
         from minigpt4.train.checkpoint import find_checkpoint
 
         m = self.cfg.model
-        require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
+        prompt_file = require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
         locate(m.llama_model)
-        prompt = load_prompt(require_path("model.prompt_path", m.prompt_path, "", is_dir=False), m.prompt_template)
+        prompt = load_prompt(prompt_file, m.prompt_template)
         mode = run_mode(self.cfg)
         if mode == "codes":
             if not uses_ids(prompt):
