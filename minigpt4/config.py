@@ -124,7 +124,8 @@ _RUN = {
     "resume_ckpt_path": Key(None, str, "Upstream resume key; not supported yet (an error if set).", nullable=True),
     "evaluate": Key(False, bool, "True: skip training and evaluate `model.ckpt` on `test_splits` (what eval.py does)."),
     "train_splits": Key(["train"], list, "Training split names."),
-    "valid_splits": Key(["valid"], list, "Validation split names (`valid` is valid_small, as upstream)."),
+    "valid_splits": Key(["valid"], list, "Validation split names (`valid` is valid_small, as upstream); the first one picks the best epoch. "
+                         "[] = no model selection: the adapter of the last epoch is kept (and nothing is scored during training)."),
     "test_splits": Key(["test", "valid"], list, "Splits scored at the end of training and by eval.py: test, valid, valid_full, test_warm, test_cold."),
     "max_train_rows": Key(0, int, "Use a fixed random subsample of about this many train rows, drawn as whole users (0 = all). For CPU runs."),
     "max_eval_rows": Key(0, int, "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC stays meaningful (0 = all)."),

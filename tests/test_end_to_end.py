@@ -246,3 +246,45 @@ def test_eval_takes_adapter_shape_from_checkpoint(pipeline):
 def test_checkpoint_records_backbone_architecture(pipeline):
     # Compatibility is checked on the architecture, so a moved backbone directory still loads its adapters.
     assert read_meta(pipeline["out"] / "codes" / "checkpoint_best")["backbone"].startswith("llama-L")
+
+
+def test_no_valid_split_keeps_last_epoch(pipeline):
+    # run.valid_splits: [] -> no scoring during training; the adapter of the last epoch is the one kept.
+    res = main("llm", "stage 1", ["--cfg-path", str(pipeline["text_yaml"]), "--options", "run.job_id=no_valid",
+                                  "run.valid_splits=[]"])
+    run = pipeline["out"] / "no_valid"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log] == [0, 1]
+    assert not any(k.startswith("valid") for rec in log for k in rec)
+    assert read_meta(run / "checkpoint_best")["epoch"] == 1 and res["train"]["best_epoch"] == 1
+    assert res["test"]["rows"] == 40
+
+
+def test_final_scoring_reuses_scores_of_subset_splits(pipeline, monkeypatch):
+    # test_warm and test_cold are subsets of test: every prompt is scored once, and their metrics are
+    # those of the test scores restricted to their rows.
+    from minigpt4.llm.recommender import LLMRecommender
+    from minigpt4.metrics import evaluate_scores
+
+    rows_scored = []
+    forward = LLMRecommender.forward
+
+    def counting(self, input_ids, attention_mask):
+        rows_scored.append(len(input_ids))
+        return forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(LLMRecommender, "forward", counting)
+    res = main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=eval_subsets",
+                                "run.max_eval_rows=0", "run.test_splits=[test,test_warm,test_cold]",
+                                f"model.ckpt={pipeline['out'] / 'codes'}"])
+    n_test, n_warm, n_cold = (res[s]["rows"] for s in ("test", "test_warm", "test_cold"))
+    assert n_warm > 0 and n_cold > 0 and n_warm + n_cold <= n_test
+    assert sum(rows_scored) <= n_test
+    run = pipeline["out"] / "eval_subsets"
+    test = pd.read_csv(run / "predictions_test.csv")
+    for split in ("test_warm", "test_cold"):
+        sub = pd.read_csv(run / f"predictions_{split}.csv")
+        merged = sub.merge(test, on=["uid", "iid", "label"], suffixes=("", "_test"), validate="one_to_one")
+        assert len(merged) == len(sub) and np.array_equal(merged["score"], merged["score_test"])
+        expect = evaluate_scores(sub["uid"].to_numpy(), sub["label"].to_numpy(), sub["score"].to_numpy())
+        assert res[split]["auc"] == pytest.approx(expect["auc"])

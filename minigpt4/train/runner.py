@@ -54,11 +54,16 @@ class RecRunner:
 
     # ------------------------------------------------------------------------------------------------ scoring
     @torch.inference_mode()
-    def score(self, split):
-        """Scores of every row of a split; rows are sharded over ranks, each scored exactly once."""
+    def score(self, split, memo=None):
+        """Scores of every row of a split; rows are sharded over ranks, each scored exactly once.
+
+        `memo` (prompt token ids -> score) lets the final test skip prompts it has already scored with the
+        same adapter: test_warm and test_cold are subsets of test, so scoring all three costs one pass."""
         self.model.eval()
         data = self.splits[split]
-        mine = np.arange(len(data))[dist.rank()::dist.world_size()]
+        keys = [tuple(ids) for ids in data.input_ids] if memo is not None else None
+        need = np.array([i for i, k in enumerate(keys) if k not in memo], dtype=int) if keys else np.arange(len(data))
+        mine = need[dist.rank()::dist.world_size()]
         pos_out, score_out = [], []
         start = time.time()
         batches = data.eval_batches(self.run.batch_size_eval, mine)
@@ -74,11 +79,15 @@ class RecRunner:
         scores = np.zeros(len(data), dtype=np.float64)
         for pos, s in dist.gather_objects(local):
             scores[pos] = s
-        return scores, len(data) / max(time.time() - start, 1e-9)
+        if keys:
+            known = np.setdiff1d(np.arange(len(data)), need)
+            scores[known] = [memo[keys[i]] for i in known]
+            memo.update((keys[i], scores[i]) for i in need)
+        return scores, len(need) / max(time.time() - start, 1e-9)
 
-    def evaluate(self, split):
+    def evaluate(self, split, memo=None):
         data = self.splits[split]
-        scores, speed = self.score(split)
+        scores, speed = self.score(split, memo)
         metrics = evaluate_scores(data.uids, data.labels, scores)
         metrics["samples_per_s"] = speed
         return metrics, scores
@@ -99,7 +108,7 @@ class RecRunner:
         optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
         lr_at = self._schedule()
         batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed + dist.rank())
-        valid = run.valid_splits[0]
+        valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
         best, best_epoch, bad, step = -math.inf, -1, 0, 0
         for epoch in range(run.max_epoch):
             model.train()
@@ -127,10 +136,13 @@ class RecRunner:
                     self.log(f"epoch {epoch} step {step} loss {np.mean(losses[-run.log_freq:]):.4f} lr {lr:.3g}")
             seen = run.iters_per_epoch * run.accum_grad_iters * run.batch_size_train * dist.world_size()
             train_speed = seen / (time.time() - start)
-            metrics, _ = self.evaluate(valid)
-            improved = metrics["auc"] > best
+            if valid is None:
+                metrics, improved = {}, True
+            else:
+                metrics, _ = self.evaluate(valid)
+                improved = metrics["auc"] > best
             if improved:
-                best, best_epoch, bad = metrics["auc"], epoch, 0
+                best, best_epoch, bad = metrics.get("auc", math.nan), epoch, 0
                 if dist.is_main():
                     save_checkpoint(model, self.ckpt_path, {**self.meta, "epoch": epoch, "step": step,
                                                             "valid_auc": best})
@@ -140,9 +152,10 @@ class RecRunner:
                       "train_samples_per_s": train_speed, **{f"{valid}_{k}": v for k, v in metrics.items()},
                       "best_epoch": best_epoch}
             self.run_dir.log(record, step=step)
+            scored = (f"{valid} auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} loss {metrics['loss']:.4f} "
+                      f"({metrics['samples_per_s']:.1f} samples/s)" if metrics else "no valid split: adapter saved")
             self.log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({train_speed:.1f} samples/s) | "
-                     f"{valid} auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} loss {metrics['loss']:.4f} "
-                     f"({metrics['samples_per_s']:.1f} samples/s) | lr {lr:.3g}{' | best' if improved else ''}")
+                     f"{scored} | lr {lr:.3g}{' | best' if improved and metrics else ''}")
             if bad >= run.patience:
                 self.log(f"early stop: valid auc has not improved for {bad} evaluations (run.patience)")
                 break
@@ -160,9 +173,9 @@ class RecRunner:
         """Score each split (with the best adapter when one was saved); write predictions; return metrics."""
         if reload_best and (self.ckpt_path / "recommender.json").is_file():
             load_checkpoint(self.model, self.ckpt_path, {})
-        results = {}
+        results, memo = {}, {}
         for split in splits:
-            metrics, scores = self.evaluate(split)
+            metrics, scores = self.evaluate(split, memo)
             data = self.splits[split]
             self.run_dir.write_predictions(f"predictions_{split}.csv", data.uids, data.iids, data.labels, scores)
             results[split] = metrics
