@@ -149,6 +149,8 @@ def _coerce(value, key: Key, where):
     if value is None:
         if key.nullable or key.default is None:
             return None
+        if key.default == "":
+            return ""  # `ckpt:` in YAML or `model.ckpt=` on the command line: empty, i.e. not set
         raise ConfigError(f"{where} is null; it must be a {key.type.__name__} (default {key.default!r})")
     want = key.type
     if want is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -149,6 +149,15 @@ def test_wrong_type(upstream):
     with pytest.raises(ConfigError, match=r"model\.rec_config\.code_mode must be one of"):
         load_config(upstream, ["model.rec_config.code_mode=hex"])
 
+    with pytest.raises(ConfigError, match=r"run\.max_epoch is null"):
+        load_config(upstream, ["run.max_epoch="])
+
+
+def test_empty_value_clears_a_path_key(upstream):
+    # `model.ckpt=` (or `ckpt:` with nothing in YAML) means "no checkpoint", not an error
+    assert load_config(upstream, ["model.ckpt="]).model.ckpt == ""
+    assert load_config(upstream, ["model.ckpt=''"]).model.ckpt == ""
+
 
 def test_options_both_forms(small):
     a = load_config(small, ["run.init_lr=1e-2", "model.lora_config.r=4", "model.rec_config.code_mode=ipv4"])

@@ -288,3 +288,19 @@ def test_final_scoring_reuses_scores_of_subset_splits(pipeline, monkeypatch):
         assert len(merged) == len(sub) and np.array_equal(merged["score"], merged["score_test"])
         expect = evaluate_scores(sub["uid"].to_numpy(), sub["label"].to_numpy(), sub["score"].to_numpy())
         assert res[split]["auc"] == pytest.approx(expect["auc"])
+
+
+def test_eval_under_torchrun_one_process_matches_plain_run(pipeline):
+    # `torchrun --nproc-per-node 1 eval.py ...` is the same run as `python eval.py ...`.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", str(root / "eval.py"),
+           "--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=eval_torchrun",
+           f"model.ckpt={pipeline['out'] / 'codes' / 'checkpoint_best'}"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = pd.read_csv(pipeline["out"] / "eval_torchrun" / "predictions_test.csv")
+    pd.testing.assert_frame_equal(got, pd.read_csv(pipeline["out"] / "eval" / "predictions_test.csv"))
