@@ -61,8 +61,9 @@ class RecRunner:
         same adapter: test_warm and test_cold are subsets of test, so scoring all three costs one pass."""
         self.model.eval()
         data = self.splits[split]
-        keys = [tuple(ids) for ids in data.input_ids] if memo is not None else None
-        need = np.array([i for i, k in enumerate(keys) if k not in memo], dtype=int) if keys else np.arange(len(data))
+        memo = {} if memo is None else memo
+        keys = [tuple(ids) for ids in data.input_ids]
+        need = np.array([i for i, k in enumerate(keys) if k not in memo], dtype=int)
         mine = need[dist.rank()::dist.world_size()]
         pos_out, score_out = [], []
         start = time.time()
@@ -79,10 +80,9 @@ class RecRunner:
         scores = np.zeros(len(data), dtype=np.float64)
         for pos, s in dist.gather_objects(local):
             scores[pos] = s
-        if keys:
-            known = np.setdiff1d(np.arange(len(data)), need)
-            scores[known] = [memo[keys[i]] for i in known]
-            memo.update((keys[i], scores[i]) for i in need)
+        for i in np.setdiff1d(np.arange(len(data)), need):
+            scores[i] = memo[keys[i]]
+        memo.update((keys[i], scores[i]) for i in need)
         return scores, len(need) / max(time.time() - start, 1e-9)
 
     def evaluate(self, split, memo=None):
@@ -142,10 +142,10 @@ class RecRunner:
                 metrics, _ = self.evaluate(valid)
                 improved = metrics["auc"] > best
             if improved:
-                best, best_epoch, bad = metrics.get("auc", math.nan), epoch, 0
+                best, best_epoch, bad = metrics.get("auc", best), epoch, 0
                 if dist.is_main():
                     save_checkpoint(model, self.ckpt_path, {**self.meta, "epoch": epoch, "step": step,
-                                                            "valid_auc": best})
+                                                            "valid_auc": metrics.get("auc")})
             else:
                 bad += 1
             record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "lr": lr,
