@@ -124,6 +124,14 @@ def test_bf16_backbone_keeps_fp32_adapters_and_scores(tiny_llama, tmp_path, rec)
         s16, s32 = r16(ids, mask), r32(ids, mask)
     assert s16.dtype == torch.float32
     torch.testing.assert_close(s16, s32, atol=0.1, rtol=0.05)
+    # The answer head runs in fp32 on the bf16 hidden state: a bf16 head would round logits near 13 to 1/16.
+    r16.score_type = "yes_minus_no"
+    with torch.no_grad():
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = r16.causal_lm.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
+        rows = r16.causal_lm.get_output_embeddings().weight[[r16.yes_id, r16.no_id]].float()
+        want = hidden.float() @ rows.T
+        torch.testing.assert_close(r16(ids, mask), want[:, 0] - want[:, 1], atol=1e-5, rtol=1e-6)
 
 
 def _lora_cfg(layers, r=4):

@@ -49,11 +49,12 @@ class LLMRecommender(nn.Module):
         hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                   position_ids=position_ids, use_cache=False).last_hidden_state[:, -1]
         head = lm.get_output_embeddings()
-        rows = head.weight[[self.yes_id, self.no_id]]  # [2, H]
-        logits = hidden.to(rows.dtype) @ rows.T
+        # In fp32 even for a bf16 backbone: Yes/No logits sit near +-13, where bf16 steps by 1/16, so a bf16
+        # head would round most Yes-minus-No scores into ties. Two rows of the head cost nothing in fp32.
+        rows = head.weight[[self.yes_id, self.no_id]].float()  # [2, H]
+        logits = hidden.float() @ rows.T
         if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[[self.yes_id, self.no_id]]
-        logits = logits.float()
+            logits = logits + head.bias[[self.yes_id, self.no_id]].float()
         return logits[:, 0] - logits[:, 1] if self.score_type == "yes_minus_no" else logits[:, 0]
 
     def loss(self, scores, labels):
