@@ -73,8 +73,9 @@ def main(stage, description, argv=None):
 
 
 def run_collab(cfg, task):
-    from minigpt4.train.collab import pretrain
+    from minigpt4.train.collab import encoder_class, pretrain
 
+    encoder_class(cfg.model)  # an unknown rec_model fails before the run directory exists
     frames = {s: task.rows(s) for s in ("train", "valid_full", "test", "test_warm", "test_cold")}
     run_dir = RunDir(cfg, dist.is_main())
     print(f"run directory: {run_dir.path}; {cfg.model.rec_model} on {len(frames['train'])} train rows, "

@@ -33,28 +33,28 @@ class Key:
 _REC_CONFIG = {
     "user_num": Key(-100, int, "Number of user ids (max uid + 1). Derived from the data at start-up; any value here is overwritten."),
     "item_num": Key(-100, int, "Number of item ids (max iid + 1). Derived from the data at start-up; any value here is overwritten."),
-    "embedding_size": Key(32, int, "Embedding size of the collaborative encoder; for `hash` it is the code length in bits."),
+    "embedding_size": Key(32, int, "Embedding size of the collaborative encoder (the CoLLM projector's input size): `hash` code length in bits; `MF` d; `DIN` 3 x its per-table size (a multiple of 3); `lightgcn`/`sasrec` must equal embed_size/hidden_units."),
     "code_mode": Key("binary", str, "How BinLLM writes a code into the prompt: `binary` (`0101...`, one character per bit) or `ipv4` (dot-decimal, one number 0-255 per 8 bits; needs embedding_size divisible by 8).", ("binary", "ipv4")),
     "pretrained_path": Key(NOT_HAVE, str, "State dict of the pretrained collaborative encoder (written by `pretrain_collab.py` as `rec_model.pth`). `not_have` = none."),
     "beta_step": Key(0.001, float, "Binary encoder pretraining: every 2 epochs the probability of using the binary (not the tanh) value of a bit grows by this step, clamped at 1 (upstream ML-1M trainer; the Amazon trainer's reset to 0 is a bug we do not copy)."),
     "use_hash": Key(False, bool, "Upstream key, ignored by the upstream and here (`rec_model: hash` decides)."),
     # Keys of the CoLLM encoders (LightGCN, SASRec, DIN). Accepted so CoLLM YAML files load.
-    "embed_size": Key(64, int, "CoLLM LightGCN/SASRec/DIN embedding size (must equal embedding_size)."),
-    "gcn_layers": Key(2, int, "CoLLM LightGCN: number of propagation layers."),
+    "embed_size": Key(64, int, "CoLLM LightGCN: embedding size (must equal embedding_size). Upstream SASRec/DIN configs carry it too; unused there."),
+    "gcn_layers": Key(2, int, "CoLLM LightGCN: number of propagation layers (>= 0; the output is the mean of the layer-0..K embeddings)."),
     "keep_prob": Key(0.6, float, "CoLLM LightGCN: edge keep probability (unused upstream: dropout is off)."),
     "A_n_fold": Key(100, int, "CoLLM LightGCN: upstream key, unused."),
     "A_split": Key(False, bool, "CoLLM LightGCN: upstream key, unused."),
     "dropout": Key(False, bool, "CoLLM LightGCN: edge dropout switch (upstream always False)."),
     "pretrain": Key(0, int, "CoLLM LightGCN: upstream key, unused."),
-    "init_emb": Key(0.1, float, "CoLLM LightGCN: std of the normal embedding init."),
+    "init_emb": Key(0.1, float, "CoLLM LightGCN: std of the normal embedding init (> 0)."),
     "dataset": Key("ml1m", str, "CoLLM: dataset name used in log messages only."),
-    "hidden_units": Key(64, int, "CoLLM SASRec: hidden size."),
-    "num_blocks": Key(2, int, "CoLLM SASRec: number of self-attention blocks."),
-    "num_heads": Key(1, int, "CoLLM SASRec: attention heads."),
-    "dropout_rate": Key(0.2, float, "CoLLM SASRec: dropout."),
+    "hidden_units": Key(64, int, "CoLLM SASRec: hidden size (must equal embedding_size)."),
+    "num_blocks": Key(2, int, "CoLLM SASRec: number of self-attention blocks (>= 1)."),
+    "num_heads": Key(1, int, "CoLLM SASRec: attention heads (must divide hidden_units; the upstream checkpoint was trained with 1)."),
+    "dropout_rate": Key(0.2, float, "CoLLM SASRec: dropout of the embeddings, attention weights and feed-forward layers (0 <= p < 1)."),
     "l2_emb": Key(1e-4, float, "CoLLM SASRec/DIN: upstream key, unused."),
-    "maxlen": Key(25, int, "CoLLM SASRec/DIN: length of the item sequence fed to the encoder."),
-    "drop": Key(0.2, float, "CoLLM DIN: dropout of the CTR head."),
+    "maxlen": Key(25, int, "CoLLM SASRec/DIN: number of most recent history ids a row feeds the encoder, left-padded with 0 (upstream: SASRec 25 on ML-1M, 20 on Amazon; DIN 10)."),
+    "drop": Key(0.2, float, "CoLLM DIN: dropout of the CTR head (0 <= p < 1)."),
 }
 
 _LORA_CONFIG = {
@@ -84,7 +84,7 @@ _MODEL = {
     "item_num": Key(-100, int, "Derived from the data (max iid + 1); any value is overwritten."),
     "ans_type": Key("v2", str, "Upstream answer words: `v2` = Yes/No.", ("v2",)),
     "score_type": Key("yes", str, "Score read at the last prompt position: `yes` = the Yes logit (upstream), `yes_minus_no` = Yes logit minus No logit (learns much faster on small backbones).", ("yes", "yes_minus_no")),
-    "rec_model": Key("MF", str, "Collaborative encoder by registered name (`hash` = BinLLM's binary encoder). Only built when the run needs it."),
+    "rec_model": Key("MF", str, "Collaborative encoder by registered name: `hash` (BinLLM's binary encoder), `MF`, `lightgcn`, `sasrec`, `DIN` (CoLLM's). Only built when the run needs it (pretrain_collab.py trains it)."),
     "ckpt": Key("", str, "Checkpoint to start from: a `checkpoint_best` directory written by a previous stage (or its run directory). Empty = none."),
     "low_resource": Key(False, bool, "Upstream key (8-bit loading), unused."),
     "rec_config": _REC_CONFIG,
@@ -265,10 +265,39 @@ def _check_values(cfg):
     rc = model["rec_config"]
     if rc["code_mode"] == "ipv4" and rc["embedding_size"] % 8:
         raise ConfigError(f"model.rec_config.embedding_size={rc['embedding_size']} must be a multiple of 8 for code_mode ipv4")
+    _check_rec_config(model["rec_model"], rc)
     if run["evaluate"] and not run["test_splits"]:
         raise ConfigError("run.test_splits is empty but run.evaluate is True: name the splits to score, e.g. [test]")
     if run["resume_ckpt_path"]:
         raise ConfigError("run.resume_ckpt_path: resuming is not supported yet; set it to null and start from model.ckpt")
+
+
+def _check_rec_config(rec_model, rc):
+    """Sizes the chosen encoder needs; other encoders' keys are left alone (upstream YAMLs carry them all)."""
+    where = "model.rec_config"
+    if rec_model == "lightgcn":
+        if rc["embed_size"] != rc["embedding_size"]:
+            raise ConfigError(f"{where}.embed_size={rc['embed_size']} must equal {where}.embedding_size="
+                              f"{rc['embedding_size']} for lightgcn (the projector reads embedding_size): set both")
+        if rc["gcn_layers"] < 0 or rc["init_emb"] <= 0:
+            raise ConfigError(f"{where}: lightgcn needs gcn_layers >= 0 and init_emb > 0, got {rc['gcn_layers']}, {rc['init_emb']}")
+    if rec_model == "sasrec":
+        if rc["hidden_units"] != rc["embedding_size"]:
+            raise ConfigError(f"{where}.hidden_units={rc['hidden_units']} must equal {where}.embedding_size="
+                              f"{rc['embedding_size']} for sasrec (the projector reads embedding_size): set both")
+        if rc["num_blocks"] < 1 or rc["num_heads"] < 1 or rc["hidden_units"] % rc["num_heads"]:
+            raise ConfigError(f"{where}: sasrec needs num_blocks >= 1 and num_heads >= 1 dividing hidden_units="
+                              f"{rc['hidden_units']}, got num_blocks={rc['num_blocks']}, num_heads={rc['num_heads']}")
+        if not 0 <= rc["dropout_rate"] < 1:
+            raise ConfigError(f"{where}.dropout_rate must be in [0, 1), got {rc['dropout_rate']}")
+    if rec_model == "DIN":
+        if rc["embedding_size"] % 3:
+            raise ConfigError(f"{where}.embedding_size={rc['embedding_size']} must be a multiple of 3 for DIN "
+                              "(user, item and history vectors of embedding_size // 3 each)")
+        if not 0 <= rc["drop"] < 1:
+            raise ConfigError(f"{where}.drop must be in [0, 1), got {rc['drop']}")
+    if rec_model in ("sasrec", "DIN") and rc["maxlen"] < 1:
+        raise ConfigError(f"{where}.maxlen must be >= 1 for {rec_model}, got {rc['maxlen']}")
 
 
 def run_mode(cfg):

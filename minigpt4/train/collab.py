@@ -3,6 +3,10 @@
 Adam with coupled L2 (`run.weight_decay`), BCE on train, evaluation of the *full* valid split after every
 epoch, early stopping on valid AUC after `run.patience` evaluations without improvement, best state dict
 saved as `rec_model.pth` (the upstream's raw state-dict format, loadable by `rec_config.pretrained_path`).
+
+A split becomes a dict of row tensors built once: `users`, `items`, and `his` (padded history ids) only for
+models with `history_len > 0`; a batch is that dict indexed by row and passed as keyword arguments.
+A model with `set_graph` (LightGCN) gets the graph of the positive train rows before training.
 """
 
 import math
@@ -12,30 +16,58 @@ import numpy as np
 import torch
 
 from minigpt4 import registry
+from minigpt4.config import ConfigError
+from minigpt4.data.history import padded_history
+from minigpt4.encoders.lightgcn import bipartite_graph
 from minigpt4.metrics import evaluate_scores
 from minigpt4.train.run_dir import atomic_write
 
 
-def _tensors(df):
-    return (torch.tensor(df["uid"].to_numpy(), dtype=torch.long),
-            torch.tensor(df["iid"].to_numpy(), dtype=torch.long),
-            torch.tensor(df["label"].to_numpy(), dtype=torch.float32))
+def model_inputs(model, df):
+    """The keyword arguments of `model` for every row of df (row tensors), and the labels."""
+    inputs = {"users": torch.tensor(df["uid"].to_numpy(), dtype=torch.long),
+              "items": torch.tensor(df["iid"].to_numpy(), dtype=torch.long)}
+    if getattr(model, "history_len", 0):
+        inputs["his"] = padded_history(df["his"].to_numpy(), model.history_len)
+    return inputs, torch.tensor(df["label"].to_numpy(), dtype=torch.float32)
+
+
+def _take(inputs, idx):
+    return {k: v[idx] for k, v in inputs.items()}
+
+
+def encoder_class(model_cfg):
+    try:
+        return registry.get("rec_model", model_cfg.rec_model)
+    except KeyError:
+        raise ConfigError(f"model.rec_model = {model_cfg.rec_model!r} is not a collaborative encoder "
+                          f"(known: {', '.join(registry.names('rec_model'))})") from None
 
 
 def build_encoder(model_cfg):
-    cls = registry.get("rec_model", model_cfg.rec_model)
-    return cls.from_config(model_cfg.rec_config)
+    return encoder_class(model_cfg).from_config(model_cfg.rec_config)
+
+
+def attach_graph(model, train_df):
+    """Give a graph model (LightGCN) the normalised bipartite graph of the positive train rows."""
+    if hasattr(model, "set_graph"):
+        model.set_graph(bipartite_graph(train_df["uid"].to_numpy(), train_df["iid"].to_numpy(),
+                                        train_df["label"].to_numpy(), model.user_num, model.item_num))
 
 
 @torch.no_grad()
-def score_rows(model, df, batch_size=65536):
+def score_rows(model, df, inputs=None, batch_size=None):
+    """One score per row of df; `inputs` = model_inputs(model, df)[0] when the caller already built them."""
     model.eval()
-    u, i, _ = _tensors(df)
-    return torch.cat([model(u[s:s + batch_size], i[s:s + batch_size]) for s in range(0, len(u), batch_size)]).numpy()
+    inputs = inputs if inputs is not None else model_inputs(model, df)[0]
+    # history models hold [batch, maxlen, dim] activations: smaller chunks keep the memory bounded
+    batch_size = batch_size or (4096 if "his" in inputs else 65536)
+    n = len(df)
+    return torch.cat([model(**_take(inputs, slice(s, s + batch_size))) for s in range(0, n, batch_size)]).numpy()
 
 
-def evaluate(model, df):
-    return evaluate_scores(df["uid"].to_numpy(), df["label"].to_numpy(), score_rows(model, df))
+def evaluate(model, df, inputs=None):
+    return evaluate_scores(df["uid"].to_numpy(), df["label"].to_numpy(), score_rows(model, df, inputs))
 
 
 def pretrain(cfg, frames, run_dir, log=print):
@@ -43,25 +75,32 @@ def pretrain(cfg, frames, run_dir, log=print):
     run = cfg.run
     torch.manual_seed(run.seed)
     model = build_encoder(cfg.model)
+    attach_graph(model, frames["train"])
     optimizer = torch.optim.Adam(model.parameters(), lr=run.init_lr, weight_decay=run.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    users, items, labels = _tensors(frames["train"])
+    inputs, labels = model_inputs(model, frames["train"])
+    n = len(labels)
+    # batch bounds; a last batch of one row joins the previous one (BatchNorm in DIN's Dice needs two rows)
+    bounds = list(range(0, n, run.batch_size_train)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    valid_inputs = model_inputs(model, frames["valid_full"])[0]
     generator = torch.Generator().manual_seed(run.seed)
     best, best_epoch, bad = -math.inf, -1, 0
     ckpt = run_dir.path / "rec_model.pth"
     for epoch in range(run.max_epoch):
         model.train()
         start, total = time.time(), 0.0
-        order = torch.randperm(len(users), generator=generator)
-        for s in range(0, len(order), run.batch_size_train):
-            idx = order[s:s + run.batch_size_train]
-            loss = loss_fn(model(users[idx], items[idx]), labels[idx])
+        order = torch.randperm(n, generator=generator)
+        for start_row, end_row in zip(bounds[:-1], bounds[1:]):
+            idx = order[start_row:end_row]
+            loss = loss_fn(model(**_take(inputs, idx)), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        valid = evaluate(model, frames["valid_full"])
-        record = {"epoch": epoch, "train_loss": total / len(order), "valid_auc": valid["auc"],
+        valid = evaluate(model, frames["valid_full"], valid_inputs)
+        record = {"epoch": epoch, "train_loss": total / n, "valid_auc": valid["auc"],
                   "valid_uauc": valid["uauc"], "beta": round(getattr(model, "beta", 0.0), 6),
                   "seconds": time.time() - start}
         if valid["auc"] > best:

@@ -1,0 +1,9 @@
+"""CoLLM's collaborative encoders for stage 0 (spec §3.1, §3.3-3.5), one module each; BinLLM's binary
+encoder lives in `minigpt4/binary_encoder.py`. Importing this package registers them as `model.rec_model` names.
+
+Interface used by the stage-0 loop (`minigpt4/train/collab.py`): `forward(users, items[, his])` returns one logit
+per row; `history_len` (> 0 only for models that read the row's history) says how many history ids a row needs;
+a model with `set_graph` is given the bipartite graph of the positive train rows before training.
+"""
+
+from minigpt4.encoders import din, lightgcn, mf, sasrec  # noqa: F401
