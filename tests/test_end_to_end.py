@@ -304,3 +304,29 @@ def test_eval_under_torchrun_one_process_matches_plain_run(pipeline):
     assert done.returncode == 0, done.stderr[-2000:]
     got = pd.read_csv(pipeline["out"] / "eval_torchrun" / "predictions_test.csv")
     pd.testing.assert_frame_equal(got, pd.read_csv(pipeline["out"] / "eval" / "predictions_test.csv"))
+
+
+def test_icl_zero_shot_scores_the_base_model(pipeline, synthetic_dir, tiny_llama):
+    """ICL (`train_configs/ml1m_icl.yaml`): eval.py with no LoRA and no checkpoint scores the base LLM, and a
+    row's score is the base model's own Yes-minus-No logit at the last prompt position."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from minigpt4.prompting import build_prompts, load_prompt
+
+    main("eval", "eval", ["--cfg-path", str(pipeline["text_yaml"]), "--options", "run.job_id=icl",
+                          "model.lora_config.use_lora=False", "model.ckpt="])
+    run = pipeline["out"] / "icl"
+    assert not (run / "checkpoint_best").exists()
+    pred = pd.read_csv(run / "predictions_test.csv")
+    assert pred["score"].nunique() > 1
+    test = pd.read_pickle(synthetic_dir / "test_ood2.pkl")
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    lm = LlamaForCausalLM.from_pretrained(str(tiny_llama)).eval()
+    yes, no = (tok(f"#Answer: {w}", add_special_tokens=False)["input_ids"][-1] for w in ("Yes", "No"))
+    for _, p in pred.head(3).iterrows():
+        row = test[(test["uid"] == p["uid"]) & (test["iid"] == p["iid"])].head(1)
+        (text,) = build_prompts(row, load_prompt("prompts/tallrec_movie.txt"))
+        ids = [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([ids])).logits[0, -1]
+        assert p["score"] == pytest.approx((logits[yes] - logits[no]).item(), abs=1e-4)
