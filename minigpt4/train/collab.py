@@ -120,5 +120,6 @@ def pretrain(cfg, frames, run_dir, log=print):
             log(f"early stop at epoch {epoch}: no better valid auc for {bad} epochs; best epoch {best_epoch}")
             break
     model.load_state_dict(torch.load(ckpt, map_location="cpu"))
-    results = {split: evaluate(model, df) for split, df in frames.items() if split != "train"}
+    built = {"valid_full": valid_inputs}  # its history tensor is already padded; the test splits are new
+    results = {split: evaluate(model, df, built.get(split)) for split, df in frames.items() if split != "train"}
     return model, {"best_epoch": best_epoch, **results}
