@@ -2,19 +2,63 @@
 
 A split is tokenised once (`TokenizedSplit`); batches are left-padded to their own longest prompt, because
 the score is read at the last position. Evaluation visits rows sorted by length, so padding stays small.
+
+CoLLM slots: with `slot_tokens` k > 0, each `<UserID>` in a prompt becomes k positions with ids -1..-k and each
+`<TargetItemID>` k positions with ids -(k+1)..-2k; the model fills them with vectors (`place_slots`). The text
+around a slot is tokenised on its own, as the upstream's `<unk>` stand-in split it.
 """
+
+import re
 
 import numpy as np
 import torch
 
 from minigpt4.config import ConfigError
+from minigpt4.data.history import padded_history
+
+SLOT_PATTERN = re.compile(r"(<UserID>|<TargetItemID>)")
+
+
+def tokenize(tokenizer, prompts, slot_tokens=0):
+    """Prompt strings -> lists of token ids, BOS first (spec §2.3), slots marked by negative ids."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    if not slot_tokens:
+        return [bos + x for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    k = slot_tokens
+    marks = {"<UserID>": [-(j + 1) for j in range(k)], "<TargetItemID>": [-(k + j + 1) for j in range(k)]}
+    pieces = [SLOT_PATTERN.split(p) for p in prompts]  # text, slot, text, slot, text
+    texts = [t for parts in pieces for t in parts[::2] if t]
+    encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+    out = []
+    for parts in pieces:
+        seq = list(bos)
+        for n, part in enumerate(parts):
+            if n % 2:
+                seq += marks[part]
+            elif part:
+                seq += next(encoded)
+        out.append(seq)
+    return out
+
+
+def decode(tokenizer, ids):
+    """Readable text of one id list; each slot position shows as `[slot j]`."""
+    out, run = [], []
+    for x in list(ids) + [None]:
+        if x is not None and x >= 0:
+            run.append(x)
+            continue
+        if run:
+            out.append(tokenizer.decode(run))
+            run = []
+        if x is not None:
+            out.append(f"[slot {-x - 1}]")
+    return "".join(out)
 
 
 class TokenizedSplit:
-    def __init__(self, tokenizer, prompts, rows, max_len, name="split"):
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        self.input_ids = [bos + x for x in ids]
+    def __init__(self, tokenizer, prompts, rows, max_len, name="split", slot_tokens=0, history_len=0):
+        self.input_ids = tokenize(tokenizer, prompts, slot_tokens)
         self.lengths = np.array([len(x) for x in self.input_ids])
         too_long = np.flatnonzero(self.lengths > max_len)
         if too_long.size:
@@ -27,13 +71,16 @@ class TokenizedSplit:
         self.labels = rows["label"].to_numpy().astype(np.int64)
         self.uids = rows["uid"].to_numpy().astype(np.int64)
         self.iids = rows["iid"].to_numpy().astype(np.int64)
+        # the row's history ids, only for slot encoders that read it (SASRec, DIN)
+        self.his = padded_history(rows["his"].to_numpy(), history_len) if history_len else None
         self.name = name
 
     def __len__(self):
         return len(self.input_ids)
 
     def batch(self, indices):
-        """Left-padded `input_ids`, `attention_mask` and `labels` tensors for the given row positions."""
+        """Left-padded `input_ids` and `attention_mask`, plus `labels`, `users`, `items` (and `his` when the
+        split has histories) for the given row positions."""
         width = int(self.lengths[indices].max())
         ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
@@ -41,7 +88,11 @@ class TokenizedSplit:
             seq = self.input_ids[i]
             ids[row, width - len(seq):] = torch.tensor(seq)
             mask[row, width - len(seq):] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(self.labels[indices])}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(self.labels[indices]),
+               "users": torch.from_numpy(self.uids[indices]), "items": torch.from_numpy(self.iids[indices])}
+        if self.his is not None:
+            out["his"] = self.his[indices]
+        return out
 
     def eval_batches(self, batch_size, positions=None):
         """Yields (positions, batch) over the given positions (default: all), shortest prompts first."""

@@ -15,7 +15,7 @@ import torch
 
 import minigpt4  # noqa: F401  (fills the registry)
 from minigpt4 import registry
-from minigpt4.config import ConfigError, load_config, reference_markdown, run_mode
+from minigpt4.config import ConfigError, load_config, reference_markdown
 from minigpt4.data.splits import DataError
 from minigpt4.prompting import PromptError
 from minigpt4.train import distributed as dist
@@ -91,7 +91,9 @@ def run_collab(cfg, task):
 
 
 def run_llm(cfg, task, device):
-    from minigpt4.train.checkpoint import load_checkpoint
+    from minigpt4.batching import decode
+    from minigpt4.train.checkpoint import has_collab, load_checkpoint
+    from minigpt4.train.collab import attach_graph
 
     evaluate = cfg.run.evaluate
     RunDir.free_path(cfg)
@@ -101,28 +103,40 @@ def run_llm(cfg, task, device):
         # Evaluation takes the adapter's shape from the checkpoint, so eval configs need not repeat it.
         from minigpt4.train.checkpoint import adapter_lora_config, find_checkpoint
 
-        cfg.model.lora_config = adapter_lora_config(find_checkpoint(cfg.model.ckpt))
+        cfg.model.lora_config.update(adapter_lora_config(find_checkpoint(cfg.model.ckpt)))
     dtype = torch.bfloat16 if device.type == "cuda" and cfg.run.amp and torch.cuda.is_bf16_supported() else torch.float32
     model_cls = registry.get("model", cfg.model.arch)
-    model = model_cls.from_config(cfg.model, dtype=dtype).to(device)
-    mode, rc = run_mode(cfg), cfg.model.rec_config
+    mode, rc = task.llm_mode, cfg.model.rec_config
+    model = model_cls.from_config(cfg.model, dtype=dtype, slots=mode == "slots")
+    if model.collab is not None and model.collab.encoder is not None:
+        attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
+    model = model.to(device)
     meta = {"llama_model": cfg.model.llama_model, "backbone": model.backbone_signature(), "mode": mode,
             "score_type": cfg.model.score_type, "prompt_path": cfg.model.prompt_path}
     if codes is not None:
         meta.update(code_mode=rc.code_mode, code_bits=codes.bits_per_code)
+    if model.collab is not None:
+        meta.update(rec_model=cfg.model.rec_model, proj_token_num=cfg.model.proj_token_num)
     if cfg.model.ckpt:
         expect = {"backbone": meta["backbone"]}  # the architecture, wherever its files lie
         if codes is not None:
             expect.update(code_bits=codes.bits_per_code)
+        if model.collab is not None and has_collab(cfg.model.ckpt):
+            expect.update(rec_model=cfg.model.rec_model)
         loaded = load_checkpoint(model, cfg.model.ckpt, expect)
-        print(f"loaded adapter from {cfg.model.ckpt} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
+        print(f"loaded {cfg.model.ckpt} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
+        if evaluate and model.collab is not None and not has_collab(cfg.model.ckpt):
+            raise ConfigError(f"model.ckpt = {cfg.model.ckpt!r} has no trained slot weights (collab_tokens.safetensors): "
+                              "evaluate the checkpoint of the CoLLM / prompt-tuning stage, not of stage 1")
+    history_len = model.collab.history_len if model.collab is not None else 0
     names = list(cfg.run.test_splits) if evaluate else list(cfg.run.train_splits) + list(cfg.run.valid_splits) + list(cfg.run.test_splits)
-    splits = task.token_splits(model.tokenizer, prompt, names, codes)
+    splits = task.token_splits(model.tokenizer, prompt, names, codes, history_len)
     run_dir = RunDir(cfg, dist.is_main())  # only once every input has been checked
     dist.barrier()
     example = splits[names[0]]
-    print(f"run directory: {run_dir.path}; mode {mode}; backbone {cfg.model.llama_model}; device {device}")
-    print(f"example prompt ({example.lengths[0]} tokens): {model.tokenizer.decode(example.input_ids[0])}")
+    print(f"run directory: {run_dir.path}; mode {mode}; backbone {cfg.model.llama_model}; device {device}"
+          + (f"; slots filled by {cfg.model.rec_model}" if mode == "slots" else ""))
+    print(f"example prompt ({example.lengths[0]} tokens): {decode(model.tokenizer, example.input_ids[0])}")
     runner = registry.get("runner", cfg.run.runner)(cfg, model, splits, run_dir, device, meta)
     results = {}
     trains = any(p.requires_grad for p in model.parameters())

@@ -2,7 +2,8 @@
 
 The history is the user's most recent <= 10 liked titles, oldest first, each in double quotes, joined by ", ".
 An empty history is written `unknown` (the upstream wrote the typo `unkow`). BinLLM fills `<UserID>` and
-`<TargetItemID>` with code strings; TALLRec prompts have no ID placeholders. Prompt files keep the upstream's
+`<TargetItemID>` with code strings; CoLLM keeps them as slots that the tokenizer step turns into vector positions
+(`minigpt4/batching.py`); TALLRec prompts have no ID placeholders. Prompt files keep the upstream's
 literal backslash-n before `#Answer:` so the token sequence matches the upstream's.
 """
 
@@ -48,23 +49,25 @@ def target_text(title):
     return f'"{str(title).strip()}"'
 
 
-def fill_prompt(prompt, history, target, user_code=None, item_code=None):
+def fill_prompt(prompt, history, target, user_code=None, item_code=None, slots=False):
+    """slots=True leaves <UserID>/<TargetItemID> in place for CoLLM's vectors."""
     text = prompt.replace("<ItemTitleList>", history).replace("<TargetItemTitle>", target)
-    if uses_ids(prompt):
+    if uses_ids(prompt) and not slots:
         if user_code is None or item_code is None:
             raise PromptError("the prompt has <UserID>/<TargetItemID> but no codes were given: "
-                              "use a text-only prompt (prompts/tallrec_*.txt) or run.mode v3 (codes)")
+                              "use a text-only prompt (prompts/tallrec_*.txt), run.mode v3 (codes) or CoLLM slots")
         text = text.replace("<UserID>", user_code).replace("<TargetItemID>", item_code)
     return text
 
 
-def build_prompts(rows, prompt, codes=None):
-    """rows: DataFrame with uid, iid, his, his_title, title. codes: a CodeTable or None. Returns list[str]."""
-    if codes is None and uses_ids(prompt):
+def build_prompts(rows, prompt, codes=None, slots=False):
+    """rows: DataFrame with uid, iid, his, his_title, title. codes: a CodeTable or None; slots: keep the ID
+    placeholders for CoLLM. Returns list[str]."""
+    if codes is None and uses_ids(prompt) and not slots:
         fill_prompt(prompt, "", "")  # raises the explanatory error
     out = []
     for uid, iid, his, his_title, title in zip(rows["uid"], rows["iid"], rows["his"], rows["his_title"], rows["title"]):
         u = codes.user_code(uid) if codes is not None else None
         i = codes.item_code(iid) if codes is not None else None
-        out.append(fill_prompt(prompt, history_text(his, his_title), target_text(title), u, i))
+        out.append(fill_prompt(prompt, history_text(his, his_title), target_text(title), u, i, slots))
     return out

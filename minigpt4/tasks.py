@@ -1,6 +1,8 @@
 """The recommendation task: config -> dataset rows -> prompt strings -> token batches, for each stage.
 
-Every path a stage needs is checked here before any model is loaded."""
+Every path a stage needs is checked here before any model is loaded. An LLM run has one of three modes:
+`text` (titles only: TALLRec, ICL), `slots` (run.mode v2 with <UserID>/<TargetItemID> in the prompt: CoLLM, soft
+prompt, PersonPrompt fill them with vectors) and `codes` (run.mode v3: BinLLM writes code strings)."""
 
 import zlib
 
@@ -10,6 +12,7 @@ from minigpt4 import registry
 from minigpt4.batching import TokenizedSplit
 from minigpt4.config import NOT_HAVE, ConfigError, dataset_cfg, require_path, run_mode
 from minigpt4.data.splits import subsample
+from minigpt4.llm.collab_tokens import PROMPT_TABLES, is_slot_model
 from minigpt4.prompting import build_prompts, load_prompt, uses_ids
 from minigpt4.text_codes import CodeTable
 
@@ -22,6 +25,7 @@ class RecTask:
         self.dataset = registry.get("dataset", name)(ds.path).ensure()
         require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (README, 'Data').", is_dir=True)
         self._frames = {}
+        self.llm_mode = None  # text, slots or codes; set by check_llm_paths
 
     # ------------------------------------------------------------------------------------------------- rows
     def rows(self, split):
@@ -58,13 +62,21 @@ class RecTask:
             require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
                          "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
         elif uses_ids(prompt):
-            raise ConfigError(f"model.prompt_path = {m.prompt_path} has <UserID>/<TargetItemID> but run.mode="
-                              f"{self.cfg.run.mode} is text only; use prompts/tallrec_*.txt, or run.mode v3 for "
-                              "BinLLM (CoLLM embedding slots are not implemented yet)")
+            mode = "slots"
+            if not is_slot_model(m.rec_model):
+                raise ConfigError(f"model.prompt_path = {m.prompt_path} has <UserID>/<TargetItemID> slots and run.mode="
+                                  f"{self.cfg.run.mode} fills them with vectors (CoLLM), but model.rec_model = "
+                                  f"{m.rec_model!r} gives none: use run.mode v3 for BinLLM codes (rec_model hash), or "
+                                  f"a slot model: {', '.join(n for n in registry.names('rec_model') if n != 'hash')}, "
+                                  f"{', '.join(PROMPT_TABLES)}")
+            if m.rec_model not in PROMPT_TABLES and m.rec_config.pretrained_path not in ("", NOT_HAVE):
+                require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
+                             "Create it with `python pretrain_collab.py` (it writes <run dir>/rec_model.pth).", is_dir=False)
         if m.ckpt:
             find_checkpoint(m.ckpt)
         elif evaluate:
             print("warning: model.ckpt is empty: evaluating the backbone without any trained adapter")
+        self.llm_mode = mode
         return prompt
 
     # ------------------------------------------------------------------------------------------------ codes
@@ -87,13 +99,17 @@ class RecTask:
         return CodeTable(*encoder.code_bits(), mode=rc.code_mode)
 
     # ------------------------------------------------------------------------------------------ token splits
-    def token_splits(self, tokenizer, prompt, names, codes):
+    def token_splits(self, tokenizer, prompt, names, codes, history_len=0):
+        """history_len: ids of history each row carries for a slot encoder that reads it (SASRec, DIN)."""
         run = self.cfg.run
+        slots = self.llm_mode == "slots"
         out = {}
         for split in dict.fromkeys(names):
             rows = self.rows(split)
             limit = run.max_train_rows if split == "train" else run.max_eval_rows
             rows = subsample(rows, limit, run.seed + zlib.crc32(split.encode()))  # same rows in every run
-            out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes), rows,
-                                        self.cfg.model.max_txt_len, name=split)
+            out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes, slots), rows,
+                                        self.cfg.model.max_txt_len, name=split,
+                                        slot_tokens=self.cfg.model.proj_token_num if slots else 0,
+                                        history_len=history_len)
         return out

@@ -206,7 +206,7 @@ def test_missing_ckpt_exits_2(pipeline, capsys):
 
 @pytest.mark.parametrize("options, words", [
     (["run.mode=v3", "model.prompt_path=prompts/tallrec_movie.txt"], ["model.prompt_path", "<UserID>"]),
-    (["run.mode=v2", "model.prompt_path=prompts/collm_movie.txt"], ["model.prompt_path", "text only"]),
+    (["run.mode=v2", "model.prompt_path=prompts/collm_movie.txt"], ["model.rec_model", "run.mode v3"]),
     (["run.mode=v3", "model.rec_model=MF"], ["model.rec_model", "hash"]),
     (["model.prompt_path=prompts/none.txt"], ["model.prompt_path"]),
     (["model.llama_model=/no/such/model"], ["model.llama_model"]),
@@ -269,9 +269,9 @@ def test_final_scoring_reuses_scores_of_subset_splits(pipeline, monkeypatch):
     rows_scored = []
     forward = LLMRecommender.forward
 
-    def counting(self, input_ids, attention_mask):
+    def counting(self, input_ids, attention_mask, **slot_inputs):
         rows_scored.append(len(input_ids))
-        return forward(self, input_ids, attention_mask)
+        return forward(self, input_ids, attention_mask, **slot_inputs)
 
     monkeypatch.setattr(LLMRecommender, "forward", counting)
     res = main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=eval_subsets",
@@ -330,3 +330,63 @@ def test_icl_zero_shot_scores_the_base_model(pipeline, synthetic_dir, tiny_llama
         with torch.no_grad():
             logits = lm(input_ids=torch.tensor([ids])).logits[0, -1]
         assert p["score"] == pytest.approx((logits[yes] - logits[no]).item(), abs=1e-4)
+
+
+def _adapter(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoint_best" / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("rec_model, collab_options", [
+    ("MF", ["run.max_epoch=2"]),
+    ("sasrec", ["run.max_epoch=2", "model.rec_config.hidden_units=32", "model.rec_config.maxlen=5"]),
+], ids=["collm_mf", "collm_sasrec"])
+def test_collm_stage_trains_the_mapping_from_the_text_adapter(pipeline, rec_model, collab_options):
+    """CoLLM: stage 0 encoder -> slots filled through the mapping MLP, LoRA frozen at the stage-1 adapter ->
+    eval.py reproduces the run's test predictions from the checkpoint alone."""
+    out, job = pipeline["out"], f"collm_{rec_model}"
+    main("collab", "stage 0", ["--cfg-path", str(pipeline["dir"] / "binmf.yaml"), "--options",
+                               f"run.job_id={job}_enc", f"model.rec_model={rec_model}", *collab_options])
+    options = [f"run.job_id={job}", f"model.rec_model={rec_model}", "run.mode=v2", "model.freeze_lora=True",
+               "model.freeze_proj=False", "model.proj_token_num=2", "model.proj_mid_times=2",
+               f"model.rec_config.pretrained_path={out / f'{job}_enc' / 'rec_model.pth'}",
+               f"model.ckpt={out / 'text'}", *[o for o in collab_options if "rec_config" in o]]
+    res = main("llm", "stage 2", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", *options])
+    run = out / job
+    meta = read_meta(run / "checkpoint_best")
+    assert meta["mode"] == "slots" and meta["rec_model"] == rec_model and meta["proj_token_num"] == 2
+    assert (run / "checkpoint_best" / "collab_tokens.safetensors").is_file()
+    text_adapter, adapter = _adapter(out / "text"), _adapter(run)
+    assert all(torch.equal(text_adapter[k], adapter[k]) for k in text_adapter)  # LoRA stayed frozen
+    assert 0.0 <= res["test"]["auc"] <= 1.0
+    ev = main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", *options,
+                               f"run.job_id={job}_eval", f"model.ckpt={run}"])
+    assert ev["test"]["auc"] == res["test"]["auc"]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "predictions_test.csv"),
+                                  pd.read_csv(out / f"{job}_eval" / "predictions_test.csv"))
+
+
+@pytest.mark.parametrize("rec_model, freeze_lora", [("soft_prompt", False), ("personlized_prompt", True)])
+def test_prompt_tuning_baselines_train_and_evaluate(pipeline, rec_model, freeze_lora):
+    """Soft prompt (LoRA + two shared token blocks) and PersonPrompt (per-user/per-item tokens, LoRA frozen)."""
+    out, job = pipeline["out"], rec_model
+    options = [f"run.job_id={job}", f"model.rec_model={rec_model}", "run.mode=v2", f"model.freeze_lora={freeze_lora}",
+               "model.freeze_proj=False", "model.proj_token_num=3", "model.prompt_path=prompts/softprompt_movie.txt",
+               f"model.ckpt={out / 'text'}"]
+    res = main("llm", "prompt tuning", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", *options])
+    run = out / job
+    assert read_meta(run / "checkpoint_best")["rec_model"] == rec_model
+    changed = not all(torch.equal(a, b) for a, b in zip(_adapter(out / "text").values(), _adapter(run).values()))
+    assert changed == (not freeze_lora)
+    ev = main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", *options,
+                               f"run.job_id={job}_eval", f"model.ckpt={run}"])
+    assert ev["test"]["auc"] == res["test"]["auc"]
+
+
+def test_eval_of_a_stage1_adapter_in_slot_mode_is_config_error(pipeline, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=slots_no_weights",
+                              "run.mode=v2", "model.rec_model=soft_prompt", f"model.ckpt={pipeline['out'] / 'text'}"])
+    assert exc.value.code == 2
+    assert "collab_tokens.safetensors" in capsys.readouterr().err

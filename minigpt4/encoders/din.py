@@ -94,5 +94,13 @@ class DIN(nn.Module):
     def item_encoder(self, items):
         return self.embed_layers[1](items).repeat(1, 3)
 
+    @property
+    def collab_dim(self):
+        return 3 * self.emb_dim
+
+    def collab_vectors(self, users, items, his):
+        """(user, item) vectors a CoLLM prompt slot receives (upstream: the user slot gets the fused feature)."""
+        return self.all_encode(users, items, his), self.item_encoder(items)
+
     def forward(self, users, items, his):
         return self.fc_layer(self.all_encode(users, items, his)).squeeze(-1)

@@ -70,6 +70,15 @@ class LightGCN(nn.Module):
         out = total / (self.gcn_layers + 1)
         return out[:self.user_num], out[self.user_num:]
 
-    def forward(self, users, items):
+    @property
+    def collab_dim(self):
+        return self.embedding_user.embedding_dim
+
+    def collab_vectors(self, users, items, his=None):
+        """(user, item) vectors a CoLLM prompt slot receives: the propagated rows."""
         all_users, all_items = self.computer()
-        return (all_users[users] * all_items[items]).sum(-1)
+        return all_users[users], all_items[items]
+
+    def forward(self, users, items):
+        user, item = self.collab_vectors(users, items)
+        return (user * item).sum(-1)

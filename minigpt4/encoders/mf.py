@@ -22,5 +22,13 @@ class MF(MatrixFactorization):
     def item_encoder(self, items):
         return self.item_embedding(items)
 
+    @property
+    def collab_dim(self):
+        return self.user_embedding.embedding_dim
+
+    def collab_vectors(self, users, items, his=None):
+        """(user, item) vectors a CoLLM prompt slot receives."""
+        return self.user_encoder(users), self.item_encoder(items)
+
     def forward(self, users, items):
         return (self.user_encoder(users) * self.item_encoder(items)).sum(-1)

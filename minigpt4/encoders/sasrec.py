@@ -95,5 +95,14 @@ class SASRec(nn.Module):
     def item_encoder(self, items):
         return self.item_emb(items)
 
+    @property
+    def collab_dim(self):
+        return self.hidden_units
+
+    def collab_vectors(self, users, items, his):
+        """(user, item) vectors a CoLLM prompt slot receives: the user is the last state over the history."""
+        return self.seq_encoder(his), self.item_encoder(items)
+
     def forward(self, users, items, his):
-        return (self.seq_encoder(his) * self.item_encoder(items)).sum(-1)
+        user, item = self.collab_vectors(users, items, his)
+        return (user * item).sum(-1)

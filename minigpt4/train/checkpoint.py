@@ -1,7 +1,8 @@
 """Checkpoints hold only what was trained: a peft adapter directory (adapter_config.json +
-adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained(base, dir)`) and `recommender.json`
-(what the adapter was trained for). Loading checks every adapter key and refuses a checkpoint made for
-another backbone, score or code length.
+adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained(base, dir)`), `collab_tokens.safetensors`
+when the model fills CoLLM slots (the mapping MLP or prompt table and the encoder), and `recommender.json` (what
+it was trained for). Loading checks every key and refuses a checkpoint made for another backbone, score, code
+length or slot encoder.
 """
 
 import json
@@ -10,12 +11,13 @@ import tempfile
 from pathlib import Path
 
 from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from minigpt4.config import ConfigError, resolve_path
 
 META = "recommender.json"
 ADAPTER = "adapter_model.safetensors"
+COLLAB = "collab_tokens.safetensors"
 
 
 def save_checkpoint(recommender, path, meta):
@@ -23,7 +25,11 @@ def save_checkpoint(recommender, path, meta):
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        recommender.llm.save_pretrained(str(tmp))
+        if hasattr(recommender.llm, "peft_config"):
+            recommender.llm.save_pretrained(str(tmp))
+        if recommender.collab is not None:
+            state = {k: v.detach().cpu().contiguous() for k, v in recommender.collab.state_dict().items()}
+            save_file(state, str(tmp / COLLAB))
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below
@@ -40,14 +46,17 @@ def find_checkpoint(value, where="model.ckpt"):
     p = resolve_path(value)
     if (p / "checkpoint_best" / META).is_file():
         p = p / "checkpoint_best"
-    if not (p / META).is_file() or not (p / ADAPTER).is_file():
-        raise ConfigError(f"{where} = {value!r}: not a checkpoint directory (expected {META} and {ADAPTER}, as "
-                          "written by train_collm_mf_din.py / train_binllm.py into <run dir>/checkpoint_best)")
+    if not (p / META).is_file() or not ((p / ADAPTER).is_file() or (p / COLLAB).is_file()):
+        raise ConfigError(f"{where} = {value!r}: not a checkpoint directory (expected {META} and {ADAPTER} or "
+                          f"{COLLAB}, as written by train_collm_mf_din.py / train_binllm.py into "
+                          "<run dir>/checkpoint_best)")
     return p
 
 
 def adapter_lora_config(path):
-    """The LoRA settings a checkpoint was trained with, as `model.lora_config` keys."""
+    """The LoRA settings a checkpoint was trained with, as `model.lora_config` keys (use_lora False: none)."""
+    if not (Path(path) / "adapter_config.json").is_file():
+        return {"use_lora": False}
     cfg = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
     targets = cfg["target_modules"]
     return {"use_lora": True, "r": cfg["r"], "alpha": cfg["lora_alpha"], "dropout": cfg["lora_dropout"],
@@ -59,18 +68,41 @@ def read_meta(path):
     return json.loads((Path(path) / META).read_text(encoding="utf-8"))
 
 
+def has_collab(value):
+    return (find_checkpoint(value) / COLLAB).is_file()
+
+
 def load_checkpoint(recommender, value, expect):
-    """Load adapter weights into `recommender` (which must already have LoRA). `expect` maps meta keys to the
-    values this run needs; any difference is refused with the reason."""
+    """Load adapter weights (and slot-filling weights, when saved) into `recommender`. `expect` maps meta keys
+    to the values this run needs; any difference is refused with the reason."""
     path = find_checkpoint(value)
     meta = read_meta(path)
     for key, want in expect.items():
         if key in meta and meta[key] != want:
             raise ConfigError(f"model.ckpt = {value!r} was trained with {key}={meta[key]!r} but this run has "
                               f"{key}={want!r}; use a checkpoint made for this setting")
+    if (path / COLLAB).is_file():
+        _load_collab(recommender, value, path / COLLAB)
+    if (path / ADAPTER).is_file():
+        _load_adapter(recommender, value, path / ADAPTER)
+    return meta
+
+
+def _load_collab(recommender, value, file):
+    if recommender.collab is None:
+        raise ConfigError(f"model.ckpt = {value!r} holds CoLLM slot weights ({COLLAB}) but this run's prompt has no "
+                          "<UserID>/<TargetItemID> slots; use the prompt and run.mode the checkpoint was trained with")
+    try:
+        recommender.collab.load_state_dict(load_file(str(file)))
+    except RuntimeError as err:
+        raise ConfigError(f"model.ckpt = {value!r}: its {COLLAB} does not fit model.rec_model / rec_config / "
+                          f"proj_token_num / proj_mid_times of this run: {str(err).splitlines()[0]}") from None
+
+
+def _load_adapter(recommender, value, file):
     if not hasattr(recommender.llm, "peft_config"):
         raise ConfigError("model.ckpt holds a LoRA adapter but model.lora_config.use_lora is False")
-    state = load_file(str(path / ADAPTER))
+    state = load_file(str(file))
     try:
         result = set_peft_model_state_dict(recommender.llm, state)
     except RuntimeError as err:  # tensor shapes differ: another rank or another backbone
@@ -82,4 +114,3 @@ def load_checkpoint(recommender, value, expect):
         raise ConfigError(f"model.ckpt = {value!r} does not match this model's adapters: missing {missing[:3]}, "
                           f"unexpected {list(result.unexpected_keys)[:3]} ({len(expected)} adapter tensors "
                           "expected); check model.lora_config (r, target_modules) and model.llama_model")
-    return meta

@@ -52,17 +52,22 @@ class RecRunner:
     def trainable(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def inputs(self, batch):
+        """The model's keyword arguments of a batch (everything but the labels), on the device."""
+        return {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+
     # ------------------------------------------------------------------------------------------------ scoring
     @torch.inference_mode()
     def score(self, split, memo=None):
         """Scores of every row of a split; rows are sharded over ranks, each scored exactly once.
 
-        `memo` (prompt token ids -> score) lets the final test skip prompts it has already scored with the
+        `memo` ((user, item, prompt ids) -> score) lets the final test skip prompts it has already scored with the
         same adapter: test_warm and test_cold are subsets of test, so scoring all three costs one pass."""
         self.model.eval()
         data = self.splits[split]
         memo = {} if memo is None else memo
-        keys = [tuple(ids) for ids in data.input_ids]
+        # the ids and the (user, item) pair: CoLLM slots make equal ids of different pairs score differently
+        keys = [(u, i, tuple(ids)) for u, i, ids in zip(data.uids.tolist(), data.iids.tolist(), data.input_ids)]
         need = np.array([i for i, k in enumerate(keys) if k not in memo], dtype=int)
         mine = need[dist.rank()::dist.world_size()]
         pos_out, score_out = [], []
@@ -72,7 +77,7 @@ class RecRunner:
         for pos, batch in tqdm(batches, total=total, desc=f"scoring {split}", leave=False, mininterval=10,
                                disable=not dist.is_main()):
             with self.autocast():
-                s = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+                s = self.model(**self.inputs(batch))
             pos_out.append(pos)
             score_out.append(s.float().cpu().numpy())
         local = (np.concatenate(pos_out) if pos_out else np.zeros(0, int),
@@ -121,8 +126,7 @@ class RecRunner:
                 for _ in range(run.accum_grad_iters):
                     batch = next(batches)
                     with self.autocast():
-                        scores = train_model(batch["input_ids"].to(self.device),
-                                             batch["attention_mask"].to(self.device))
+                        scores = train_model(**self.inputs(batch))
                     loss = model.loss(scores, batch["labels"].to(self.device))
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; the last "
