@@ -1,5 +1,7 @@
 """Config loading: upstream YAML compatibility, clear errors, --options, generated docs (spec §6.2, §8)."""
 
+from pathlib import Path
+
 import pytest
 
 from minigpt4.cli import parse_args
@@ -237,3 +239,27 @@ def test_evaluate_needs_test_splits(small):
 
     with pytest.raises(ConfigError, match="run.test_splits"):
         load_config(small, ["run.evaluate=True", "run.test_splits=[]"])
+
+
+SHIPPED = sorted((Path(__file__).parents[1] / "train_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_config_loads_with_the_dataset_s_wording(path):
+    from minigpt4.config import resolve_path
+
+    cfg = load_config(path)
+    prompt = resolve_path(cfg.model.prompt_path)
+    assert prompt.is_file(), cfg.model.prompt_path
+    if "prompt_path" in path.read_text() and path.stem.startswith(("ml1m_", "amazon_")):  # an LLM stage
+        (name, _), = cfg.datasets.items()
+        amazon = path.stem.startswith("amazon_")
+        assert ("amazon" in name) == amazon
+        assert (" book" in prompt.read_text()) == amazon and (" movie" in prompt.read_text()) != amazon
+
+
+def test_both_datasets_ship_the_same_methods():
+    stems = {p.stem for p in SHIPPED}
+    ml1m = {s.removeprefix("ml1m_") for s in stems if s.startswith("ml1m_")} - {"eval"}
+    amazon = {s.removeprefix("amazon_") for s in stems if s.startswith("amazon_")}
+    assert ml1m == amazon, ml1m ^ amazon

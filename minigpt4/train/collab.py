@@ -40,7 +40,10 @@ def encoder_class(model_cfg):
     try:
         return registry.get("rec_model", model_cfg.rec_model)
     except KeyError:
-        raise ConfigError(f"model.rec_model = {model_cfg.rec_model!r} is not a collaborative encoder "
+        from minigpt4.llm.collab_tokens import PROMPT_TABLES
+
+        hint = " (a prompt-tuning table: it trains in the LLM stage, it has no stage 0)" if model_cfg.rec_model in PROMPT_TABLES else ""
+        raise ConfigError(f"model.rec_model = {model_cfg.rec_model!r} is not a collaborative encoder{hint} "
                           f"(known: {', '.join(registry.names('rec_model'))})") from None
 
 
