@@ -252,7 +252,8 @@ def _check_values(cfg):
                 "run.batch_size_train": run["batch_size_train"], "run.batch_size_eval": run["batch_size_eval"],
                 "run.accum_grad_iters": run["accum_grad_iters"], "model.lora_config.r": model["lora_config"]["r"],
                 "model.rec_config.embedding_size": model["rec_config"]["embedding_size"],
-                "model.max_txt_len": model["max_txt_len"]}
+                "model.max_txt_len": model["max_txt_len"], "model.proj_token_num": model["proj_token_num"],
+                "model.proj_mid_times": model["proj_mid_times"]}
     for where, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where} must be > 0, got {value}")

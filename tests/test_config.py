@@ -185,6 +185,8 @@ def test_options_both_forms(small):
     ("model.lora_config.r=0", "model.lora_config.r"),
     ("run.batch_size_train=0", "run.batch_size_train"),
     ("model.rec_config.embedding_size=12", "multiple of 8"),
+    ("model.proj_token_num=0", "model.proj_token_num"),
+    ("model.proj_mid_times=0", "model.proj_mid_times"),
 ])
 def test_bad_values(small, option, where):
     options = [option] + (["model.rec_config.code_mode=ipv4"] if "embedding_size" in option else [])

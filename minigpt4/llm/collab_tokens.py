@@ -58,8 +58,6 @@ class CollabTokens(nn.Module):
     @classmethod
     def from_config(cls, model_cfg, hidden_size, init_std=0.02):
         name, rc, k = model_cfg.rec_model, model_cfg.rec_config, model_cfg.proj_token_num
-        if k < 1:
-            raise ConfigError(f"model.proj_token_num must be >= 1, got {k}")
         if name == "soft_prompt":  # one block for all users (row 0), one for all items (row 1)
             return cls(hidden_size, k, table_rows=2, user_offset=None, item_offset=None, init_std=init_std)
         if name in PROMPT_TABLES:  # user u -> row u, item i -> row user_num + i
@@ -69,8 +67,6 @@ class CollabTokens(nn.Module):
                               "<UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or personlized_prompt")
         from minigpt4.train.collab import build_encoder
 
-        if model_cfg.proj_mid_times < 1:
-            raise ConfigError(f"model.proj_mid_times must be >= 1, got {model_cfg.proj_mid_times}")
         encoder = build_encoder(model_cfg)
         if rc.pretrained_path not in ("", NOT_HAVE):
             path = require_path("model.rec_config.pretrained_path", rc.pretrained_path,
