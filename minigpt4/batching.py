@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 from minigpt4.config import ConfigError
 from minigpt4.data.history import padded_history
@@ -104,18 +105,31 @@ class TokenizedSplit:
 
 
 class TrainBatches:
-    """Endless random batches (reshuffled every pass), like upstream's IterLoader; `drop_last` as upstream."""
+    """Endless training micro-batches for one process.
 
-    def __init__(self, split, batch_size, seed):
-        if len(split) < batch_size:
-            raise ConfigError(f"run.batch_size_train={batch_size} is larger than the {len(split)} training rows")
-        self.split, self.batch_size = split, batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order, self.pos = self.rng.permutation(len(split)), 0
+    Each pass over the rows is one seeded permutation (torch's DistributedSampler, `set_epoch(pass)`), the same
+    on every process, dealt round-robin to the processes; a process takes consecutive micro-batches of
+    `batch_size` from its share. The rows of one optimizer step over all processes are then the same for any
+    split of a global batch into processes x micro-batches, so 2 processes x batch b train exactly like
+    1 process x batch 2b. A pass ends when a process's share has no full micro-batch left (drop_last)."""
+
+    def __init__(self, split, batch_size, seed, world=1, rank=0):
+        if len(split) // world < batch_size:
+            raise ConfigError(f"run.batch_size_train={batch_size} is larger than the {len(split)} training rows "
+                              f"split over {world} processes")
+        self.split, self.batch_size, self.passes = split, batch_size, 0
+        self.sampler = DistributedSampler(range(len(split)), num_replicas=world, rank=rank, shuffle=True,
+                                          seed=seed, drop_last=True)
+        self._new_pass()
+
+    def _new_pass(self):
+        self.sampler.set_epoch(self.passes)
+        self.order, self.pos = np.fromiter(iter(self.sampler), dtype=np.int64), 0
+        self.passes += 1
 
     def __next__(self):
         if self.pos + self.batch_size > len(self.order):
-            self.order, self.pos = self.rng.permutation(len(self.split)), 0
+            self._new_pass()
         chunk = self.order[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return self.split.batch(chunk)

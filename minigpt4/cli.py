@@ -58,8 +58,8 @@ def main(stage, description, argv=None):
         cfg = load_config(args.cfg_path, args.options)
         if stage == "eval":
             cfg.run.evaluate = True
-        rank, _, local_rank = dist.init()
-        seed_everything(cfg.run.seed + rank)
+        _, _, local_rank = dist.init(cfg.run.device, cfg.run.dist_timeout_minutes)
+        seed_everything(cfg.run.seed)  # the same on every rank: identical initial weights, also when sharded
         task = registry.get("task", cfg.run.task)(cfg)
         task.set_id_counts()
         if stage == "collab":

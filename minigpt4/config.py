@@ -114,7 +114,8 @@ _RUN = {
     "iters_per_epoch": Key(50, int, "Optimizer steps per LLM epoch; validation runs after each epoch."),
     "batch_size_train": Key(4, int, "Training batch per process (per optimizer micro-step)."),
     "batch_size_eval": Key(64, int, "Scoring batch per process."),
-    "accum_grad_iters": Key(1, int, "Micro-batches accumulated per optimizer step."),
+    "accum_grad_iters": Key(1, int, "Micro-batches accumulated per optimizer step (ignored when run.global_batch_size is set)."),
+    "global_batch_size": Key(0, int, "Rows per optimizer step over all processes. 0 = batch_size_train x accum_grad_iters x processes. When set, accumulation = global_batch_size / (batch_size_train x processes), which must be a whole number: the same config then trains the same way on any number of processes."),
     "num_workers": Key(4, int, "Upstream DataLoader workers; batches here are pre-tokenised tensors, so this is unused."),
     "patience": Key(20, int, "Early stopping: stop after this many evaluations without a better valid AUC."),
     "seed": Key(42, int, "Random seed (python, numpy, torch)."),
@@ -132,6 +133,8 @@ _RUN = {
     "log_freq": Key(50, int, "Print the training loss every this many optimizer steps."),
     "device": Key("cuda", str, "`cuda` or `cpu`; `cuda` falls back to the CPU with a warning when no GPU is present."),
     "world_size": Key(1, int, "Upstream key; the process count comes from torchrun's environment."),
+    "dist_timeout_minutes": Key(30, int, "Timeout of the process group's collectives: a rank that waits longer fails with an error instead of hanging."),
+    "fsdp": Key(False, bool, "Shard the backbone's weights over the processes with PyTorch FSDP (`fully_shard`, one unit per decoder layer) instead of replicating them (DDP). For backbones too large for one device; each process still sees its own batches."),
     "dist_url": Key("env://", str, "Upstream key; torchrun's environment is used."),
     "distributed": Key(True, bool, "Upstream key; distributed mode is on exactly when launched by torchrun."),
     "use_dist_eval_sampler": Key(True, bool, "Upstream key, unused: evaluation always scores each sample once."),
@@ -260,13 +263,15 @@ def _check_values(cfg):
     for where in ("init_lr", "min_lr", "warmup_lr", "weight_decay"):
         if run[where] < 0:
             raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
-    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows"):
+    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows", "global_batch_size"):
         if run[where] < 0:
             raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
     rc = model["rec_config"]
     if rc["code_mode"] == "ipv4" and rc["embedding_size"] % 8:
         raise ConfigError(f"model.rec_config.embedding_size={rc['embedding_size']} must be a multiple of 8 for code_mode ipv4")
     _check_rec_config(model["rec_model"], rc)
+    if run["dist_timeout_minutes"] <= 0:
+        raise ConfigError(f"run.dist_timeout_minutes must be > 0, got {run['dist_timeout_minutes']}")
     if run["evaluate"] and not run["test_splits"]:
         raise ConfigError("run.test_splits is empty but run.evaluate is True: name the splits to score, e.g. [test]")
     if run["resume_ckpt_path"]:
@@ -299,6 +304,17 @@ def _check_rec_config(rec_model, rc):
             raise ConfigError(f"{where}.drop must be in [0, 1), got {rc['drop']}")
     if rec_model in ("sasrec", "DIN") and rc["maxlen"] < 1:
         raise ConfigError(f"{where}.maxlen must be >= 1 for {rec_model}, got {rc['maxlen']}")
+
+
+def accumulation_steps(run, world):
+    """Micro-batches per optimizer step for `world` processes (see run.global_batch_size)."""
+    if not run.global_batch_size:
+        return run.accum_grad_iters
+    per_step = run.batch_size_train * world
+    if run.global_batch_size % per_step:
+        raise ConfigError(f"run.global_batch_size={run.global_batch_size} is not a multiple of run.batch_size_train="
+                          f"{run.batch_size_train} x {world} processes; pick a batch size that divides it")
+    return run.global_batch_size // per_step
 
 
 def run_mode(cfg):

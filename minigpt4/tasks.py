@@ -15,6 +15,7 @@ from minigpt4.data.splits import subsample
 from minigpt4.llm.collab_tokens import PROMPT_TABLES, is_slot_model
 from minigpt4.prompting import build_prompts, load_prompt, uses_ids
 from minigpt4.text_codes import CodeTable
+from minigpt4.train import distributed as dist
 
 
 @registry.register("task", "rec_pretrain")
@@ -96,7 +97,9 @@ class RecTask:
             raise ConfigError(f"model.rec_config.pretrained_path = {rc.pretrained_path}: does not fit a {rc.embedding_size}-bit "
                               f"encoder for {rc.user_num} users / {rc.item_num} items: {str(err).splitlines()[0]} "
                               "(was it trained on another dataset or code length?)") from None
-        return CodeTable(*encoder.code_bits(), mode=rc.code_mode)
+        # every rank loads and checks the encoder (same errors everywhere); rank 0's bits are used by all
+        user_bits, item_bits = dist.broadcast_object(encoder.code_bits())
+        return CodeTable(user_bits, item_bits, mode=rc.code_mode)
 
     # ------------------------------------------------------------------------------------------ token splits
     def token_splits(self, tokenizer, prompt, names, codes, history_len=0):

@@ -265,3 +265,15 @@ def test_both_datasets_ship_the_same_methods():
     ml1m = {s.removeprefix("ml1m_") for s in stems if s.startswith("ml1m_")} - {"eval"}
     amazon = {s.removeprefix("amazon_") for s in stems if s.startswith("amazon_")}
     assert ml1m == amazon, ml1m ^ amazon
+
+
+def test_global_batch_size_must_split_evenly(small):
+    from minigpt4.config import accumulation_steps
+
+    run = load_config(small, ["run.global_batch_size=24", "run.batch_size_train=4"]).run
+    assert accumulation_steps(run, 1) == 6 and accumulation_steps(run, 2) == 3 and accumulation_steps(run, 3) == 2
+    with pytest.raises(ConfigError, match="run.global_batch_size=24"):
+        accumulation_steps(run, 4)  # 24 rows cannot be 4 processes x batch 4 x whole micro-batches
+    assert accumulation_steps(load_config(small, ["run.accum_grad_iters=3"]).run, 8) == 3  # unset: the key decides
+    with pytest.raises(ConfigError, match="run.dist_timeout_minutes"):
+        load_config(small, ["run.dist_timeout_minutes=0"])

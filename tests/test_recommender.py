@@ -158,3 +158,10 @@ def test_layers_to_transform_out_of_range_is_config_error(tiny_llama):
     base, _ = load_backbone(str(tiny_llama))
     with pytest.raises(ConfigError, match="layers_to_transform"):
         add_lora(base, _lora_cfg([base.config.num_hidden_layers]))
+
+
+def test_backbone_uses_pytorch_sdpa_attention(tiny_llama):
+    from minigpt4.llm.backbone import load_backbone
+
+    model, _ = load_backbone(str(tiny_llama))
+    assert model.config._attn_implementation == "sdpa"

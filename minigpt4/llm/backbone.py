@@ -47,9 +47,12 @@ def load_backbone(llama_model, dtype=torch.float32):
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **kwargs)
+        # PyTorch's fused attention (SDPA); an architecture without it falls back to transformers' default
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa", **kwargs)
     except ValueError as err:
-        raise ConfigError(f"model.llama_model = {llama_model!r} is not a causal language model: {err}") from None
+        if "sdpa" not in str(err).lower():
+            raise ConfigError(f"model.llama_model = {llama_model!r} is not a causal language model: {err}") from None
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # as upstream: pad with </s>; masked out anyway
     tokenizer.padding_side = "left"

@@ -20,16 +20,24 @@ ADAPTER = "adapter_model.safetensors"
 COLLAB = "collab_tokens.safetensors"
 
 
-def save_checkpoint(recommender, path, meta):
-    """Write the adapter to a temporary directory, then swap it in, so a crash never leaves half a checkpoint."""
+def save_checkpoint(recommender, path, meta, state=None):
+    """Write the adapter to a temporary directory, then swap it in, so a crash never leaves half a checkpoint.
+
+    state: the trained tensors by parameter name (`sharding.trained_state`), needed when the model is sharded;
+    default: read from the model."""
+    if state is None:
+        from minigpt4.train.sharding import trained_state
+
+        state = trained_state(recommender)
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         if hasattr(recommender.llm, "peft_config"):
-            recommender.llm.save_pretrained(str(tmp))
+            adapter = {k.removeprefix("llm."): v for k, v in state.items() if k.startswith("llm.")}
+            recommender.llm.save_pretrained(str(tmp), state_dict=adapter)
         if recommender.collab is not None:
-            state = {k: v.detach().cpu().contiguous() for k, v in recommender.collab.state_dict().items()}
-            save_file(state, str(tmp / COLLAB))
+            collab = {k.removeprefix("collab."): v.contiguous() for k, v in state.items() if k.startswith("collab.")}
+            save_file(collab, str(tmp / COLLAB))
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)  # left by a crash between the two renames below

@@ -1,6 +1,10 @@
 """The LLM training loop: AdamW groups, warm-up + cosine on the global step, accumulation, AMP, validation
 after every epoch of `iters_per_epoch` steps, early stopping on valid AUC, best-adapter checkpoints, and the
-final scoring of `run.test_splits` with the best adapter."""
+final scoring of `run.test_splits` with the best adapter.
+
+Several processes (torchrun): DDP, or FSDP with `run.fsdp`. The rows of each optimizer step depend only on the
+global batch (`TrainBatches`), so N processes x batch b train like 1 process x batch N*b. Validation metrics are
+taken from rank 0 and broadcast, so every rank makes the same early-stopping decision; rank 0 writes."""
 
 import contextlib
 import math
@@ -11,10 +15,12 @@ import torch
 from tqdm import tqdm
 
 from minigpt4.batching import TrainBatches
+from minigpt4.config import accumulation_steps
 from minigpt4.metrics import evaluate_scores
 from minigpt4.registry import register
 from minigpt4.train import distributed as dist
-from minigpt4.train.checkpoint import load_checkpoint, save_checkpoint
+from minigpt4.train.checkpoint import save_checkpoint
+from minigpt4.train.sharding import restore_state, shard_model, trained_state
 
 
 @register("lr_scheduler", "linear_warmup_cosine_lr")
@@ -48,6 +54,8 @@ class RecRunner:
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
         self.ckpt_path = run_dir.path / "checkpoint_best"
         self.log = print if dist.is_main() else (lambda *a, **k: None)
+        self.sharded = False  # True once FSDP has sharded the model: every rank must then run every forward
+        self.best_state = None  # the best epoch's trained tensors, restored in memory before the final test
 
     def trainable(self):
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -80,6 +88,10 @@ class RecRunner:
                 s = self.model(**self.inputs(batch))
             pos_out.append(pos)
             score_out.append(s.float().cpu().numpy())
+        if self.sharded:  # sharded forwards are collectives: a rank with fewer batches runs throw-away ones
+            for _ in range(dist.max_over_ranks(total) - total):
+                with self.autocast():
+                    self.model(**self.inputs(data.batch(np.array([0]))))
         local = (np.concatenate(pos_out) if pos_out else np.zeros(0, int),
                  np.concatenate(score_out) if score_out else np.zeros(0, np.float32))
         scores = np.zeros(len(data), dtype=np.float64)
@@ -100,19 +112,25 @@ class RecRunner:
     # ----------------------------------------------------------------------------------------------- training
     def train(self):
         run, model = self.run, self.model
+        world = dist.world_size()
+        accum = accumulation_steps(run, world)
         params = self.trainable()
-        self.log(f"training {sum(p.numel() for p in params):,} parameters; world size {dist.world_size()}, "
-                 f"batch {run.batch_size_train} per process x {run.accum_grad_iters} accumulation = global batch "
-                 f"{run.batch_size_train * run.accum_grad_iters * dist.world_size()}; lr {run.lr_sched} "
+        wrap = "FSDP" if run.fsdp and world > 1 else ("DDP" if world > 1 else "one process")
+        self.log(f"training {sum(p.numel() for p in params):,} parameters; world size {world} ({wrap}), "
+                 f"batch {run.batch_size_train} per process x {accum} accumulation = global batch "
+                 f"{run.batch_size_train * accum * world}; lr {run.lr_sched} "
                  f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
                  f"{run.max_epoch} epochs x {run.iters_per_epoch} steps")
         train_model = model
-        if dist.world_size() > 1:
+        if wrap == "FSDP":
+            train_model = shard_model(model)  # in place: scoring goes through the sharded model too
+            self.sharded = True
+        elif wrap == "DDP":
             train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
         lr_at = self._schedule()
-        batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed + dist.rank())
+        batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed, world, dist.rank())
         valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
         best, best_epoch, bad, step = -math.inf, -1, 0, 0
         for epoch in range(run.max_epoch):
@@ -123,7 +141,8 @@ class RecRunner:
                 lr = lr_at(step, run)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                for _ in range(run.accum_grad_iters):
+                step_loss = 0.0
+                for _ in range(accum):
                     batch = next(batches)
                     with self.autocast():
                         scores = train_model(**self.inputs(batch))
@@ -131,25 +150,27 @@ class RecRunner:
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; the last "
                                                  f"good checkpoint is {self.ckpt_path}. Lower run.init_lr.")
-                    (loss / run.accum_grad_iters).backward()
-                    losses.append(loss.item())
+                    (loss / accum).backward()
+                    step_loss += loss.item() / accum
+                losses.append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if step % run.log_freq == 0:
                     self.log(f"epoch {epoch} step {step} loss {np.mean(losses[-run.log_freq:]):.4f} lr {lr:.3g}")
-            seen = run.iters_per_epoch * run.accum_grad_iters * run.batch_size_train * dist.world_size()
+            seen = run.iters_per_epoch * accum * run.batch_size_train * world
             train_speed = seen / (time.time() - start)
             if valid is None:
                 metrics, improved = {}, True
             else:
-                metrics, _ = self.evaluate(valid)
+                metrics = dist.broadcast_object(self.evaluate(valid)[0])  # one decision, taken on rank 0
                 improved = metrics["auc"] > best
             if improved:
                 best, best_epoch, bad = metrics.get("auc", best), epoch, 0
+                self.best_state = trained_state(model)  # a collective under FSDP: every rank calls it
                 if dist.is_main():
                     save_checkpoint(model, self.ckpt_path, {**self.meta, "epoch": epoch, "step": step,
-                                                            "valid_auc": metrics.get("auc")})
+                                                            "valid_auc": metrics.get("auc")}, self.best_state)
             else:
                 bad += 1
             record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "lr": lr,
@@ -163,6 +184,7 @@ class RecRunner:
             if bad >= run.patience:
                 self.log(f"early stop: valid auc has not improved for {bad} evaluations (run.patience)")
                 break
+        print(f"rank {dist.rank()}: training finished at epoch {epoch} step {step}", flush=True)
         dist.barrier()
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
         return {"best_valid_auc": best, "best_epoch": best_epoch, "steps": step, "peak_gpu_memory_gib": peak}
@@ -175,8 +197,8 @@ class RecRunner:
     # ------------------------------------------------------------------------------------------------ testing
     def test(self, splits, reload_best=True):
         """Score each split (with the best adapter when one was saved); write predictions; return metrics."""
-        if reload_best and (self.ckpt_path / "recommender.json").is_file():
-            load_checkpoint(self.model, self.ckpt_path, {})
+        if reload_best and self.best_state is not None:
+            restore_state(self.model, self.best_state)
         results, memo = {}, {}
         for split in splits:
             metrics, scores = self.evaluate(split, memo)
