@@ -235,3 +235,18 @@ def test_tokenized_split_carries_history_for_sequence_encoders(tok):
     assert batch["users"].tolist() == [2, 1] and batch["items"].tolist() == [4, 3]
     assert int((batch["input_ids"] < 0).sum()) == 4
     assert "his" not in TokenizedSplit(tok, _texts(), rows, 1024).batch([0])
+
+
+def test_checkpoint_holds_the_encoder_only_when_it_trained(tiny_llama, tmp_path):
+    from safetensors.torch import load_file
+
+    frozen = _model(tmp_path, tiny_llama, rec_model="MF")
+    save_checkpoint(frozen, tmp_path / "frozen", {})
+    assert not any(k.startswith("encoder.") for k in load_file(str(tmp_path / "frozen" / "collab_tokens.safetensors")))
+    cfg = _cfg(tmp_path, tiny_llama, extra="  freeze_rec: False\n", name="tuned.yaml")
+    tuned = LLMRecommender.from_config(cfg.model, slots=True)
+    save_checkpoint(tuned, tmp_path / "tuned", {})
+    keys = load_file(str(tmp_path / "tuned" / "collab_tokens.safetensors"))
+    assert "encoder.user_embedding.weight" in keys
+    with pytest.raises(ConfigError, match="missing"):  # a trainable encoder must come from the checkpoint
+        load_checkpoint(tuned, tmp_path / "frozen", {})

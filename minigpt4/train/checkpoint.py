@@ -1,7 +1,7 @@
 """Checkpoints hold only what was trained: a peft adapter directory (adapter_config.json +
 adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained(base, dir)`), `collab_tokens.safetensors`
-when the model fills CoLLM slots (the mapping MLP or prompt table and the encoder), and `recommender.json` (what
-it was trained for). Loading checks every key and refuses a checkpoint made for another backbone, score, code
+when the model fills CoLLM slots (the mapping MLP or prompt table, and the encoder only when it was trained:
+a frozen encoder is read from `rec_config.pretrained_path`), and `recommender.json` (what it was trained for). Loading checks every key and refuses a checkpoint made for another backbone, score, code
 length or slot encoder.
 """
 
@@ -101,10 +101,16 @@ def _load_collab(recommender, value, file):
         raise ConfigError(f"model.ckpt = {value!r} holds CoLLM slot weights ({COLLAB}) but this run's prompt has no "
                           "<UserID>/<TargetItemID> slots; use the prompt and run.mode the checkpoint was trained with")
     try:
-        recommender.collab.load_state_dict(load_file(str(file)))
+        result = recommender.collab.load_state_dict(load_file(str(file)), strict=False)
     except RuntimeError as err:
         raise ConfigError(f"model.ckpt = {value!r}: its {COLLAB} does not fit model.rec_model / rec_config / "
                           f"proj_token_num / proj_mid_times of this run: {str(err).splitlines()[0]}") from None
+    # a frozen encoder is not saved (its weights come from rec_config.pretrained_path); anything else must be there
+    missing = [k for k in result.missing_keys if not (k.startswith("encoder.") and recommender.collab.encoder_frozen)]
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"model.ckpt = {value!r}: its {COLLAB} does not match this run's slot module: missing "
+                          f"{missing[:3]}, unexpected {list(result.unexpected_keys)[:3]}; check model.rec_model, "
+                          "model.freeze_rec and the rec_config sizes against the checkpoint's run")
 
 
 def _load_adapter(recommender, value, file):

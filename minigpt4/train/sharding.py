@@ -25,15 +25,18 @@ def shard_model(model):
     return model
 
 
-def _is_trained(name):
+def _is_trained(model, name):
+    """LoRA tensors, and the slot module's tensors except a frozen encoder's (it comes from its own file)."""
+    if name.startswith("collab.encoder."):
+        return not model.collab.encoder_frozen
     return "lora_" in name or name.startswith("collab.")
 
 
 def trained_state(model):
-    """{name: full CPU tensor} of the LoRA weights and the slot module (parameters and buffers)."""
+    """{name: full CPU tensor} of the LoRA weights and the trained part of the slot module (with buffers)."""
     out = {}
     for name, value in sorted(model.state_dict().items()):  # sorted: the same collective order on every rank
-        if _is_trained(name):
+        if _is_trained(model, name):
             full = value.full_tensor() if isinstance(value, DTensor) else value
             out[name] = full.detach().to("cpu", copy=True)
     return out
