@@ -12,7 +12,6 @@ import re
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler
 
 from minigpt4.config import ConfigError
 from minigpt4.data.history import padded_history
@@ -105,33 +104,47 @@ class TokenizedSplit:
 
 
 class TrainBatches:
-    """Endless training micro-batches for one process.
+    """Endless training micro-batches for one process, built from global batches.
 
-    Each pass over the rows is one seeded permutation (torch's DistributedSampler, `set_epoch(pass)`), the same
-    on every process, dealt round-robin to the processes; a process takes consecutive micro-batches of
-    `batch_size` from its share. The rows of one optimizer step over all processes are then the same for any
-    split of a global batch into processes x micro-batches, so 2 processes x batch b train exactly like
-    1 process x batch 2b. A pass ends when a process's share has no full micro-batch left (drop_last)."""
+    A pass over the rows is one permutation seeded by (seed, pass), the same on every process. It is cut into
+    global batches of `batch_size x world x accum` rows; with `bucket` > 0, each window of `bucket` global batches
+    is first sorted by prompt length, so a batch holds prompts of similar length and pads little, and the batches
+    are then visited in a random order. Process r's micro-batch m of a global batch is its rows
+    [(m * world + r) * batch_size, ...). The rows of an optimizer step therefore depend only on the global batch
+    size: 2 processes x batch b train exactly like 1 process x batch 2b, or like 1 process x b with 2 accumulation
+    steps. Rows that do not fill a last global batch wait for the next pass (drop_last)."""
 
-    def __init__(self, split, batch_size, seed, world=1, rank=0):
-        if len(split) // world < batch_size:
-            raise ConfigError(f"run.batch_size_train={batch_size} is larger than the {len(split)} training rows "
-                              f"split over {world} processes")
-        self.split, self.batch_size, self.passes = split, batch_size, 0
-        self.sampler = DistributedSampler(range(len(split)), num_replicas=world, rank=rank, shuffle=True,
-                                          seed=seed, drop_last=True)
+    def __init__(self, split, batch_size, seed, world=1, rank=0, accum=1, bucket=0):
+        self.global_batch = batch_size * world * accum
+        if len(split) < self.global_batch:
+            raise ConfigError(f"the global batch (run.batch_size_train={batch_size} x {world} processes x {accum} "
+                              f"accumulation) is larger than the {len(split)} training rows")
+        self.split, self.batch_size, self.world, self.rank = split, batch_size, world, rank
+        self.seed, self.bucket, self.passes = seed, bucket, 0
+        self.lengths = np.asarray(split.lengths)
         self._new_pass()
 
     def _new_pass(self):
-        self.sampler.set_epoch(self.passes)
-        self.order, self.pos = np.fromiter(iter(self.sampler), dtype=np.int64), 0
-        self.passes += 1
+        rng = np.random.default_rng([self.seed, self.passes])
+        order = rng.permutation(len(self.split))
+        n = len(order) // self.global_batch
+        order = order[:n * self.global_batch]
+        if self.bucket:
+            window = self.global_batch * self.bucket
+            for start in range(0, len(order), window):
+                part = order[start:start + window]
+                order[start:start + window] = part[np.argsort(self.lengths[part], kind="stable")]
+        self.batches = order.reshape(n, self.global_batch)[rng.permutation(n)]
+        self.step, self.micro, self.passes = 0, 0, self.passes + 1
 
     def __next__(self):
-        if self.pos + self.batch_size > len(self.order):
+        if self.step == len(self.batches):
             self._new_pass()
-        chunk = self.order[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
+        start = (self.micro * self.world + self.rank) * self.batch_size
+        chunk = self.batches[self.step][start:start + self.batch_size]
+        self.micro += 1
+        if (self.micro * self.world) * self.batch_size >= self.global_batch:
+            self.step, self.micro = self.step + 1, 0
         return self.split.batch(chunk)
 
     def __iter__(self):

@@ -115,6 +115,7 @@ _RUN = {
     "batch_size_train": Key(4, int, "Training batch per process (per optimizer micro-step)."),
     "batch_size_eval": Key(64, int, "Scoring batch per process."),
     "accum_grad_iters": Key(1, int, "Micro-batches accumulated per optimizer step (ignored when run.global_batch_size is set)."),
+    "length_buckets": Key(50, int, "Training batches of similar prompt length: each window of this many global batches (of a pass's random permutation) is sorted by length before it is cut into batches, and batches are visited in random order. Less padding, same rows per pass. 0 = plain random batches."),
     "global_batch_size": Key(0, int, "Rows per optimizer step over all processes. 0 = batch_size_train x accum_grad_iters x processes. When set, accumulation = global_batch_size / (batch_size_train x processes), which must be a whole number: the same config then trains the same way on any number of processes."),
     "num_workers": Key(4, int, "Upstream DataLoader workers; batches here are pre-tokenised tensors, so this is unused."),
     "patience": Key(20, int, "Early stopping: stop after this many evaluations without a better valid AUC."),
@@ -263,7 +264,7 @@ def _check_values(cfg):
     for where in ("init_lr", "min_lr", "warmup_lr", "weight_decay"):
         if run[where] < 0:
             raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
-    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows", "global_batch_size"):
+    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows", "global_batch_size", "length_buckets"):
         if run[where] < 0:
             raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
     rc = model["rec_config"]

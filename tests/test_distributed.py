@@ -104,18 +104,36 @@ def _same_training(out, job):
     np.testing.assert_allclose(b["score"], a["score"], rtol=1e-4, atol=1e-5)
 
 
-def test_global_batches_do_not_depend_on_the_process_count():
-    class Rows:  # just enough of a TokenizedSplit
-        def __len__(self):
-            return 23
+class _Rows:  # just enough of a TokenizedSplit
+    def __init__(self, n=23):
+        self.lengths = np.random.default_rng(0).integers(50, 300, n)
 
-        def batch(self, idx):
-            return list(idx)
+    def __len__(self):
+        return len(self.lengths)
 
-    one = TrainBatches(Rows(), 4, seed=7)
-    ranks = [TrainBatches(Rows(), 2, seed=7, world=2, rank=r) for r in range(2)]
-    for _ in range(12):  # past the end of a pass: reshuffled the same way
-        assert sorted(next(one)) == sorted(next(ranks[0]) + next(ranks[1]))
+    def batch(self, idx):
+        return list(idx)
+
+
+@pytest.mark.parametrize("bucket", [0, 2])
+def test_global_batches_do_not_depend_on_the_process_count(bucket):
+    one = TrainBatches(_Rows(), 4, seed=7, bucket=bucket)
+    accum = TrainBatches(_Rows(), 2, seed=7, accum=2, bucket=bucket)
+    ranks = [TrainBatches(_Rows(), 2, seed=7, world=2, rank=r, bucket=bucket) for r in range(2)]
+    seen = []
+    for _ in range(12):  # past the end of a pass (5 global batches of 4): reshuffled the same way
+        rows = sorted(next(one))
+        assert rows == sorted(next(ranks[0]) + next(ranks[1])) == sorted(next(accum) + next(accum))
+        seen += rows
+    assert len(set(seen[:20])) == 20  # a pass visits distinct rows
+
+
+def test_length_buckets_reduce_padding():
+    rows = _Rows(400)
+    def padding(bucket):
+        batches = TrainBatches(rows, 8, seed=1, bucket=bucket)
+        return sum(int(rows.lengths[b].max() * len(b) - rows.lengths[b].sum()) for b in (next(batches) for _ in range(50)))
+    assert padding(50) < padding(0) / 4
 
 
 def test_eval_on_two_processes_matches_one(setup):

@@ -130,7 +130,8 @@ class RecRunner:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
         lr_at = self._schedule()
-        batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed, world, dist.rank())
+        batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), accum,
+                               run.length_buckets)
         valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
         best, best_epoch, bad, step = -math.inf, -1, 0, 0
         for epoch in range(run.max_epoch):
