@@ -1,0 +1,409 @@
+"""Throughput of our training and scoring path against a reference-style path, same data, model and weights.
+
+The reference-style path is written here the way the upstream does it: prompts re-rendered (code strings
+included) and tokenised per batch, random batches padded to their longest prompt, full-vocabulary logits at
+every position, fp32, `torch.no_grad` scoring, UAUC with a Python loop over users. Our path is the framework's
+own: prompts tokenised once, length-grouped batches, only the last position's hidden state times the Yes/No rows,
+`torch.inference_mode`, vectorised UAUC.
+
+Reported per path: samples/s, real (non-pad) tokens/s, peak memory over the phase, and model FLOPs utilisation =
+useful model FLOPs per second / this machine's measured matmul FLOP/s. Also: our scoring in fp32 vs bf16, tokens
+per prompt for text-only / binary / dot-decimal prompts, how much of a prompt a user's previous prompt shares
+(what a key/value prefix cache could save), and UAUC on 1M synthetic rows, loop vs vectorised.
+
+    python benchmark.py                      # ~5 min on 2 CPU cores: ML-1M prompts if data/ml-1m exists
+    python benchmark.py --device cuda --train-rows 512 --score-rows 2048
+"""
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minigpt4.batching import TokenizedSplit, TrainBatches
+from minigpt4.metrics import auc, evaluate_scores, uauc
+from minigpt4.prompting import fill_prompt, history_text, load_prompt, target_text
+from minigpt4.text_codes import CodeTable, render_codes
+
+PROMPT = "prompts/collm_movie.txt"
+
+
+# ------------------------------------------------------------------------------------------------- measuring
+class PeakMemory:
+    """Peak resident memory (CPU, sampled) or peak allocated CUDA memory during a `with` block, in GiB."""
+
+    def __init__(self, device):
+        self.device, self.peak = device, 0.0
+
+    def _rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(0.02)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**30
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(device, dtype, n=1024, repeat=10):
+    """Measured dense matmul FLOP/s of this device in `dtype`: the hardware limit MFU is measured against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * repeat / (time.perf_counter() - start)
+
+
+def flops_per_token(lm):
+    """Forward FLOPs per token of the transformer body: 2 x its weights (embeddings are lookups, not matmuls)."""
+    body = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+    return 2 * body
+
+
+# ------------------------------------------------------------------------------------------------------ data
+def load_rows(data_dir, n, seed):
+    import pandas as pd
+
+    df = pd.read_pickle(Path(data_dir) / "test_ood2.pkl")
+    return df.iloc[np.sort(np.random.default_rng(seed).permutation(len(df))[:n])].reset_index(drop=True)
+
+
+def random_codes(user_num, item_num, bits=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2, (user_num, bits), dtype=np.uint8), rng.integers(0, 2, (item_num, bits), dtype=np.uint8)
+
+
+def our_prompts(rows, prompt, table):
+    """Prompt strings with codes, rendered once per code table (the framework's `build_prompts`)."""
+    from minigpt4.prompting import build_prompts
+
+    return build_prompts(rows, prompt, table)
+
+
+# ---------------------------------------------------------------------------------------- reference-style path
+def reference_tokens(tokenizer, rows, prompt, bits, mode, answers=None):
+    """Per batch, as the upstream: codes rendered from the bit rows, prompts filled, '<s>' + prompt tokenised
+    with padding to the batch's longest (left), the answer token appended when training."""
+    users = render_codes(bits[0][rows["uid"].to_numpy()], mode)
+    items = render_codes(bits[1][rows["iid"].to_numpy()], mode)
+    texts = [tokenizer.bos_token + fill_prompt(prompt, history_text(h, t), target_text(title), u, i)
+             for h, t, title, u, i in zip(rows["his"], rows["his_title"], rows["title"], users, items)]
+    enc = tokenizer(texts, add_special_tokens=False, padding="longest", return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if answers is not None:
+        ids = torch.cat([ids, answers[:, None]], 1)
+        mask = torch.cat([mask, torch.ones_like(answers)[:, None]], 1)
+    return ids, mask
+
+
+def reference_logits(rec, ids, mask, position):
+    """Full-vocabulary logits at every position (the model's normal forward), then one position's answers."""
+    logits = rec.llm(input_ids=ids, attention_mask=mask).logits
+    yes = logits[:, position, rec.yes_id]
+    return yes - logits[:, position, rec.no_id] if rec.score_type == "yes_minus_no" else yes
+
+
+def reference_uauc(users, labels, scores):
+    """UAUC with a Python loop over users, as the upstream's evaluation does it."""
+    users, labels, scores = map(np.asarray, (users, labels, scores))
+    values = []
+    for u in np.unique(users):
+        sel = users == u
+        if labels[sel].min() != labels[sel].max():
+            values.append(auc(labels[sel], scores[sel]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def reference_score(rec, tokenizer, rows, prompt, bits, mode, batch_size, device, seed=0):
+    order = np.random.default_rng(seed).permutation(len(rows))  # random batches, as a shuffling loader
+    scores, tokens = np.zeros(len(rows)), 0
+    rec.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = reference_tokens(tokenizer, rows.iloc[idx], prompt, bits, mode)
+            scores[idx] = reference_logits(rec, ids.to(device), mask.to(device), -1).float().cpu().numpy()
+            tokens += int(mask.sum())
+    return scores, tokens
+
+
+def reference_train_steps(rec, tokenizer, rows, prompt, bits, mode, batch_size, steps, device, optimizer, seed=0):
+    rng = np.random.default_rng(seed)
+    rec.train()
+    tokens = 0
+    for _ in range(steps):
+        idx = rng.choice(len(rows), batch_size, replace=False)
+        batch = rows.iloc[idx]
+        labels = torch.tensor(batch["label"].to_numpy(), dtype=torch.float32, device=device)
+        answers = torch.where(labels > 0, rec.yes_id, rec.no_id).long().cpu()
+        ids, mask = reference_tokens(tokenizer, batch, prompt, bits, mode, answers)
+        loss = F.binary_cross_entropy_with_logits(reference_logits(rec, ids.to(device), mask.to(device), -2), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(mask.sum()) - batch_size  # prompt tokens, as counted for our path
+    return tokens
+
+
+# -------------------------------------------------------------------------------------------------- our path
+def our_score(rec, split, batch_size, device):
+    rec.eval()
+    scores, tokens = np.zeros(len(split)), 0
+    with torch.inference_mode():
+        for pos, batch in split.eval_batches(batch_size):
+            inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            scores[pos] = rec(**inputs).float().cpu().numpy()
+            tokens += int(batch["attention_mask"].sum())
+    return scores, tokens
+
+
+def our_train_steps(rec, split, batch_size, steps, device, optimizer, seed=0):
+    batches = TrainBatches(split, batch_size, seed, bucket=50)
+    rec.train()
+    tokens = 0
+    for _ in range(steps):
+        batch = next(batches)
+        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        loss = rec.loss(rec(**inputs), batch["labels"].to(device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    return tokens
+
+
+def timed(device, fn):
+    with PeakMemory(device) as mem:
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        seconds = time.perf_counter() - start
+    return out, seconds, mem.peak
+
+
+def phase(samples, tokens, seconds, peak, flops_token, machine, train=False):
+    # training costs about 3x the forward FLOPs (forward + backward through the activations and the adapters)
+    useful = flops_token * tokens * (3 if train else 1)
+    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
+            "peak_memory_gib": peak, "mfu": useful / seconds / machine}
+
+
+# ------------------------------------------------------------------------------------------------- analyses
+def prompt_lengths(tokenizer, rows, table_bits):
+    out = {}
+    text = load_prompt("prompts/tallrec_movie.txt")
+    out["text_only"] = TokenizedSplit(tokenizer, our_prompts(rows, text, None), rows, 10**6).lengths.mean()
+    for mode in ("binary", "ipv4"):
+        table = CodeTable(*table_bits, mode=mode)
+        out[mode] = TokenizedSplit(tokenizer, our_prompts(rows, load_prompt(PROMPT), table), rows, 10**6).lengths.mean()
+    return {k: float(v) for k, v in out.items()}
+
+
+def shared_prefix(split):
+    """Mean fraction of a prompt's tokens equal to the start of the same user's previous prompt: the most a
+    key/value prefix cache could skip when a user's rows are scored in sequence."""
+    fractions, last = [], {}
+    for u, ids in zip(split.uids, split.input_ids):
+        prev = last.get(u)
+        if prev is not None:
+            n = 0
+            for a, b in zip(prev, ids):
+                if a != b:
+                    break
+                n += 1
+            fractions.append(n / len(ids))
+        last[u] = ids
+    return float(np.mean(fractions)) if fractions else float("nan")
+
+
+def uauc_speed(n_rows, n_users, seed=0):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n_rows)
+    labels = rng.integers(0, 2, n_rows)
+    scores = rng.normal(size=n_rows) + labels * 0.5
+    start = time.perf_counter()
+    fast, _ = uauc(users, labels, scores)
+    t_fast = time.perf_counter() - start
+    start = time.perf_counter()
+    slow = reference_uauc(users, labels, scores)
+    t_slow = time.perf_counter() - start
+    return {"rows": n_rows, "users": n_users, "vectorised_s": t_fast, "loop_s": t_slow, "speedup": t_slow / t_fast,
+            "abs_diff": abs(fast - slow)}
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def build(args, device, dtype):
+    from omegaconf import OmegaConf
+
+    from minigpt4.llm.recommender import LLMRecommender
+
+    cfg = OmegaConf.create({"llama_model": args.llama, "score_type": args.score_type, "freeze_lora": False,
+                            "lora_config": {"use_lora": True, "r": 8, "alpha": 16, "dropout": 0.0,
+                                            "target_modules": ["q_proj", "v_proj"], "layers_to_transform": []}})
+    torch.manual_seed(0)
+    rec = LLMRecommender.from_config(cfg, dtype=dtype).to(device)
+    return rec
+
+
+def run(args):
+    device = torch.device(args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(torch.get_num_threads())
+    data = Path(args.data)
+    if not (data / "test_ood2.pkl").is_file():
+        from minigpt4.data.synthetic import generate_synthetic
+
+        data = Path("data/synthetic")
+        if not (data / "test_ood2.pkl").is_file():
+            generate_synthetic(str(data))
+    n = max(args.train_rows, args.score_rows)
+    rows = load_rows(data, n, args.seed)
+    user_num, item_num = int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1
+    bits = random_codes(user_num, item_num)  # speed does not depend on the code values
+    prompt = load_prompt(PROMPT)
+    fast_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    rec = build(args, device, torch.float32)
+    tok = rec.tokenizer
+    lm = rec.causal_lm
+    flops_token = flops_per_token(lm)
+    machine = {"fp32": matmul_flops(device, torch.float32)}
+    if device.type == "cuda":
+        machine["bf16"] = matmul_flops(device, torch.bfloat16)
+    report = {"device": str(device), "platform": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "data": str(data),
+              "backbone": args.llama, "flops_per_token": flops_token, "matmul_flops": machine,
+              "train_rows": args.train_rows, "score_rows": args.score_rows, "batch_train": args.batch_train,
+              "batch_eval": args.batch_eval}
+    print(f"device {device}; machine matmul: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in machine.items()))
+
+    # ---- scoring, same weights: ours vs reference; metrics must agree
+    score_rows = rows.iloc[:args.score_rows]
+    table = CodeTable(*bits, mode="binary")
+    (split, t_tok) = (lambda t0: (TokenizedSplit(tok, our_prompts(score_rows, prompt, table), score_rows, 10**6),
+                                  time.perf_counter() - t0))(time.perf_counter())
+    report["tokenize_once_s"] = t_tok
+    auto = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with auto:
+        (ours, o_tokens), o_s, o_mem = timed(device, lambda: our_score(rec, split, args.batch_eval, device))
+    (ref, r_tokens), r_s, r_mem = timed(device, lambda: reference_score(rec, tok, score_rows, prompt, bits, "binary",
+                                                                        args.batch_eval, device))
+    m_fast = evaluate_scores(split.uids, split.labels, ours)
+    m_ref = {"auc": auc(split.labels, ref), "uauc": reference_uauc(split.uids, split.labels, ref)}
+    fast_machine = machine.get("bf16", machine["fp32"]) if device.type == "cuda" else machine["fp32"]
+    report["scoring"] = {"ours": phase(len(split), o_tokens, o_s, o_mem, flops_token, fast_machine),
+                         "reference": phase(len(split), r_tokens, r_s, r_mem, flops_token, machine["fp32"]),
+                         "ours_metrics": {k: m_fast[k] for k in ("auc", "uauc")}, "reference_metrics": m_ref,
+                         "max_abs_score_diff": float(np.max(np.abs(ours - ref)))}
+    report["scoring"]["speedup"] = report["scoring"]["ours"]["samples_per_s"] / report["scoring"]["reference"]["samples_per_s"]
+    print(f"scoring: ours {report['scoring']['ours']['samples_per_s']:.2f} samples/s, reference "
+          f"{report['scoring']['reference']['samples_per_s']:.2f} -> x{report['scoring']['speedup']:.2f}; "
+          f"AUC {m_fast['auc']:.6f} vs {m_ref['auc']:.6f}, UAUC {m_fast['uauc']:.6f} vs {m_ref['uauc']:.6f}")
+
+    # ---- training
+    train_rows = rows.iloc[:args.train_rows]
+    train_split = TokenizedSplit(tok, our_prompts(train_rows, prompt, table), train_rows, 10**6)
+    steps = max(args.train_rows // args.batch_train, 2)
+    results = {}
+    for name in ("ours", "reference"):
+        model = build(args, device, torch.float32)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        if name == "ours":
+            our_train_steps(model, train_split, args.batch_train, 1, device, opt, seed=99)  # warm-up step
+            with auto:
+                tokens, secs, mem = timed(device, lambda: our_train_steps(model, train_split, args.batch_train, steps,
+                                                                          device, opt))
+        else:
+            reference_train_steps(model, tok, train_rows, prompt, bits, "binary", args.batch_train, 1, device, opt, 99)
+            tokens, secs, mem = timed(device, lambda: reference_train_steps(model, tok, train_rows, prompt, bits, "binary",
+                                                                            args.batch_train, steps, device, opt))
+        results[name] = phase(steps * args.batch_train, tokens, secs, mem, flops_token,
+                              fast_machine if name == "ours" else machine["fp32"], train=True)
+        del model, opt
+    results["speedup"] = results["ours"]["samples_per_s"] / results["reference"]["samples_per_s"]
+    report["training"] = results
+    print(f"training: ours {results['ours']['samples_per_s']:.2f} samples/s, reference "
+          f"{results['reference']['samples_per_s']:.2f} -> x{results['speedup']:.2f}")
+
+    # ---- fp32 vs bf16 for our scoring on this device
+    other = torch.bfloat16 if device.type == "cpu" else torch.float32
+    sub = rows.iloc[:args.dtype_rows]
+    sub_split = TokenizedSplit(tok, our_prompts(sub, prompt, table), sub, 10**6)
+    dtypes = {}
+    for dtype in (fast_dtype, other):
+        model = build(args, device, dtype)
+        our_score(model, sub_split, args.batch_eval, device)  # warm-up pass (first kernels are slow)
+        (_, tokens), secs, _ = timed(device, lambda: our_score(model, sub_split, args.batch_eval, device))
+        dtypes[str(dtype).removeprefix("torch.")] = len(sub_split) / secs
+        del model
+    report["scoring_dtype_samples_per_s"] = dtypes
+    print("our scoring by weight dtype: " + ", ".join(f"{k} {v:.2f} samples/s" for k, v in dtypes.items()))
+
+    report["tokens_per_prompt"] = prompt_lengths(tok, score_rows, bits)
+    report["shared_prefix_fraction"] = shared_prefix(split)
+    report["uauc"] = uauc_speed(args.uauc_rows, args.uauc_users)
+    print(f"tokens per prompt: {report['tokens_per_prompt']}; shared prefix with the user's previous prompt: "
+          f"{report['shared_prefix_fraction']:.1%}")
+    print(f"UAUC on {args.uauc_rows:,} rows: vectorised {report['uauc']['vectorised_s']:.2f} s, loop "
+          f"{report['uauc']['loop_s']:.2f} s -> x{report['uauc']['speedup']:.1f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return report
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--llama", default="smollm2", help="backbone (model.llama_model)")
+    p.add_argument("--data", default="data/ml-1m", help="processed split directory (falls back to synthetic)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--score-type", default="yes", choices=("yes", "yes_minus_no"))
+    p.add_argument("--train-rows", type=int, default=48)
+    p.add_argument("--score-rows", type=int, default=128)
+    p.add_argument("--dtype-rows", type=int, default=32)
+    p.add_argument("--batch-train", type=int, default=8)
+    p.add_argument("--batch-eval", type=int, default=32)
+    p.add_argument("--uauc-rows", type=int, default=1_000_000)
+    p.add_argument("--uauc-users", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench/benchmark.json")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run(parse())

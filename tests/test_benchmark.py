@@ -1,0 +1,57 @@
+"""benchmark.py: the reference-style path scores like the framework's path, and the benchmark runs end to end."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import benchmark
+from minigpt4.batching import TokenizedSplit
+from minigpt4.metrics import evaluate_scores, uauc
+from minigpt4.prompting import load_prompt
+from minigpt4.text_codes import CodeTable
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_llama):
+    args = benchmark.parse(["--llama", str(tiny_llama)])
+    return benchmark.build(args, __import__("torch").device("cpu"), __import__("torch").float32)
+
+
+@pytest.mark.parametrize("score_type", ["yes", "yes_minus_no"])
+def test_fast_path_metrics_equal_reference_path(rec, synthetic_dir, score_type):
+    rows = pd.read_pickle(synthetic_dir / "test_ood2.pkl").iloc[:60].reset_index(drop=True)
+    bits = benchmark.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
+    prompt = load_prompt(benchmark.PROMPT)
+    rec.score_type = score_type
+    split = TokenizedSplit(rec.tokenizer, benchmark.our_prompts(rows, prompt, CodeTable(*bits, mode="binary")), rows, 10**6)
+    ours, _ = benchmark.our_score(rec, split, 16, rec.causal_lm.device)
+    ref, _ = benchmark.reference_score(rec, rec.tokenizer, rows, prompt, bits, "binary", 16, rec.causal_lm.device)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    fast = evaluate_scores(split.uids, split.labels, ours)
+    assert fast["auc"] == pytest.approx(benchmark.auc(split.labels, ref), abs=1e-4)
+    assert fast["uauc"] == pytest.approx(benchmark.reference_uauc(split.uids, split.labels, ref), abs=1e-4)
+
+
+def test_loop_uauc_equals_vectorised_uauc():
+    rng = np.random.default_rng(3)
+    users, labels = rng.integers(0, 50, 3000), rng.integers(0, 2, 3000)
+    scores = np.round(rng.normal(size=3000), 1)  # with ties
+    assert uauc(users, labels, scores)[0] == pytest.approx(benchmark.reference_uauc(users, labels, scores), abs=1e-12)
+
+
+def test_benchmark_writes_its_report(tiny_llama, synthetic_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    benchmark.run(benchmark.parse(["--llama", str(tiny_llama), "--data", str(synthetic_dir), "--train-rows", "16",
+                                   "--score-rows", "24", "--dtype-rows", "8", "--batch-train", "4", "--batch-eval", "8",
+                                   "--uauc-rows", "20000", "--uauc-users", "300", "--out", str(out)]))
+    report = json.loads(out.read_text())
+    for path in ("scoring", "training"):
+        for side in ("ours", "reference"):
+            m = report[path][side]
+            assert m["samples_per_s"] > 0 and m["tokens_per_s"] > 0 and 0 < m["mfu"] and m["peak_memory_gib"] > 0
+    assert report["scoring"]["ours_metrics"]["auc"] == pytest.approx(report["scoring"]["reference_metrics"]["auc"], abs=1e-4)
+    assert set(report["tokens_per_prompt"]) == {"text_only", "binary", "ipv4"}
+    assert report["tokens_per_prompt"]["ipv4"] < report["tokens_per_prompt"]["binary"]
+    assert 0 <= report["shared_prefix_fraction"] <= 1 and report["uauc"]["abs_diff"] < 1e-9
