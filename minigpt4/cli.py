@@ -68,6 +68,13 @@ def main(stage, description, argv=None):
     except (ConfigError, DataError, PromptError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as err:
+        if not dist.is_peer_failure(err):
+            raise
+        print(f"error: rank {dist.rank()}: another process of this run failed or stopped answering, so this one "
+              f"stops too (its own log says why; collectives wait at most run.dist_timeout_minutes). "
+              f"{str(err).splitlines()[0][:300]}", file=sys.stderr)
+        os._exit(3)  # a clean shutdown would wait on the dead peer
     finally:
         dist.shutdown()
 

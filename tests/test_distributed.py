@@ -195,3 +195,35 @@ def test_early_stopping_stops_every_rank_at_the_same_step(setup):
     finished = sorted(line for line in stdout.splitlines() if "training finished" in line)
     assert finished == ["rank 0: training finished at epoch 1 step 4", "rank 1: training finished at epoch 1 step 4"]
     assert "early stop" in stdout
+
+
+def test_a_dead_rank_makes_the_others_exit_with_a_clear_error(setup):
+    """Two processes started by hand (no torchrun agent to clean up); rank 1 is killed while training:
+    rank 0 must exit with an error naming the cause, well within run.dist_timeout_minutes."""
+    import os
+    import signal
+    import time
+
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        cmd = [sys.executable, _script("train_binllm.py"), "--cfg-path", str(setup["yaml"]), "--options",
+               "run.job_id=dead_rank", "run.batch_size_train=2", "run.iters_per_epoch=1000", "run.log_freq=1",
+               "run.dist_timeout_minutes=2"]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    lines = []
+    for line in procs[0].stdout:  # wait until training has started
+        lines.append(line)
+        if " step 2 loss" in line:
+            break
+    procs[1].send_signal(signal.SIGKILL)
+    start = time.time()
+    rest, _ = procs[0].communicate(timeout=300)
+    waited = time.time() - start
+    out = "".join(lines) + rest
+    assert procs[0].returncode not in (0, None), out[-2000:]
+    assert "another process of this run" in out, out[-2000:]
+    assert waited < 120

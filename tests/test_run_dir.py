@@ -53,3 +53,17 @@ def test_atomic_text_replaces(tmp_path):
     atomic_text(p, "one")
     atomic_text(p, "two")
     assert p.read_text() == "two" and sorted(q.name for q in tmp_path.iterdir()) == ["x.txt"]
+
+
+def test_environment_records_seed_versions_and_commit(tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from minigpt4.train.run_dir import RunDir
+
+    cfg = OmegaConf.create({"run": {"output_dir": str(tmp_path), "job_id": "env", "seed": 123}})
+    rd = RunDir(cfg)
+    env = json.loads((rd.path / "environment.json").read_text())
+    assert env["seed"] == 123 and env["libraries"]["torch"] and env["python"]
+    assert env["git_commit"] is None or len(env["git_commit"]) == 40

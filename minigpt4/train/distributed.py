@@ -71,6 +71,17 @@ def max_over_ranks(value):
     return max(gather_objects(value))
 
 
+def is_peer_failure(err):
+    """Whether an exception raised during a multi-process run comes from the process group (a rank died, a
+    connection dropped, a collective timed out) rather than from this process's own work."""
+    if not dist.is_initialized() or dist.get_world_size() < 2:
+        return False
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err)
+    return any(s in text for s in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out"))
+
+
 def barrier():
     if dist.is_initialized():
         dist.barrier()

@@ -1,8 +1,12 @@
-"""The run directory `{run.output_dir}/{job_id}/`: resolved config, JSON-lines metric log, TensorBoard
-scalars, metrics.json and predictions. Every file is written atomically (temporary file + rename)."""
+"""The run directory `{run.output_dir}/{job_id}/`: resolved config, what the run ran on (`environment.json`:
+command, seed, library versions, git commit), JSON-lines metric log, TensorBoard scalars, metrics.json and
+predictions. Every file is written atomically (temporary file + rename)."""
 
 import json
 import os
+import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +45,31 @@ def _clean(x):
     return x
 
 
+def environment(seed):
+    """What a run needs to be repeated: the command, the seed, library versions and the code's git commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = {}
+    for name in ("torch", "transformers", "peft", "numpy", "pandas", "scikit-learn", "omegaconf", "gguf"):
+        try:
+            libs[name] = version(name)
+        except PackageNotFoundError:
+            libs[name] = None
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or None
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"argv": sys.argv, "seed": seed, "python": platform.python_version(), "platform": platform.platform(),
+            "libraries": libs, "git_commit": commit, "git_dirty": dirty,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+
+
 class RunDir:
     @staticmethod
     def free_path(cfg):
@@ -60,6 +89,7 @@ class RunDir:
             self.path = self.free_path(cfg)
             self.path.mkdir(parents=True)
             atomic_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
+            atomic_text(self.path / "environment.json", json.dumps(environment(cfg.run.seed), indent=2) + "\n")
         self._tb = None
 
     def log(self, record, step=None):
