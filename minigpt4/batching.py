@@ -137,6 +137,15 @@ class TrainBatches:
         self.batches = order.reshape(n, self.global_batch)[rng.permutation(n)]
         self.step, self.micro, self.passes = 0, 0, self.passes + 1
 
+    def state(self):
+        """Where the batches stand (for resuming): the pass, the global batch within it, the micro-batch."""
+        return {"passes": self.passes, "step": self.step, "micro": self.micro}
+
+    def load_state(self, state):
+        self.passes = state["passes"] - 1
+        self._new_pass()  # the same permutation again: it depends only on (seed, pass)
+        self.step, self.micro = state["step"], state["micro"]
+
     def __next__(self):
         if self.step == len(self.batches):
             self._new_pass()

@@ -103,7 +103,14 @@ def run_llm(cfg, task, device):
     from minigpt4.train.collab import attach_graph
 
     evaluate = cfg.run.evaluate
-    RunDir.free_path(cfg)
+    resume_step = None
+    if cfg.run.resume_ckpt_path and not evaluate:  # continue that run, in its directory
+        from minigpt4.train import resume
+
+        point = resume.find(cfg.run.resume_ckpt_path) if dist.is_main() else None
+        resume_step = dist.broadcast_object(json.loads((point / "progress.json").read_text())["step"] if point else None)
+    else:
+        RunDir.free_path(cfg)
     prompt = task.check_llm_paths(evaluate)
     codes = task.code_table()
     if evaluate and cfg.model.ckpt:
@@ -138,7 +145,7 @@ def run_llm(cfg, task, device):
     history_len = model.collab.history_len if model.collab is not None else 0
     names = list(cfg.run.test_splits) if evaluate else list(cfg.run.train_splits) + list(cfg.run.valid_splits) + list(cfg.run.test_splits)
     splits = task.token_splits(model.tokenizer, prompt, names, codes, history_len)
-    run_dir = RunDir(cfg, dist.is_main())  # only once every input has been checked
+    run_dir = RunDir(cfg, dist.is_main(), resume_step)  # only once every input has been checked
     dist.barrier()
     example = splits[names[0]]
     print(f"run directory: {run_dir.path}; mode {mode}; backbone {cfg.model.llama_model}; device {device}"

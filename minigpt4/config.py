@@ -123,7 +123,8 @@ _RUN = {
     "output_dir": Key("runs", str, "Each run writes `{output_dir}/{job_id}/`."),
     "job_id": Key("", str, "Name of the run directory; empty = a timestamp. An existing directory is never overwritten."),
     "amp": Key(True, bool, "bf16 autocast on CUDA devices that support it; ignored on CPU (fp32 measured faster there)."),
-    "resume_ckpt_path": Key(None, str, "Upstream resume key; not supported yet (an error if set).", nullable=True),
+    "resume_ckpt_path": Key(None, str, "Continue an interrupted training run: its run directory (it must hold `resume/latest`). Restores the trained weights, optimizer, RNG states, batch position, early-stopping state and the epoch's losses, and keeps writing into that directory. Use the run's own config: `--cfg-path <run dir>/config.yaml --options run.resume_ckpt_path=<run dir>`.", nullable=True),
+    "save_every_steps": Key(0, int, "Also write a resume point every this many optimizer steps (0 = only after each epoch). A resume point holds the trained weights and the optimizer state."),
     "evaluate": Key(False, bool, "True: skip training and evaluate `model.ckpt` on `test_splits` (what eval.py does)."),
     "train_splits": Key(["train"], list, "Training split names."),
     "valid_splits": Key(["valid"], list, "Validation split names (`valid` is valid_small, as upstream); the first one picks the best epoch. "
@@ -264,7 +265,7 @@ def _check_values(cfg):
     for where in ("init_lr", "min_lr", "warmup_lr", "weight_decay"):
         if run[where] < 0:
             raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
-    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows", "global_batch_size", "length_buckets"):
+    for where in ("patience", "warmup_steps", "max_train_rows", "max_eval_rows", "global_batch_size", "length_buckets", "save_every_steps"):
         if run[where] < 0:
             raise ConfigError(f"run.{where} must be >= 0, got {run[where]}")
     rc = model["rec_config"]
@@ -275,8 +276,9 @@ def _check_values(cfg):
         raise ConfigError(f"run.dist_timeout_minutes must be > 0, got {run['dist_timeout_minutes']}")
     if run["evaluate"] and not run["test_splits"]:
         raise ConfigError("run.test_splits is empty but run.evaluate is True: name the splits to score, e.g. [test]")
-    if run["resume_ckpt_path"]:
-        raise ConfigError("run.resume_ckpt_path: resuming is not supported yet; set it to null and start from model.ckpt")
+    if run["resume_ckpt_path"] and run["fsdp"]:
+        raise ConfigError("run.resume_ckpt_path with run.fsdp: resuming a sharded run is not supported yet; resume "
+                          "it without FSDP or start again")
 
 
 def _check_rec_config(rec_model, rc):

@@ -82,15 +82,25 @@ class RunDir:
                                   "choose another run.job_id or remove the directory")
         return path
 
-    def __init__(self, cfg, is_main=True):
+    def __init__(self, cfg, is_main=True, resume_step=None):
+        """resume_step: continue the existing run directory `cfg.run.resume_ckpt_path` from this step; log lines
+        of later steps (written after the resume point, before the run was killed) are dropped."""
         self.is_main = is_main
         self.path = Path(cfg.run.output_dir) / cfg.run.job_id if cfg.run.job_id else None
+        self._tb = None
+        if resume_step is not None:
+            self.path = Path(cfg.run.resume_ckpt_path)
+            log = self.path / "log.jsonl"
+            if is_main and log.is_file():
+                keep = [line for line in log.read_text(encoding="utf-8").splitlines()
+                        if json.loads(line).get("step", 0) <= resume_step]
+                atomic_text(log, "".join(line + "\n" for line in keep))
+            return
         if is_main:
             self.path = self.free_path(cfg)
             self.path.mkdir(parents=True)
             atomic_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
             atomic_text(self.path / "environment.json", json.dumps(environment(cfg.run.seed), indent=2) + "\n")
-        self._tb = None
 
     def log(self, record, step=None):
         """Append one JSON line to log.jsonl and mirror numeric values to TensorBoard."""

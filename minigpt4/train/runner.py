@@ -133,12 +133,17 @@ class RecRunner:
         batches = TrainBatches(self.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), accum,
                                run.length_buckets)
         valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
-        best, best_epoch, bad, step = -math.inf, -1, 0, 0
-        for epoch in range(run.max_epoch):
+        state = {"epoch": 0, "iter": 0, "step": 0, "losses": [], "best": -math.inf, "best_epoch": -1, "bad": 0,
+                 "stopped": False}
+        if run.resume_ckpt_path:
+            state = self._resume(optimizer, batches)
+        epoch = state["epoch"]
+        while epoch < run.max_epoch and not state["stopped"]:
             model.train()
-            start, losses = time.time(), []
-            for _ in tqdm(range(run.iters_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=10,
+            start, first_iter = time.time(), state["iter"]
+            for _ in tqdm(range(first_iter, run.iters_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=10,
                           disable=not dist.is_main()):
+                step = state["step"]
                 lr = lr_at(step, run)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -153,42 +158,67 @@ class RecRunner:
                                                  f"good checkpoint is {self.ckpt_path}. Lower run.init_lr.")
                     (loss / accum).backward()
                     step_loss += loss.item() / accum
-                losses.append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
+                state["losses"].append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if step % run.log_freq == 0:
-                    self.log(f"epoch {epoch} step {step} loss {np.mean(losses[-run.log_freq:]):.4f} lr {lr:.3g}")
-            seen = run.iters_per_epoch * accum * run.batch_size_train * world
+                state["step"], state["iter"] = step + 1, state["iter"] + 1
+                if state["step"] % run.log_freq == 0:
+                    self.log(f"epoch {epoch} step {state['step']} loss {np.mean(state['losses'][-run.log_freq:]):.4f} "
+                             f"lr {lr:.3g}")
+                if run.save_every_steps and state["step"] % run.save_every_steps == 0 and state["iter"] < run.iters_per_epoch:
+                    self._save_resume(state, optimizer, batches)
+            seen = (run.iters_per_epoch - first_iter) * accum * run.batch_size_train * world
             train_speed = seen / (time.time() - start)
             if valid is None:
                 metrics, improved = {}, True
             else:
                 metrics = dist.broadcast_object(self.evaluate(valid)[0])  # one decision, taken on rank 0
-                improved = metrics["auc"] > best
+                improved = metrics["auc"] > state["best"]
             if improved:
-                best, best_epoch, bad = metrics.get("auc", best), epoch, 0
+                state.update(best=metrics.get("auc", state["best"]), best_epoch=epoch, bad=0)
                 self.best_state = trained_state(model)  # a collective under FSDP: every rank calls it
                 if dist.is_main():
-                    save_checkpoint(model, self.ckpt_path, {**self.meta, "epoch": epoch, "step": step,
+                    save_checkpoint(model, self.ckpt_path, {**self.meta, "epoch": epoch, "step": state["step"],
                                                             "valid_auc": metrics.get("auc")}, self.best_state)
             else:
-                bad += 1
-            record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "lr": lr,
+                state["bad"] += 1
+            record = {"epoch": epoch, "step": state["step"], "train_loss": float(np.mean(state["losses"])), "lr": lr,
                       "train_samples_per_s": train_speed, **{f"{valid}_{k}": v for k, v in metrics.items()},
-                      "best_epoch": best_epoch}
-            self.run_dir.log(record, step=step)
+                      "best_epoch": state["best_epoch"]}
+            self.run_dir.log(record, step=state["step"])
             scored = (f"{valid} auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} loss {metrics['loss']:.4f} "
                       f"({metrics['samples_per_s']:.1f} samples/s)" if metrics else "no valid split: adapter saved")
             self.log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({train_speed:.1f} samples/s) | "
                      f"{scored} | lr {lr:.3g}{' | best' if improved and metrics else ''}")
-            if bad >= run.patience:
-                self.log(f"early stop: valid auc has not improved for {bad} evaluations (run.patience)")
-                break
+            state["stopped"] = state["bad"] >= run.patience
+            if state["stopped"]:
+                self.log(f"early stop: valid auc has not improved for {state['bad']} evaluations (run.patience)")
+            else:
+                epoch += 1
+            state.update(epoch=epoch, iter=0, losses=[])
+            self._save_resume(state, optimizer, batches)
+        epoch, step, best, best_epoch = min(epoch, run.max_epoch - 1), state["step"], state["best"], state["best_epoch"]
         print(f"rank {dist.rank()}: training finished at epoch {epoch} step {step}", flush=True)
         dist.barrier()
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
         return {"best_valid_auc": best, "best_epoch": best_epoch, "steps": step, "peak_gpu_memory_gib": peak}
+
+    def _save_resume(self, state, optimizer, batches):
+        from minigpt4.train import resume
+
+        resume.save(self.run_dir.path, state, trained_state(self.model), self.best_state, optimizer, batches)
+
+    def _resume(self, optimizer, batches):
+        """Restore a resume point of this run: weights, optimizer, RNG, batch position, best state, progress."""
+        from minigpt4.train import resume
+
+        state, trained, self.best_state, own = resume.load(self.run.resume_ckpt_path)
+        restore_state(self.model, trained)
+        optimizer.load_state_dict(own["optimizer"])
+        batches.load_state(own["batches"])
+        resume.restore_rng(own)
+        self.log(f"resumed {self.run.resume_ckpt_path} at epoch {state['epoch']} step {state['step']}")
+        return state
 
     def _schedule(self):
         from minigpt4 import registry
