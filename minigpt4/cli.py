@@ -68,6 +68,9 @@ def main(stage, description, argv=None):
     except (ConfigError, DataError, PromptError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(4)
     except RuntimeError as err:
         if not dist.is_peer_failure(err):
             raise

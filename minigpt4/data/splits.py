@@ -1,7 +1,11 @@
 """Read and validate CoLLM's processed splits; one builder per registered dataset name.
 
 Split names: `train`, `valid` (= valid_small, what the upstream LLM pipeline validates on), `valid_full`,
-`test`, `test_warm`, `test_cold`. Pickles run code when loaded: only read files you trust.
+`test`, `test_warm`, `test_cold`.
+
+Pickles run code when they are loaded: only read pickles you trust. Each split may instead be a Parquet file of
+the same name (`train_ood2.parquet`, ...), which is plain data and is read first when present; convert a
+directory once with `python -m minigpt4.data.splits --to-parquet data/ml-1m`.
 """
 
 from pathlib import Path
@@ -28,13 +32,21 @@ def _plain(x):
 
 def read_split(path):
     path = Path(path)
+    parquet = path.with_suffix(".parquet")
+    if parquet.is_file():
+        try:
+            df = pd.read_parquet(parquet)
+        except Exception as err:
+            raise DataError(f"{parquet}: cannot be read as Parquet ({type(err).__name__}: {err})") from None
+        validate_split(df, parquet)
+        return df
     if not path.is_file():
         raise DataError(f"{path}: missing. Unzip the processed dataset there (see README, 'Data'), or "
                         f"generate synthetic data with `python -m minigpt4.data.synthetic --out {path.parent}`")
     try:
         df = pd.read_pickle(path)
     except Exception as err:
-        raise DataError(f"{path}: cannot be read as a pandas pickle ({err})") from None
+        raise DataError(f"{path}: cannot be read as a pandas pickle ({type(err).__name__}: {err})") from None
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{path}: holds a {type(df).__name__}, expected a pandas DataFrame")
     validate_split(df, path)
@@ -157,3 +169,27 @@ def subsample(df, n, seed):
     rank[order] = np.arange(len(order))
     picked = np.argsort(rank[users], kind="stable")[:n]  # rows grouped by the users' random order
     return df.iloc[np.sort(picked)]
+
+
+def to_parquet(directory):
+    """Write a Parquet copy of every pickled split in `directory` (after validating it)."""
+    written = []
+    for name in FILES.values():
+        src = Path(directory) / name
+        if src.is_file():
+            df = read_split(src)
+            out = src.with_suffix(".parquet")
+            tmp = out.with_name(f".{out.name}.tmp")
+            df.to_parquet(tmp)
+            tmp.replace(out)
+            written.append(str(out))
+    return written
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Convert a processed split directory's pickles to Parquet")
+    parser.add_argument("--to-parquet", required=True, metavar="DIR")
+    for f in to_parquet(parser.parse_args().to_parquet):
+        print(f"wrote {f}")

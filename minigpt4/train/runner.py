@@ -154,8 +154,10 @@ class RecRunner:
                         scores = train_model(**self.inputs(batch))
                     loss = model.loss(scores, batch["labels"].to(self.device))
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; the last "
-                                                 f"good checkpoint is {self.ckpt_path}. Lower run.init_lr.")
+                        raise FloatingPointError(
+                            f"loss is {loss.item()} at epoch {epoch} step {step}; training stopped. The last good "
+                            f"checkpoint is {self.ckpt_path} (resume point: {self.run_dir.path / 'resume'}). "
+                            "Lower run.init_lr, or use run.amp: False if this ran in bf16.")
                     (loss / accum).backward()
                     step_loss += loss.item() / accum
                 state["losses"].append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
