@@ -1,6 +1,7 @@
 """Adapter checkpoints: save, reload, peft compatibility, refusal of mismatches (spec §4.6)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,26 @@ def test_save_survives_leftover_from_crash(tiny_llama, tmp_path):
     (stale / "x").write_text("stale")
     save_checkpoint(rec, path, {"epoch": 1})
     assert read_meta(path) == {"epoch": 1} and not stale.exists()
+
+
+def test_kill_during_save_leaves_previous_checkpoint_loadable(tiny_llama, tmp_path, monkeypatch):
+    rec = make_recommender(tmp_path, tiny_llama, r=4, perturb_seed=8)
+    path = tmp_path / "checkpoint_best"
+    save_checkpoint(rec, path, {"epoch": 0})
+    expected = _scores(rec)
+    newer = make_recommender(tmp_path, tiny_llama, r=4, perturb_seed=9)
+
+    def killed(directory, **kwargs):  # the process dies half-way through writing the new adapter
+        (Path(directory) / "adapter_model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(newer.llm, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(newer, path, {"epoch": 1})
+    assert read_meta(path) == {"epoch": 0}
+    fresh = make_recommender(tmp_path, tiny_llama, r=4)
+    load_checkpoint(fresh, path, {})
+    torch.testing.assert_close(_scores(fresh), expected, atol=0, rtol=0)
+    # killed between the two renames: only `.checkpoint_best.old` is left, and it is found
+    path.rename(tmp_path / ".checkpoint_best.old")
+    assert find_checkpoint(tmp_path) == tmp_path / ".checkpoint_best.old"

@@ -52,8 +52,12 @@ def save_checkpoint(recommender, path, meta, state=None):
 def find_checkpoint(value, where="model.ckpt"):
     """Accepts a checkpoint directory or a run directory that holds `checkpoint_best/`."""
     p = resolve_path(value)
-    if (p / "checkpoint_best" / META).is_file():
+    if (p / "checkpoint_best" / META).is_file() or (p / ".checkpoint_best.old" / META).is_file():
         p = p / "checkpoint_best"
+    old = p.with_name(f".{p.name}.old")
+    if not p.exists() and (old / META).is_file():  # killed between the two renames of save_checkpoint
+        print(f"warning: {p} is missing; using the previous checkpoint {old}")
+        p = old
     if not (p / META).is_file() or not ((p / ADAPTER).is_file() or (p / COLLAB).is_file()):
         raise ConfigError(f"{where} = {value!r}: not a checkpoint directory (expected {META} and {ADAPTER} or "
                           f"{COLLAB}, as written by train_collm_mf_din.py / train_binllm.py into "
