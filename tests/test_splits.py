@@ -49,7 +49,11 @@ def _bad(mutate):
     (lambda df: df.__setitem__("uid", [1, 2.5, 3]), ["uid", "integer"]),
     (lambda df: df.__setitem__("title", ["A", None, "C"]), ["title"]),
     (lambda df: df.__setitem__("his", [[0], 5, [0]]), ["his", "list"]),
-], ids=["label2", "nan_uid", "his_len", "iid0", "float_uid", "title_none", "his_not_list"])
+    (lambda df: df.__setitem__("label", [1.0, np.nan, 0.0]), ["label", "not a number"]),
+    (lambda df: df.__setitem__("uid", [1, -4, 3]), ["uid", ">= 1"]),
+    (lambda df: df.__setitem__("title", ["A", b"\xff\xfe bad", "C"]), ["title", "not a string"]),
+], ids=["label2", "nan_uid", "his_len", "iid0", "float_uid", "title_none", "his_not_list", "nan_label",
+        "negative_uid", "non_utf8_title"])
 def test_bad_row_names_file_and_row(tmp_path, mutate, words):
     path = _write(tmp_path, _bad(mutate))
     with pytest.raises(DataError) as err:
