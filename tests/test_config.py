@@ -208,7 +208,7 @@ def test_structure_errors(tmp_path, small):
     with pytest.raises(ConfigError, match="run"):
         load_config(no_run)
     with pytest.raises(ConfigError, match="resume"):
-        load_config(small, ["run.resume_ckpt_path=/x"])
+        load_config(small, ["run.resume_ckpt_path=/x", "run.fsdp=True"])  # not supported together
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="YAML"):
