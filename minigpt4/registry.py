@@ -1,10 +1,11 @@
-"""Name -> object registry, so YAML configs can name models, datasets, tasks, runners and schedules.
+"""Name -> object registry, so YAML configs can name models, datasets, tasks, runners and schedules, and
+`prepare_data.py` can name the dataset preparers.
 
 Kinds are fixed; a duplicate name or an unknown name is an error that lists what is registered.
 Registration happens when the defining module is imported; `minigpt4/__init__.py` imports them all.
 """
 
-KINDS = ("model", "rec_model", "dataset", "task", "runner", "lr_scheduler")
+KINDS = ("model", "rec_model", "dataset", "task", "runner", "lr_scheduler", "preparer")
 _REGISTRY = {kind: {} for kind in KINDS}
 
 
