@@ -1,0 +1,496 @@
+"""Reproduce the paper's tables from one command: plan every run, run what is missing, write the report.
+
+`python reproduce.py --dataset ml-1m --budget cpu` runs every method of BinLLM's Tables 2 and 3, the warm/cold
+and compression figures and a code-length ablation from the shipped configs (`train_configs/<prefix>_<method>.yaml`),
+overriding only what the budget and the wiring between runs need. Runs go to `<out>/<dataset>/<budget>/runs/<step>`;
+a step whose `metrics.json` exists is reused, so an interrupted reproduction continues with the same command.
+The report (`report.md`, `results.csv`, `environment.json`, PNG figures) is written next to `runs/`.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from minigpt4 import cli
+from minigpt4.train.run_dir import atomic_text, atomic_write, environment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ReproduceError(Exception):
+    """A problem with the reproduction's inputs or one of its steps; the message says what to fix."""
+
+
+# Where each dataset's configs and processed data live, and its column name in the paper's tables.
+DATASETS = {
+    "ml-1m": {"prefix": "ml1m", "key": "movie_ood", "data": "data/ml-1m", "paper": "ML-1M", "test_rows": 7331},
+    "amazon-book": {"prefix": "amazon", "key": "amazon_ood", "data": "data/amazon_book", "paper": "Book",
+                    "test_rows": 25747},
+}
+
+# The steps in the order they run. Stage 0 first (everything else reads its encoders), then stage 1, then the
+# headline rows (BinLLM, CoLLM-MF) so a reproduction stopped early already fills the main comparison, then the
+# other rows, ICL, and last the code-length ablation, which needs two extra encoders.
+# step -> (cli stage, method whose shipped config it runs, extra overrides of that config)
+STEPS = {
+    "binmf": ("collab", "binmf", []),
+    "mf": ("collab", "mf", []),
+    "lightgcn": ("collab", "lightgcn", []),
+    "sasrec": ("collab", "sasrec", []),
+    "din": ("collab", "din", []),
+    "tallrec": ("llm", "tallrec", []),
+    "binllm": ("llm", "binllm", []),
+    "collm_mf": ("llm", "collm_mf", []),
+    "binllm_io": ("llm", "binllm_io", []),
+    "binllm_it": ("llm", "binllm_it", []),
+    "binllm_ipv4": ("llm", "binllm_ipv4", []),
+    "collm_lightgcn": ("llm", "collm_lightgcn", []),
+    "collm_sasrec": ("llm", "collm_sasrec", []),
+    "collm_din": ("llm", "collm_din", []),
+    "softprompt": ("llm", "softprompt", []),
+    "personprompt": ("llm", "personprompt", []),
+    "icl": ("eval", "icl", []),
+    # Code length: BinMF with 16 / 64 bits, and BinLLM reading those codes (32 bits is the `binllm` step).
+    "binmf16": ("collab", "binmf", ["model.rec_config.embedding_size=16"]),
+    "binmf64": ("collab", "binmf", ["model.rec_config.embedding_size=64"]),
+    "binllm16": ("llm", "binllm", ["model.rec_config.embedding_size=16"]),
+    "binllm64": ("llm", "binllm", ["model.rec_config.embedding_size=64"]),
+}
+
+# The stage-0 step that trains each `model.rec_model`; a step using another code length reads its own encoder.
+ENCODER_STEP = {"hash": "binmf", "MF": "mf", "lightgcn": "lightgcn", "sasrec": "sasrec", "DIN": "din"}
+STAGE1_STEP = "tallrec"
+
+# Rows the cpu budget scores on the whole test split: the paper's headline comparison (BinMF, TALLRec, CoLLM-MF,
+# BinLLM). Stage-0 encoders are always scored in full (seconds). Every other LLM row is scored on the same fixed
+# subsample (see BUDGETS).
+FULL_TEST_STEPS = {"binmf", "tallrec", "collm_mf", "binllm"}
+
+LLM_TEST_SPLITS = "run.test_splits=[test,test_warm,test_cold]"
+
+# Budgets: overrides on top of the shipped configs, per kind of step. Plain lists of key=value, as on the command
+# line, so a row of the report can be re-run by hand with the same options.
+BUDGETS = {
+    # Minutes, for tests and for checking the wiring: 2 encoder epochs; 2 LLM steps of 4 rows drawn from a fixed
+    # 200-row train sample; 40 scored rows per split; no validation (nothing to select from 2 steps); LoRA in
+    # every layer because test backbones have fewer layers than the configs' top-8 window.
+    "smoke": {
+        "collab": ["run.max_epoch=2", "run.device=cpu"],
+        "llm": ["run.max_epoch=1", "run.iters_per_epoch=2", "run.batch_size_train=4", "run.warmup_steps=1",
+                "run.max_train_rows=200", "run.valid_splits=[]", "model.lora_config.layers_to_transform=[]",
+                "run.device=cpu"],
+        "eval": ["run.device=cpu"],
+        "full_test": ["run.max_eval_rows=40"],
+        "sub_test": ["run.max_eval_rows=40"],
+    },
+    # About 3 h of training on 2 CPU cores with SmolLM2-135M (scoring the full splits adds more, see the printed
+    # estimate). Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
+    # LLM rows: the shipped CPU recipes (LoRA in the top 8 layers, their step counts and learning rates), every
+    # one trained on the same fixed, seeded 1,600-row train subsample (TALLRec's shipped sample, whole users) so
+    # rows differ only by method, and without validation (scoring 500 valid rows costs ~4 min per epoch): the
+    # last epoch's adapter is kept. Scoring: the headline rows (FULL_TEST_STEPS) on the full test / warm / cold
+    # splits; every other LLM row on a fixed subsample of about 1,000 rows of whole users per split (the same rows
+    # for every method, since the sample is drawn from run.seed), so those rows compare with each other exactly
+    # and with the paper only roughly.
+    "cpu": {
+        "collab": ["run.device=cpu"],
+        "llm": ["run.max_train_rows=1600", "run.valid_splits=[]", "run.device=cpu"],
+        "eval": ["run.device=cpu"],
+        "full_test": ["run.max_eval_rows=0"],
+        "sub_test": ["run.max_eval_rows=1000"],
+    },
+    # The paper's protocol, for a GPU: all train rows, LoRA in every layer (the paper's q_proj/v_proj LoRA),
+    # model selection on the valid split, every split scored in full. Pick the backbone with --llama
+    # (the paper used Vicuna-7B); the configs' step counts are kept.
+    "full": {
+        "collab": [],
+        "llm": ["run.max_train_rows=0", "run.valid_splits=[valid]", "model.lora_config.layers_to_transform=[]"],
+        "eval": [],
+        "full_test": ["run.max_eval_rows=0"],
+        "sub_test": ["run.max_eval_rows=0"],
+    },
+}
+
+# Rough speeds for the printed estimate of the cpu budget (2 cores, SmolLM2-135M, fp32), from the shipped
+# configs' comments: ~4.5 prompts/s scored; training ~0.5 s per row (LoRA in the top 8 layers); an encoder ~10 min.
+CPU_SPEED = {"score_rows_per_s": 4.5, "train_s_per_row": 0.5, "encoder_min": 10}
+
+# Published numbers (docs PAPER_RESULTS.md): BinLLM ACL 2024 Table 2 / Table 3, test (AUC, UAUC).
+PAPER = {
+    "ML-1M": {
+        "mf": (0.6482, 0.6361), "lightgcn": (0.5959, 0.6499), "sasrec": (0.7078, 0.6884), "din": (0.7166, 0.6459),
+        "ctrl": (0.7159, 0.6492), "icl": (0.5320, 0.5268), "softprompt": (0.7071, 0.6739),
+        "tallrec": (0.7097, 0.6818), "personprompt": (0.7214, 0.6563), "collm_mf": (0.7295, 0.6875),
+        "collm_din": (0.7243, 0.6897), "binllm": (0.7425, 0.6956), "binmf": (0.7189, 0.6654),
+        "binllm_io": (0.7307, 0.6797), "binllm_it": (0.7286, 0.6842),
+    },
+    "Book": {
+        "mf": (0.7134, 0.5565), "lightgcn": (0.7103, 0.5639), "sasrec": (0.6887, 0.5714), "din": (0.8163, 0.6145),
+        "ctrl": (0.8202, 0.5996), "icl": (0.4820, 0.4856), "softprompt": (0.7224, 0.5881),
+        "tallrec": (0.7375, 0.5983), "personprompt": (0.7273, 0.5956), "collm_mf": (0.8109, 0.6225),
+        "collm_din": (0.8245, 0.6474), "binllm": (0.8264, 0.6319), "binmf": (0.8087, 0.5895),
+        "binllm_io": (0.8173, 0.5919), "binllm_it": (0.8246, 0.6165),
+    },
+}
+# Figure 2 (warm / cold) and Figure 3 (compression) give no numbers: values read off the bars (about ±0.005).
+PAPER_WARM_COLD = {
+    "ML-1M": {("mf", "warm"): (0.727, 0.662), ("tallrec", "warm"): (0.724, 0.699),
+              ("collm_mf", "warm"): (0.754, 0.704), ("binllm", "warm"): (0.764, 0.712),
+              ("mf", "cold"): (0.553, 0.559), ("tallrec", "cold"): (0.686, 0.600),
+              ("collm_mf", "cold"): (0.694, 0.583), ("binllm", "cold"): (0.710, 0.643)},
+    "Book": {("mf", "warm"): (0.783, 0.571), ("tallrec", "warm"): (0.737, 0.580),
+             ("collm_mf", "warm"): (0.821, 0.623), ("binllm", "warm"): (0.831, 0.637),
+             ("mf", "cold"): (0.530, 0.508), ("tallrec", "cold"): (0.721, 0.640),
+             ("collm_mf", "cold"): (0.782, 0.630), ("binllm", "cold"): (0.795, 0.614)},
+}
+PAPER_COMPRESSION = {
+    "ML-1M": {"binllm": (0.742, 0.695), "binllm_ipv4": (0.743, 0.686)},
+    "Book": {"binllm": (0.826, 0.632), "binllm_ipv4": (0.825, 0.630)},
+}
+
+# The report's tables: (title, note, rows); a row is (label, step or None when not implemented, split, paper key
+# or None, paper source). Steps without a paper number (CoLLM-LightGCN / -SASRec, code lengths 16 and 64) show "–".
+TABLES = [
+    ("Table 2: main comparison (test)", "", [
+        ("MF", "mf", "test", "mf", "t"), ("LightGCN", "lightgcn", "test", "lightgcn", "t"),
+        ("SASRec", "sasrec", "test", "sasrec", "t"), ("DIN", "din", "test", "din", "t"),
+        ("CTRL (DIN)", None, "test", "ctrl", "t"), ("ICL (zero-shot)", "icl", "test", "icl", "t"),
+        ("Prompt4NR (soft prompt)", "softprompt", "test", "softprompt", "t"),
+        ("TALLRec", "tallrec", "test", "tallrec", "t"), ("PersonPrompt", "personprompt", "test", "personprompt", "t"),
+        ("CoLLM-MF", "collm_mf", "test", "collm_mf", "t"),
+        ("CoLLM-LightGCN", "collm_lightgcn", "test", None, "t"),
+        ("CoLLM-SASRec", "collm_sasrec", "test", None, "t"),
+        ("CoLLM-DIN", "collm_din", "test", "collm_din", "t"), ("BinLLM", "binllm", "test", "binllm", "t")]),
+    ("Table 3: ablations (test)", "", [
+        ("BinMF", "binmf", "test", "binmf", "t"), ("BinLLM-TO (= TALLRec)", "tallrec", "test", "tallrec", "t"),
+        ("BinLLM-IO", "binllm_io", "test", "binllm_io", "t"), ("BinLLM-IT", "binllm_it", "test", "binllm_it", "t"),
+        ("BinLLM", "binllm", "test", "binllm", "t")]),
+    ("Figure 2: warm / cold", "Paper values read off the figure (≈, ±0.005).", [
+        (f"{name} {subset}", step, f"test_{subset}", (step, subset), "wc")
+        for subset in ("warm", "cold")
+        for name, step in (("MF", "mf"), ("TALLRec", "tallrec"), ("CoLLM-MF", "collm_mf"), ("BinLLM", "binllm"))]),
+    ("Figure 3: compression, binary vs dot-decimal codes (test)", "Paper values read off the figure (≈, ±0.005).", [
+        ("BinLLM binary", "binllm", "test", "binllm", "c"),
+        ("BinLLM dot-decimal (IPv4)", "binllm_ipv4", "test", "binllm_ipv4", "c")]),
+    ("Code length (test)", "The paper reports 32 bits only (Table 2's BinLLM row).", [
+        ("BinLLM 16 bits", "binllm16", "test", None, "t"), ("BinLLM 32 bits", "binllm", "test", "binllm", "t"),
+        ("BinLLM 64 bits", "binllm64", "test", None, "t")]),
+]
+
+
+@dataclass
+class Step:
+    name: str
+    stage: str            # collab | llm | eval: the cli stage (pretrain_collab.py / train_*.py / eval.py)
+    config: str           # the shipped config it runs
+    overrides: list       # --options, in order: the config's own changes, wiring, budget
+    depends: list = field(default_factory=list)
+    full_test: bool = True
+
+
+def _paper(dataset, source, key):
+    if key is None:
+        return None
+    table = {"t": PAPER, "wc": PAPER_WARM_COLD, "c": PAPER_COMPRESSION}[source][DATASETS[dataset]["paper"]]
+    return table.get(key)
+
+
+def plan(dataset, budget, out, data=None, llama=None, only=None):
+    """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction."""
+    if dataset not in DATASETS:
+        raise ReproduceError(f"--dataset {dataset!r}: choose one of {sorted(DATASETS)}")
+    if budget not in BUDGETS:
+        raise ReproduceError(f"--budget {budget!r}: choose one of {sorted(BUDGETS)}")
+    ds, b = DATASETS[dataset], BUDGETS[budget]
+    runs = Path(out) / dataset / budget / "runs"
+    data = Path(data or ROOT / ds["data"])
+    steps = {}
+    for name, (stage, method, extra) in STEPS.items():
+        config = ROOT / "train_configs" / f"{ds['prefix']}_{method}.yaml"
+        if not config.is_file():
+            raise ReproduceError(f"step {name}: config {config} is missing (every method needs one per dataset)")
+        shipped = OmegaConf.load(config)
+        common = [f"datasets.{ds['key']}.path={data}", f"run.output_dir={runs}", f"run.job_id={name}"]
+        depends, wiring = [], []
+        if stage != "collab":
+            model = shipped.get("model", {})
+            # Wire the dependencies to this reproduction's runs, never to the configs' default paths.
+            if model.get("ckpt"):
+                depends.append(STAGE1_STEP)
+                wiring.append(f"model.ckpt={runs / STAGE1_STEP / 'checkpoint_best'}")
+            if model.get("rec_config", {}).get("pretrained_path"):
+                enc = ENCODER_STEP[model.rec_model]
+                if name in ("binllm16", "binllm64"):
+                    enc = "binmf" + name[len("binllm"):]
+                depends.append(enc)
+                wiring.append(f"model.rec_config.pretrained_path={runs / enc / 'rec_model.pth'}")
+            if llama:
+                wiring.append(f"model.llama_model={llama}")
+            wiring.append(LLM_TEST_SPLITS)
+        full = stage == "collab" or name in FULL_TEST_STEPS
+        kind = [] if stage == "collab" else b["full_test" if full else "sub_test"]
+        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + kind, depends, full)
+    if only:
+        unknown = [s for s in only if s not in steps]
+        if unknown:
+            raise ReproduceError(f"--only: unknown step(s) {unknown}; steps are {list(steps)}")
+        wanted, todo = set(), list(only)
+        while todo:  # a listed step brings the steps it reads
+            s = todo.pop()
+            if s not in wanted:
+                wanted.add(s)
+                todo.extend(steps[s].depends)
+        steps = {k: v for k, v in steps.items() if k in wanted}
+    return list(steps.values()), runs, data
+
+
+def check_data(dataset, data):
+    if not any((data / f"train_ood2.{ext}").is_file() for ext in ("pkl", "parquet")):
+        raise ReproduceError(
+            f"no processed {dataset} data in {data} (train_ood2.pkl is missing): build it with prepare_data.py "
+            f"(README, 'Preparing data') or pass --data DIR pointing at the processed files")
+
+
+def estimate_minutes(step, dataset):
+    """Rough minutes of a step under the cpu budget (see CPU_SPEED)."""
+    if step.stage == "collab":
+        return CPU_SPEED["encoder_min"]
+    cfg = OmegaConf.merge(OmegaConf.load(step.config), OmegaConf.from_dotlist(step.overrides))
+    run = cfg.run
+    train = 0 if step.stage == "eval" else run.max_epoch * run.iters_per_epoch * run.batch_size_train
+    n_test = DATASETS[dataset]["test_rows"]
+    # test + warm + cold: the whole test split twice, or three subsamples
+    scored = 2 * n_test if not run.max_eval_rows else 3 * min(run.max_eval_rows, n_test)
+    return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
+
+
+def print_plan(steps, dataset, budget, runs):
+    print(f"reproduction of {dataset}, budget {budget}: {len(steps)} steps under {runs}")
+    total = 0.0
+    for i, s in enumerate(steps, 1):
+        done = (runs / s.name / "metrics.json").is_file()
+        est = ""
+        if budget == "cpu" and not done:
+            m = estimate_minutes(s, dataset)
+            total += m
+            est = f" ~{m:.0f} min"
+        state = "done, reused" if done else "to run"
+        print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
+              f" [{state}]{est}")
+    if budget == "cpu":
+        print(f"estimated time of the steps to run: ~{total / 60:.1f} h on 2 CPU cores (rough, see CPU_SPEED)")
+    sys.stdout.flush()
+
+
+def _aside(path):
+    n = 1
+    while path.with_name(f"{path.name}.incomplete-{n}").exists():
+        n += 1
+    target = path.with_name(f"{path.name}.incomplete-{n}")
+    path.rename(target)
+    return target
+
+
+def run_step(step, runs):
+    """Run one step unless its metrics.json exists; returns 'reused', 'resumed' or 'ran'."""
+    path = runs / step.name
+    if (path / "metrics.json").is_file():
+        print(f"[{step.name}] reusing {path}")
+        return "reused"
+    missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
+    if missing:
+        raise ReproduceError(f"step {step.name} needs the finished run(s) {missing} under {runs}")
+    argv = ["--cfg-path", step.config, "--options", *step.overrides]
+    how = "ran"
+    if path.exists():
+        # No metrics.json: the run was interrupted. An LLM training run that saved a resume point continues from
+        # it with its own resolved config; anything else starts again, the old directory kept for inspection.
+        if step.stage == "llm" and (path / "resume" / "latest").is_file() and (path / "config.yaml").is_file():
+            argv = ["--cfg-path", str(path / "config.yaml"), "--options", f"run.resume_ckpt_path={path}"]
+            how = "resumed"
+            print(f"[{step.name}] resuming the interrupted run {path}")
+        else:
+            print(f"[{step.name}] {path} has no metrics.json and no resume point: moved to {_aside(path)}")
+    print(f"[{step.name}] {step.stage}: {step.config} --options {' '.join(step.overrides)}")
+    sys.stdout.flush()
+    try:
+        cli.main(step.stage, f"reproduce: {step.name}", argv)
+    except SystemExit as err:
+        raise ReproduceError(f"step {step.name} ({step.config}) stopped with status {err.code}; its message is "
+                             f"above. Fix it and run the same command again: finished steps are reused") from None
+    if not (path / "metrics.json").is_file():
+        raise ReproduceError(f"step {step.name} finished without writing {path / 'metrics.json'}")
+    return how
+
+
+# ----------------------------------------------------------------------------------------------- the report
+
+def collect(runs, steps):
+    """{step: metrics dict} of every finished run."""
+    out = {}
+    for s in steps:
+        f = runs / s / "metrics.json"
+        if f.is_file():
+            out[s] = json.loads(f.read_text(encoding="utf-8"))
+    return out
+
+
+def _fmt(x, signed=False):
+    if x is None:
+        return "–"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def report_markdown(dataset, budget, metrics):
+    lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
+             "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs PAPER_RESULTS.md). "
+             "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
+             "The budget's overrides are listed in `minigpt4/reproduce.py` (BUDGETS); each run's resolved config is "
+             "`runs/<step>/config.yaml`.", ""]
+    if budget == "smoke":
+        lines += ["**Smoke budget: a few training steps on tiny samples; it checks the pipeline, its numbers mean "
+                  "nothing.**", ""]
+    for title, note, rows in TABLES:
+        lines += [f"## {title}", ""]
+        if note:
+            lines += [note, ""]
+        lines += ["| method | step | ours AUC | ours UAUC | paper AUC | paper UAUC | Δ AUC | Δ UAUC | rows |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, step, split, key, source in rows:
+            paper = _paper(dataset, source, key) or (None, None)
+            # values read off a figure keep the 3 decimals they were read with
+            p = [("≈" + f"{v:.3f}" if source in ("wc", "c") else _fmt(v)) if v is not None else "–" for v in paper]
+            if step is None:
+                lines.append(f"| {label} | – | not implemented | not implemented | {p[0]} | {p[1]} | – | – | – |")
+                continue
+            m = metrics.get(step, {}).get(split)
+            if m is None:
+                why = "not run" if step not in metrics else f"no {split}"  # e.g. a split this run did not score
+                lines.append(f"| {label} | {step} | {why} | {why} | {p[0]} | {p[1]} | – | – | – |")
+                continue
+            lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {p[0]} | {p[1]} | "
+                         f"{_fmt(_diff(m.get('auc'), paper[0]), True)} | {_fmt(_diff(m.get('uauc'), paper[1]), True)} | "
+                         f"{m.get('rows', '–')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def results_csv(metrics):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "split", "auc", "uauc", "rows", "users"])
+    for step, splits in metrics.items():
+        for split, m in splits.items():
+            if isinstance(m, dict) and "auc" in m:
+                w.writerow([step, split, m.get("auc"), m.get("uauc"), m.get("rows"), m.get("users")])
+    return buf.getvalue()
+
+
+def environment_info(dataset, budget, llama):
+    import torch
+
+    info = environment(seed=None)
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    info.update(dataset=dataset, budget=budget,
+                backbone=llama or "the configs' model.llama_model (smollm2: the embedded SmolLM2-135M)",
+                hardware={"machine": platform.machine(), "processor": platform.processor(),
+                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": gpus})
+    return info
+
+
+def _bars(ax, labels, ours, paper, title):
+    """Ours as bars, the paper's value of the same row as a black marker."""
+    xs = range(len(labels))
+    ax.bar(xs, [v if v is not None else 0 for v in ours], color="tab:blue", label="ours")
+    px = [x for x, v in zip(xs, paper) if v is not None]
+    ax.scatter(px, [v for v in paper if v is not None], color="black", marker="_", s=300, zorder=3, label="paper")
+    ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=8)
+    values = [v for v in list(ours) + list(paper) if v is not None]
+    ax.set_ylim(min([0.4] + [v - 0.05 for v in values]), max([0.9] + [v + 0.05 for v in values]))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def write_figures(folder, dataset, metrics):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    def figure(name, rows):
+        fig, axes = plt.subplots(2, 1, figsize=(max(5, 0.55 * len(rows) + 2), 8))
+        for i, (ax, metric) in enumerate(zip(axes, ("AUC", "UAUC"))):
+            ours = [(metrics.get(step, {}).get(split) or {}).get(metric.lower()) if step else None
+                    for _, step, split, _, _ in rows]
+            paper = [(_paper(dataset, src, key) or (None, None))[i] for _, _, _, key, src in rows]
+            _bars(ax, [r[0] for r in rows], ours, paper, f"{dataset} {metric}")
+        fig.tight_layout()
+        atomic_write(folder / name, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        plt.close(fig)
+
+    figure("methods.png", TABLES[0][2] + TABLES[1][2][:1] + TABLES[1][2][2:4])
+    figure("warm_cold.png", TABLES[2][2])
+    figure("compression.png", TABLES[3][2])
+
+
+def write_report(folder, dataset, budget, llama):
+    metrics = collect(folder / "runs", list(STEPS))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics))
+    atomic_text(folder / "results.csv", results_csv(metrics))
+    atomic_text(folder / "environment.json", json.dumps(environment_info(dataset, budget, llama), indent=2) + "\n")
+    write_figures(folder, dataset, metrics)
+    print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "
+          f"compression.png)")
+
+
+def reproduce(dataset, budget, out="results", data=None, llama=None, only=None):
+    """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}."""
+    steps, runs, data = plan(dataset, budget, out, data, llama, only)
+    check_data(dataset, data)
+    print_plan(steps, dataset, budget, runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    done = {}
+    try:
+        for step in steps:
+            done[step.name] = run_step(step, runs)
+    finally:  # whatever finished is reported, also when a step fails
+        write_report(runs.parent, dataset, budget, llama)
+    return done
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Reproduce BinLLM's tables: every run, then report.md with the paper's "
+                                            "numbers next to ours. Finished runs are reused.")
+    p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
+    p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
+                   help="smoke: minutes, checks the wiring; cpu: ~3 h on 2 cores with SmolLM2, subsampled; "
+                        "full: the paper's protocol for a GPU")
+    p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/, the report next to them")
+    p.add_argument("--llama", help="backbone of the LLM rows (a Hugging Face directory or .gguf; default: the "
+                                   "configs' smollm2)")
+    p.add_argument("--data", help="processed data directory (default data/ml-1m or data/amazon_book)")
+    p.add_argument("--only", help="comma-separated steps to run (their dependencies are added), e.g. binmf,binllm")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    try:
+        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only)
+    except ReproduceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,9 @@
+"""Reproduce the paper's tables from one command (see README, "Reproducing the paper").
+
+python reproduce.py --dataset ml-1m --budget cpu      # smoke | cpu | full; finished runs are reused
+"""
+
+from minigpt4.reproduce import main
+
+if __name__ == "__main__":
+    main()
