@@ -1,11 +1,12 @@
 # `make demo`: the whole BinLLM pipeline on the embedded synthetic data with SmolLM2-135M on CPU.
+# `make reproduce`: every run of the paper's tables on ML-1M (cpu budget) and results/ml-1m/cpu/report.md.
 # `make test`: the test suite. `make bench`: throughput of our path vs a reference-style path (~5 min on 2 cores).
 # All create .venv and install everything on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := runs/demo
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo test bench reproduce clean-demo
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -29,6 +30,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmark.py
+
+reproduce: $(VENV)/.installed
+	$(PY) reproduce.py --dataset ml-1m --budget cpu
 
 clean-demo:
 	rm -rf $(DEMO)
