@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from minigpt4.batching import TokenizedSplit, TrainBatches
 from minigpt4.metrics import auc, evaluate_scores, uauc
-from minigpt4.prompting import fill_prompt, history_text, load_prompt, target_text
+from minigpt4.prompting import build_prompts, fill_prompt, history_text, load_prompt, target_text
 from minigpt4.text_codes import CodeTable, render_codes
 
 PROMPT = "prompts/collm_movie.txt"
@@ -103,13 +103,6 @@ def load_rows(data_dir, n, seed):
 def random_codes(user_num, item_num, bits=32, seed=0):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 2, (user_num, bits), dtype=np.uint8), rng.integers(0, 2, (item_num, bits), dtype=np.uint8)
-
-
-def our_prompts(rows, prompt, table):
-    """Prompt strings with codes, rendered once per code table (the framework's `build_prompts`)."""
-    from minigpt4.prompting import build_prompts
-
-    return build_prompts(rows, prompt, table)
 
 
 # ---------------------------------------------------------------------------------------- reference-style path
@@ -204,11 +197,12 @@ def our_train_steps(rec, split, batch_size, steps, device, optimizer, seed=0):
     return tokens
 
 
-def timed(device, fn):
+def timed(device, fn, *args, **kwargs):
+    """(fn(*args, **kwargs), seconds, peak memory GiB)."""
     with PeakMemory(device) as mem:
         sync(device)
         start = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         sync(device)
         seconds = time.perf_counter() - start
     return out, seconds, mem.peak
@@ -226,10 +220,10 @@ def phase(samples, tokens, seconds, peak, flops_token, machine, train=False):
 def prompt_lengths(tokenizer, rows, table_bits):
     out = {}
     text = load_prompt("prompts/tallrec_movie.txt")
-    out["text_only"] = TokenizedSplit(tokenizer, our_prompts(rows, text, None), rows, 10**6).lengths.mean()
+    out["text_only"] = TokenizedSplit(tokenizer, build_prompts(rows, text, None), rows, 10**6).lengths.mean()
     for mode in ("binary", "ipv4"):
         table = CodeTable(*table_bits, mode=mode)
-        out[mode] = TokenizedSplit(tokenizer, our_prompts(rows, load_prompt(PROMPT), table), rows, 10**6).lengths.mean()
+        out[mode] = TokenizedSplit(tokenizer, build_prompts(rows, load_prompt(PROMPT), table), rows, 10**6).lengths.mean()
     return {k: float(v) for k, v in out.items()}
 
 
@@ -281,7 +275,6 @@ def build(args, device, dtype):
 
 def run(args):
     device = torch.device(args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(torch.get_num_threads())
     data = Path(args.data)
     if not (data / "test_ood2.pkl").is_file():
         from minigpt4.data.synthetic import generate_synthetic
@@ -312,14 +305,14 @@ def run(args):
     # ---- scoring, same weights: ours vs reference; metrics must agree
     score_rows = rows.iloc[:args.score_rows]
     table = CodeTable(*bits, mode="binary")
-    (split, t_tok) = (lambda t0: (TokenizedSplit(tok, our_prompts(score_rows, prompt, table), score_rows, 10**6),
-                                  time.perf_counter() - t0))(time.perf_counter())
-    report["tokenize_once_s"] = t_tok
+    start = time.perf_counter()
+    split = TokenizedSplit(tok, build_prompts(score_rows, prompt, table), score_rows, 10**6)
+    report["tokenize_once_s"] = time.perf_counter() - start
     auto = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     with auto:
-        (ours, o_tokens), o_s, o_mem = timed(device, lambda: our_score(rec, split, args.batch_eval, device))
-    (ref, r_tokens), r_s, r_mem = timed(device, lambda: reference_score(rec, tok, score_rows, prompt, bits, "binary",
-                                                                        args.batch_eval, device))
+        (ours, o_tokens), o_s, o_mem = timed(device, our_score, rec, split, args.batch_eval, device)
+    (ref, r_tokens), r_s, r_mem = timed(device, reference_score, rec, tok, score_rows, prompt, bits, "binary",
+                                        args.batch_eval, device)
     m_fast = evaluate_scores(split.uids, split.labels, ours)
     m_ref = {"auc": auc(split.labels, ref), "uauc": reference_uauc(split.uids, split.labels, ref)}
     fast_machine = machine.get("bf16", machine["fp32"]) if device.type == "cuda" else machine["fp32"]
@@ -334,7 +327,7 @@ def run(args):
 
     # ---- training
     train_rows = rows.iloc[:args.train_rows]
-    train_split = TokenizedSplit(tok, our_prompts(train_rows, prompt, table), train_rows, 10**6)
+    train_split = TokenizedSplit(tok, build_prompts(train_rows, prompt, table), train_rows, 10**6)
     steps = max(args.train_rows // args.batch_train, 2)
     results = {}
     for name in ("ours", "reference"):
@@ -343,12 +336,12 @@ def run(args):
         if name == "ours":
             our_train_steps(model, train_split, args.batch_train, 1, device, opt, seed=99)  # warm-up step
             with auto:
-                tokens, secs, mem = timed(device, lambda: our_train_steps(model, train_split, args.batch_train, steps,
-                                                                          device, opt))
+                tokens, secs, mem = timed(device, our_train_steps, model, train_split, args.batch_train, steps,
+                                          device, opt)
         else:
             reference_train_steps(model, tok, train_rows, prompt, bits, "binary", args.batch_train, 1, device, opt, 99)
-            tokens, secs, mem = timed(device, lambda: reference_train_steps(model, tok, train_rows, prompt, bits, "binary",
-                                                                            args.batch_train, steps, device, opt))
+            tokens, secs, mem = timed(device, reference_train_steps, model, tok, train_rows, prompt, bits, "binary",
+                                      args.batch_train, steps, device, opt)
         results[name] = phase(steps * args.batch_train, tokens, secs, mem, flops_token,
                               fast_machine if name == "ours" else machine["fp32"], train=True)
         del model, opt
@@ -360,12 +353,12 @@ def run(args):
     # ---- fp32 vs bf16 for our scoring on this device
     other = torch.bfloat16 if device.type == "cpu" else torch.float32
     sub = rows.iloc[:args.dtype_rows]
-    sub_split = TokenizedSplit(tok, our_prompts(sub, prompt, table), sub, 10**6)
+    sub_split = TokenizedSplit(tok, build_prompts(sub, prompt, table), sub, 10**6)
     dtypes = {}
     for dtype in (fast_dtype, other):
         model = build(args, device, dtype)
         our_score(model, sub_split, args.batch_eval, device)  # warm-up pass (first kernels are slow)
-        (_, tokens), secs, _ = timed(device, lambda: our_score(model, sub_split, args.batch_eval, device))
+        _, secs, _ = timed(device, our_score, model, sub_split, args.batch_eval, device)
         dtypes[str(dtype).removeprefix("torch.")] = len(sub_split) / secs
         del model
     report["scoring_dtype_samples_per_s"] = dtypes

@@ -6,7 +6,6 @@ prompt, PersonPrompt fill them with vectors) and `codes` (run.mode v3: BinLLM wr
 
 import zlib
 
-import torch
 
 from minigpt4 import registry
 from minigpt4.batching import TokenizedSplit
@@ -85,21 +84,12 @@ class RecTask:
         """BinLLM codes from the pretrained binary encoder, computed once in fp32."""
         if run_mode(self.cfg) != "codes":
             return None
-        from minigpt4.train.collab import build_encoder
+        from minigpt4.train.collab import load_pretrained_encoder
 
-        rc = self.cfg.model.rec_config
-        encoder = build_encoder(self.cfg.model)
-        path = require_path("model.rec_config.pretrained_path", rc.pretrained_path, "", is_dir=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            encoder.load_state_dict(state)
-        except RuntimeError as err:
-            raise ConfigError(f"model.rec_config.pretrained_path = {rc.pretrained_path}: does not fit a {rc.embedding_size}-bit "
-                              f"encoder for {rc.user_num} users / {rc.item_num} items: {str(err).splitlines()[0]} "
-                              "(was it trained on another dataset or code length?)") from None
+        encoder = load_pretrained_encoder(self.cfg.model)
         # every rank loads and checks the encoder (same errors everywhere); rank 0's bits are used by all
         user_bits, item_bits = dist.broadcast_object(encoder.code_bits())
-        return CodeTable(user_bits, item_bits, mode=rc.code_mode)
+        return CodeTable(user_bits, item_bits, mode=self.cfg.model.rec_config.code_mode)
 
     # ------------------------------------------------------------------------------------------ token splits
     def token_splits(self, tokenizer, prompt, names, codes, history_len=0):

@@ -9,7 +9,7 @@ import pytest
 import benchmark
 from minigpt4.batching import TokenizedSplit
 from minigpt4.metrics import evaluate_scores, uauc
-from minigpt4.prompting import load_prompt
+from minigpt4.prompting import build_prompts, load_prompt
 from minigpt4.text_codes import CodeTable
 
 
@@ -25,7 +25,7 @@ def test_fast_path_metrics_equal_reference_path(rec, synthetic_dir, score_type):
     bits = benchmark.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
     prompt = load_prompt(benchmark.PROMPT)
     rec.score_type = score_type
-    split = TokenizedSplit(rec.tokenizer, benchmark.our_prompts(rows, prompt, CodeTable(*bits, mode="binary")), rows, 10**6)
+    split = TokenizedSplit(rec.tokenizer, build_prompts(rows, prompt, CodeTable(*bits, mode="binary")), rows, 10**6)
     ours, _ = benchmark.our_score(rec, split, 16, rec.causal_lm.device)
     ref, _ = benchmark.reference_score(rec, rec.tokenizer, rows, prompt, bits, "binary", 16, rec.causal_lm.device)
     np.testing.assert_allclose(ours, ref, atol=1e-4)

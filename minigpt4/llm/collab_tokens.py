@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from minigpt4 import registry
-from minigpt4.config import NOT_HAVE, ConfigError, require_path
+from minigpt4.config import NOT_HAVE, ConfigError
 
 PROMPT_TABLES = ("soft_prompt", "personlized_prompt", "personalized_prompt")
 
@@ -65,18 +65,13 @@ class CollabTokens(nn.Module):
         if name == "hash":
             raise ConfigError("model.rec_model = hash writes codes as text (run.mode v3); CoLLM slots (run.mode v2 with "
                               "<UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or personlized_prompt")
-        from minigpt4.train.collab import build_encoder
+        from minigpt4.train.collab import build_encoder, load_pretrained_encoder
 
-        encoder = build_encoder(model_cfg)
         if rc.pretrained_path not in ("", NOT_HAVE):
-            path = require_path("model.rec_config.pretrained_path", rc.pretrained_path,
-                                f"Create it with `python pretrain_collab.py` for rec_model {name}.", is_dir=False)
-            try:
-                encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except RuntimeError as err:
-                raise ConfigError(f"model.rec_config.pretrained_path = {rc.pretrained_path}: does not fit rec_model "
-                                  f"{name} with these rec_config sizes: {str(err).splitlines()[0]}") from None
-        elif model_cfg.freeze_rec:
+            encoder = load_pretrained_encoder(model_cfg)
+        else:
+            encoder = build_encoder(model_cfg)
+        if rc.pretrained_path in ("", NOT_HAVE) and model_cfg.freeze_rec:
             print(f"warning: model.rec_config.pretrained_path is {rc.pretrained_path!r}: the frozen {name} encoder "
                   "keeps its random initialisation (upstream's random-encoder baseline)")
         return cls(hidden_size, k, encoder=encoder, mid_times=model_cfg.proj_mid_times)

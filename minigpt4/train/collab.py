@@ -12,11 +12,10 @@ A model with `set_graph` (LightGCN) gets the graph of the positive train rows be
 import math
 import time
 
-import numpy as np
 import torch
 
 from minigpt4 import registry
-from minigpt4.config import ConfigError
+from minigpt4.config import ConfigError, require_path
 from minigpt4.data.history import padded_history
 from minigpt4.encoders.lightgcn import bipartite_graph
 from minigpt4.metrics import evaluate_scores
@@ -49,6 +48,24 @@ def encoder_class(model_cfg):
 
 def build_encoder(model_cfg):
     return encoder_class(model_cfg).from_config(model_cfg.rec_config)
+
+
+def load_pretrained_encoder(model_cfg):
+    """The configured encoder with the state dict of `rec_config.pretrained_path` (as pretrain_collab.py wrote
+    it), checked strictly; a file made for other sizes is a ConfigError that says so."""
+    rc = model_cfg.rec_config
+    path = require_path("model.rec_config.pretrained_path", rc.pretrained_path,
+                        f"Create it with `python pretrain_collab.py` for rec_model {model_cfg.rec_model} "
+                        "(it writes <run dir>/rec_model.pth).", is_dir=False)
+    encoder = build_encoder(model_cfg)
+    try:
+        encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as err:
+        raise ConfigError(f"model.rec_config.pretrained_path = {rc.pretrained_path}: does not fit rec_model "
+                          f"{model_cfg.rec_model} (embedding_size {rc.embedding_size}) for {rc.user_num} users / "
+                          f"{rc.item_num} items: {str(err).splitlines()[0]} (was it trained on another dataset or "
+                          "with other sizes?)") from None
+    return encoder
 
 
 def attach_graph(model, train_df):

@@ -198,17 +198,19 @@ class RecRunner:
             else:
                 epoch += 1
             state.update(epoch=epoch, iter=0, losses=[])
-            self._save_resume(state, optimizer, batches)
+            self._save_resume(state, optimizer, batches, self.best_state if improved else None)
         epoch, step, best, best_epoch = min(epoch, run.max_epoch - 1), state["step"], state["best"], state["best_epoch"]
         print(f"rank {dist.rank()}: training finished at epoch {epoch} step {step}", flush=True)
         dist.barrier()
         peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
         return {"best_valid_auc": best, "best_epoch": best_epoch, "steps": step, "peak_gpu_memory_gib": peak}
 
-    def _save_resume(self, state, optimizer, batches):
+    def _save_resume(self, state, optimizer, batches, trained=None):
+        """trained: the current trained tensors when the caller already gathered them (the epoch's new best)."""
         from minigpt4.train import resume
 
-        resume.save(self.run_dir.path, state, trained_state(self.model), self.best_state, optimizer, batches)
+        trained = trained if trained is not None else trained_state(self.model)
+        resume.save(self.run_dir.path, state, trained, self.best_state, optimizer, batches)
 
     def _resume(self, optimizer, batches):
         """Restore a resume point of this run: weights, optimizer, RNG, batch position, best state, progress."""
