@@ -123,6 +123,7 @@ _RUN = {
     "output_dir": Key("runs", str, "Each run writes `{output_dir}/{job_id}/`."),
     "job_id": Key("", str, "Name of the run directory; empty = a timestamp. An existing directory is never overwritten."),
     "amp": Key(True, bool, "bf16 autocast on CUDA devices that support it; ignored on CPU (fp32 measured faster there)."),
+    "tf32": Key(True, bool, "With run.amp False on CUDA, fp32 matrix products use TensorFloat-32 (Ampere and later: several times faster, 10-bit mantissa, the PyTorch/HF Trainer speed setting). False = strict fp32."),
     "resume_ckpt_path": Key(None, str, "Continue an interrupted training run: its run directory (it must hold `resume/latest`). Restores the trained weights, optimizer, RNG states, batch position, early-stopping state and the epoch's losses, and keeps writing into that directory. Use the run's own config: `--cfg-path <run dir>/config.yaml --options run.resume_ckpt_path=<run dir>`.", nullable=True),
     "save_every_steps": Key(0, int, "Also write a resume point every this many optimizer steps (0 = only after each epoch). A resume point holds the trained weights and the optimizer state."),
     "evaluate": Key(False, bool, "True: skip training and evaluate `model.ckpt` on `test_splits` (what eval.py does)."),

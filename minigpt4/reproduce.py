@@ -203,8 +203,11 @@ def _paper(dataset, source, key):
     return table.get(key)
 
 
-def plan(dataset, budget, out, data=None, llama=None, only=None):
-    """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction."""
+def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
+    """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction.
+
+    `options` (key=value) go last on every LLM and eval step, after the budget: settings of the machine, such as
+    run.batch_size_eval or run.amp, that change speed, not the protocol."""
     if dataset not in DATASETS:
         raise ReproduceError(f"--dataset {dataset!r}: choose one of {sorted(DATASETS)}")
     if budget not in BUDGETS:
@@ -237,7 +240,8 @@ def plan(dataset, budget, out, data=None, llama=None, only=None):
             wiring.append(LLM_TEST_SPLITS)
         full = stage == "collab" or name in FULL_TEST_STEPS
         kind = [] if stage == "collab" else b["full_test" if full else "sub_test"]
-        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + kind, depends, full)
+        mine = [] if stage == "collab" else list(options)
+        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + kind + mine, depends, full)
     if only:
         unknown = [s for s in only if s not in steps]
         if unknown:
@@ -398,12 +402,12 @@ def results_csv(metrics):
     return buf.getvalue()
 
 
-def environment_info(dataset, budget, llama):
+def environment_info(dataset, budget, llama, options=()):
     import torch
 
     info = environment(seed=None)
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    info.update(dataset=dataset, budget=budget,
+    info.update(dataset=dataset, budget=budget, options=list(options),
                 backbone=llama or "the configs' model.llama_model (smollm2: the embedded SmolLM2-135M)",
                 hardware={"machine": platform.machine(), "processor": platform.processor(),
                           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": gpus})
@@ -445,19 +449,19 @@ def write_figures(folder, dataset, metrics):
     figure("compression.png", TABLES[3][2])
 
 
-def write_report(folder, dataset, budget, llama):
+def write_report(folder, dataset, budget, llama, options=()):
     metrics = collect(folder / "runs", list(STEPS))
     atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics))
     atomic_text(folder / "results.csv", results_csv(metrics))
-    atomic_text(folder / "environment.json", json.dumps(environment_info(dataset, budget, llama), indent=2) + "\n")
+    atomic_text(folder / "environment.json", json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "
           f"compression.png)")
 
 
-def reproduce(dataset, budget, out="results", data=None, llama=None, only=None):
+def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=()):
     """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}."""
-    steps, runs, data = plan(dataset, budget, out, data, llama, only)
+    steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
     check_data(dataset, data)
     print_plan(steps, dataset, budget, runs)
     runs.mkdir(parents=True, exist_ok=True)
@@ -466,7 +470,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None):
         for step in steps:
             done[step.name] = run_step(step, runs)
     finally:  # whatever finished is reported, also when a step fails
-        write_report(runs.parent, dataset, budget, llama)
+        write_report(runs.parent, dataset, budget, llama, options)
     return done
 
 
@@ -482,6 +486,9 @@ def parse_args(argv=None):
                                    "configs' smollm2)")
     p.add_argument("--data", help="processed data directory (default data/ml-1m or data/amazon_book)")
     p.add_argument("--only", help="comma-separated steps to run (their dependencies are added), e.g. binmf,binllm")
+    p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides added last to every LLM step, for the machine's speed settings, e.g. "
+                        "run.batch_size_eval=128")
     return p.parse_args(argv)
 
 
@@ -490,7 +497,7 @@ def main(argv=None):
     args = parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
-        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only)
+        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only, args.options)
     except ReproduceError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

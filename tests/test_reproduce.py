@@ -91,3 +91,14 @@ def test_bad_inputs_name_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         rp.main(["--budget", "smoke", "--out", str(tmp_path), "--data", str(tmp_path), "--only", "nope"])
     assert "unknown step(s) ['nope']" in capsys.readouterr().err
+
+
+def test_options_go_last_on_llm_steps_only(tmp_path):
+    steps, _, _ = rp.plan("ml-1m", "smoke", tmp_path, data=tmp_path, only=["binllm"],
+                          options=["run.batch_size_eval=128", "run.device=cuda"])
+    by_name = {s.name: s for s in steps}
+    assert by_name["binllm"].overrides[-2:] == ["run.batch_size_eval=128", "run.device=cuda"]
+    assert by_name["tallrec"].overrides[-2:] == ["run.batch_size_eval=128", "run.device=cuda"]
+    assert not any("batch_size_eval" in o for o in by_name["binmf"].overrides)  # stage 0 keeps its own settings
+    args = rp.parse_args(["--options", "run.amp=True", "run.batch_size_eval=64"])
+    assert args.options == ["run.amp=True", "run.batch_size_eval=64"]
