@@ -132,7 +132,7 @@ _RUN = {
                          "[] = no model selection: the adapter of the last epoch is kept (and nothing is scored during training)."),
     "test_splits": Key(["test", "valid"], list, "Splits scored at the end of training and by eval.py: test, valid, valid_full, test_warm, test_cold."),
     "max_train_rows": Key(0, int, "Use a fixed random subsample of about this many train rows, drawn as whole users (0 = all). For CPU runs."),
-    "max_eval_rows": Key(0, int, "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC stays meaningful (0 = all)."),
+    "max_eval_rows": Key(0, int, "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC stays meaningful (0 = all). test_warm / test_cold take the warm / cold rows of test's sample, so the three describe the same users and cost one scoring pass."),
     "log_freq": Key(50, int, "Print the training loss every this many optimizer steps."),
     "device": Key("cuda", str, "`cuda` or `cpu`; `cuda` falls back to the CPU with a warning when no GPU is present."),
     "world_size": Key(1, int, "Upstream key; the process count comes from torchrun's environment."),

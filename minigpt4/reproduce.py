@@ -91,15 +91,15 @@ BUDGETS = {
         "full_test": ["run.max_eval_rows=40"],
         "sub_test": ["run.max_eval_rows=40"],
     },
-    # About 3 h of training on 2 CPU cores with SmolLM2-135M (scoring the full splits adds more, see the printed
-    # estimate). Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
+    # About 7.5 h on 2 CPU cores with SmolLM2-135M by the printed estimate (measured speeds, CPU_SPEED): 2.5 h
+    # of it scores the three full-test LLM rows, 3.5 h trains. It resumes where it stopped. Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
     # LLM rows: the shipped CPU recipes (LoRA in the top 8 layers, their step counts and learning rates), every
     # one trained on the same fixed, seeded 1,600-row train subsample (TALLRec's shipped sample, whole users) so
     # rows differ only by method, and without validation (scoring 500 valid rows costs ~4 min per epoch): the
     # last epoch's adapter is kept. Scoring: the headline rows (FULL_TEST_STEPS) on the full test / warm / cold
-    # splits; every other LLM row on a fixed subsample of about 1,000 rows of whole users per split (the same rows
-    # for every method, since the sample is drawn from run.seed), so those rows compare with each other exactly
-    # and with the paper only roughly.
+    # splits; every other LLM row on a fixed subsample of about 1,000 test rows of whole users, and on the warm /
+    # cold rows of that sample (the same rows for every method, since the sample is drawn from run.seed), so
+    # those rows compare with each other exactly and with the paper only roughly.
     "cpu": {
         "collab": ["run.device=cpu"],
         "llm": ["run.max_train_rows=1600", "run.valid_splits=[]", "run.device=cpu"],
@@ -119,9 +119,12 @@ BUDGETS = {
     },
 }
 
-# Rough speeds for the printed estimate of the cpu budget (2 cores, SmolLM2-135M, fp32), from the shipped
-# configs' comments: ~4.5 prompts/s scored; training ~0.5 s per row (LoRA in the top 8 layers); an encoder ~10 min.
-CPU_SPEED = {"score_rows_per_s": 4.5, "train_s_per_row": 0.5, "encoder_min": 10}
+# Speeds for the printed estimate of the cpu budget (2 cores, SmolLM2-135M, fp32), measured on the ML-1M runs in
+# README: scoring 2.2 (BinLLM prompts) to 3.3 (titles only) prompts/s; training 1.3-1.9 rows/s with LoRA in the
+# top 8 layers; stage-0 minutes of each encoder on all of ML-1M (BinMF 0.4, MF 2.5, LightGCN 0.7, SASRec 1.5,
+# DIN 1.2), rounded up.
+CPU_SPEED = {"score_rows_per_s": 2.5, "train_s_per_row": 0.7,
+             "encoder_min": {"hash": 1, "MF": 3, "lightgcn": 1, "sasrec": 2, "DIN": 2}}
 
 # Published numbers (docs PAPER_RESULTS.md): BinLLM ACL 2024 Table 2 / Table 3, test (AUC, UAUC).
 PAPER = {
@@ -265,14 +268,14 @@ def check_data(dataset, data):
 
 def estimate_minutes(step, dataset):
     """Rough minutes of a step under the cpu budget (see CPU_SPEED)."""
-    if step.stage == "collab":
-        return CPU_SPEED["encoder_min"]
     cfg = OmegaConf.merge(OmegaConf.load(step.config), OmegaConf.from_dotlist(step.overrides))
+    if step.stage == "collab":
+        return CPU_SPEED["encoder_min"].get(cfg.model.rec_model, 3)
     run = cfg.run
     train = 0 if step.stage == "eval" else run.max_epoch * run.iters_per_epoch * run.batch_size_train
     n_test = DATASETS[dataset]["test_rows"]
-    # test + warm + cold: the whole test split twice, or three subsamples
-    scored = 2 * n_test if not run.max_eval_rows else 3 * min(run.max_eval_rows, n_test)
+    # warm and cold are rows of the scored test rows: each prompt is scored once (the runner's memo)
+    scored = min(run.max_eval_rows or n_test, n_test)
     return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
 
 
@@ -459,11 +462,14 @@ def write_report(folder, dataset, budget, llama, options=()):
           f"compression.png)")
 
 
-def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=()):
-    """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}."""
+def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False):
+    """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}
+    (`dry`: print the plan and its estimate only, and return {})."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
     check_data(dataset, data)
     print_plan(steps, dataset, budget, runs)
+    if dry:
+        return {}
     runs.mkdir(parents=True, exist_ok=True)
     done = {}
     try:
@@ -489,6 +495,7 @@ def parse_args(argv=None):
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides added last to every LLM step, for the machine's speed settings, e.g. "
                         "run.batch_size_eval=128")
+    p.add_argument("--plan", action="store_true", help="print the steps, what is done and the time estimate; run nothing")
     return p.parse_args(argv)
 
 
@@ -497,7 +504,7 @@ def main(argv=None):
     args = parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
-        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only, args.options)
+        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only, args.options, args.plan)
     except ReproduceError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

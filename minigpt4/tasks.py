@@ -4,13 +4,10 @@ Every path a stage needs is checked here before any model is loaded. An LLM run 
 `text` (titles only: TALLRec, ICL), `slots` (run.mode v2 with <UserID>/<TargetItemID> in the prompt: CoLLM, soft
 prompt, PersonPrompt fill them with vectors) and `codes` (run.mode v3: BinLLM writes code strings)."""
 
-import zlib
-
-
 from minigpt4 import registry
 from minigpt4.batching import TokenizedSplit
 from minigpt4.config import NOT_HAVE, ConfigError, dataset_cfg, require_path, run_mode
-from minigpt4.data.splits import subsample
+from minigpt4.data.splits import sample_split
 from minigpt4.llm.collab_tokens import PROMPT_TABLES, is_slot_model
 from minigpt4.prompting import build_prompts, load_prompt, uses_ids
 from minigpt4.text_codes import CodeTable
@@ -98,9 +95,8 @@ class RecTask:
         slots = self.llm_mode == "slots"
         out = {}
         for split in dict.fromkeys(names):
-            rows = self.rows(split)
             limit = run.max_train_rows if split == "train" else run.max_eval_rows
-            rows = subsample(rows, limit, run.seed + zlib.crc32(split.encode()))  # same rows in every run
+            rows = sample_split(self.rows, split, limit, run.seed)  # same rows in every run
             out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes, slots), rows,
                                         self.cfg.model.max_txt_len, name=split,
                                         slot_tokens=self.cfg.model.proj_token_num if slots else 0,

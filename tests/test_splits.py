@@ -1,12 +1,13 @@
 """Reading and validating the processed splits; ML-1M sizes and warm/cold (spec §1.2, §1.6, §5)."""
 
 import pickle
+import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from minigpt4.data.splits import AmazonDataset, DataError, MovieDataset, read_split, subsample
+from minigpt4.data.splits import AmazonDataset, DataError, MovieDataset, read_split, sample_split, subsample
 
 ML1M_FILES = ("train_ood2.pkl", "valid_ood2.pkl", "valid_small_ood2.pkl", "test_ood2.pkl")
 
@@ -166,3 +167,22 @@ def test_subsample_keeps_whole_users():
     kept = sub["uid"].value_counts()
     # every user but at most one (the one cut to fit) keeps all of its rows
     assert (kept != sizes[kept.index]).sum() <= 1
+
+
+def test_warm_and_cold_samples_are_the_warm_and_cold_rows_of_the_test_sample(ml1m):
+    ds, cache = ml1m
+
+    def load(name):
+        return ds.load(name, cache)
+
+    test = sample_split(load, "test", 1000, 42)
+    warm, cold = sample_split(load, "test_warm", 1000, 42), sample_split(load, "test_cold", 1000, 42)
+    pairs = set(zip(test["uid"], test["iid"]))
+    assert 0 < len(warm) and 0 < len(cold) and len(warm) + len(cold) <= len(test)
+    assert set(zip(warm["uid"], warm["iid"])) <= pairs and set(zip(cold["uid"], cold["iid"])) <= pairs
+    # every warm row of the sampled test rows is kept, none is added
+    all_warm = set(zip(load("test_warm")["uid"], load("test_warm")["iid"]))
+    assert set(zip(warm["uid"], warm["iid"])) == pairs & all_warm
+    assert sample_split(load, "test", 1000, 42).equals(test)  # fixed by the seed
+    assert len(sample_split(load, "test_warm", 0, 42)) == len(load("test_warm"))  # 0 = all rows
+    assert sample_split(load, "valid", 500, 42).equals(subsample(load("valid"), 500, 42 + zlib.crc32(b"valid")))

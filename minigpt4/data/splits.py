@@ -8,6 +8,7 @@ the same name (`train_ood2.parquet`, ...), which is plain data and is read first
 directory once with `python -m minigpt4.data.splits --to-parquet data/ml-1m`.
 """
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,26 @@ def subsample(df, n, seed):
     rank[order] = np.arange(len(order))
     picked = np.argsort(rank[users], kind="stable")[:n]  # rows grouped by the users' random order
     return df.iloc[np.sort(picked)]
+
+
+def sample_split(load, split, n, seed):
+    """The rows of `split` a run uses: all of them, or `subsample` with a seed fixed by (seed, split name).
+
+    test_warm and test_cold are subsets of test, so their sample is the warm / cold part of test's sample: the three
+    metrics describe the same users, and a prompt scored for test is not scored again (the runner's memo).
+    `load(name)` returns a split's rows."""
+    def own_seed(name):
+        return seed + zlib.crc32(name.encode())
+
+    if split not in ("test_warm", "test_cold") or not n:
+        return subsample(load(split), n, own_seed(split))
+    full_test = load("test")
+    rows = load(split)
+    if n >= len(full_test):
+        return rows
+    sample = subsample(full_test, n, own_seed("test"))
+    picked = pd.MultiIndex.from_frame(rows[["uid", "iid"]]).isin(pd.MultiIndex.from_frame(sample[["uid", "iid"]]))
+    return rows[picked]
 
 
 def to_parquet(directory):
