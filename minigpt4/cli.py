@@ -48,7 +48,7 @@ def pick_device(cfg, local_rank):
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
             # fp32 products in TF32 unless strict fp32 is asked for (bf16 runs are unaffected)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.run.tf32)
+            torch.set_float32_matmul_precision("high" if cfg.run.tf32 else "highest")
             return torch.device("cuda", local_rank)
         print("warning: run.device is cuda but no GPU is visible; running on the CPU")
     return torch.device("cpu")

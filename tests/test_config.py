@@ -277,3 +277,23 @@ def test_global_batch_size_must_split_evenly(small):
     assert accumulation_steps(load_config(small, ["run.accum_grad_iters=3"]).run, 8) == 3  # unset: the key decides
     with pytest.raises(ConfigError, match="run.dist_timeout_minutes"):
         load_config(small, ["run.dist_timeout_minutes=0"])
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_cuda_device_sets_tf32_as_configured(tf32, monkeypatch):
+    """run.tf32 decides whether fp32 products on the GPU may use TensorFloat-32 (checked without a GPU)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from minigpt4.cli import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest" if tf32 else "high")
+        cfg = OmegaConf.create({"run": {"device": "cuda", "tf32": tf32}})
+        assert pick_device(cfg, 0) == torch.device("cuda", 0)
+        assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
+    finally:
+        torch.set_float32_matmul_precision(before)
