@@ -99,10 +99,11 @@ BUDGETS = {
     # last epoch's adapter is kept. Scoring: the headline rows (FULL_TEST_STEPS) on the full test / warm / cold
     # splits; every other LLM row on a fixed subsample of about 1,000 test rows of whole users, and on the warm /
     # cold rows of that sample (the same rows for every method, since the sample is drawn from run.seed), so
-    # those rows compare with each other exactly and with the paper only roughly.
+    # those rows compare with each other exactly and with the paper only roughly. A resume point every 50 steps
+    # bounds what an interruption loses to a few minutes of training.
     "cpu": {
         "collab": ["run.device=cpu"],
-        "llm": ["run.max_train_rows=1600", "run.valid_splits=[]", "run.device=cpu"],
+        "llm": ["run.max_train_rows=1600", "run.valid_splits=[]", "run.device=cpu", "run.save_every_steps=50"],
         "eval": ["run.device=cpu"],
         "full_test": ["run.max_eval_rows=0"],
         "sub_test": ["run.max_eval_rows=1000"],
