@@ -92,7 +92,8 @@ BUDGETS = {
         "sub_test": ["run.max_eval_rows=40"],
     },
     # About 7.5 h on 2 CPU cores with SmolLM2-135M by the printed estimate (measured speeds, CPU_SPEED): 2.5 h
-    # of it scores the three full-test LLM rows, 3.5 h trains. It resumes where it stopped. Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
+    # of it scores the three full-test LLM rows, 3.5 h trains. It resumes where it stopped.
+    # Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
     # LLM rows: the shipped CPU recipes (LoRA in the top 8 layers, their step counts and learning rates), every
     # one trained on the same fixed, seeded 1,600-row train subsample (TALLRec's shipped sample, whole users) so
     # rows differ only by method, and without validation (scoring 500 valid rows costs ~4 min per epoch): the
@@ -486,7 +487,7 @@ def parse_args(argv=None):
                                             "numbers next to ours. Finished runs are reused.")
     p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
-                   help="smoke: minutes, checks the wiring; cpu: ~3 h on 2 cores with SmolLM2, subsampled; "
+                   help="smoke: minutes, checks the wiring; cpu: ~7.5 h on 2 cores with SmolLM2 (resumable), subsampled; "
                         "full: the paper's protocol for a GPU")
     p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/, the report next to them")
     p.add_argument("--llama", help="backbone of the LLM rows (a Hugging Face directory or .gguf; default: the "
