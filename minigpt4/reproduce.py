@@ -464,13 +464,17 @@ def write_report(folder, dataset, budget, llama, options=()):
           f"compression.png)")
 
 
-def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False):
-    """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}
-    (`dry`: print the plan and its estimate only, and return {})."""
+def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False,
+              report_only=False):
+    """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}.
+    `dry`: print the plan and its estimate only. `report_only`: write the report of the finished steps only (after
+    a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
     check_data(dataset, data)
     print_plan(steps, dataset, budget, runs)
-    if dry:
+    if dry or report_only:
+        if report_only:
+            write_report(runs.parent, dataset, budget, llama, options)
         return {}
     runs.mkdir(parents=True, exist_ok=True)
     done = {}
@@ -498,6 +502,7 @@ def parse_args(argv=None):
                    help="overrides added last to every LLM step, for the machine's speed settings, e.g. "
                         "run.batch_size_eval=128")
     p.add_argument("--plan", action="store_true", help="print the steps, what is done and the time estimate; run nothing")
+    p.add_argument("--report", action="store_true", help="write the report of the finished steps; run nothing")
     return p.parse_args(argv)
 
 
@@ -506,7 +511,8 @@ def main(argv=None):
     args = parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
-        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only, args.options, args.plan)
+        return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only, args.options,
+                         dry=args.plan, report_only=args.report)
     except ReproduceError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

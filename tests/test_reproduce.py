@@ -102,3 +102,13 @@ def test_options_go_last_on_llm_steps_only(tmp_path):
     assert not any("batch_size_eval" in o for o in by_name["binmf"].overrides)  # stage 0 keeps its own settings
     args = rp.parse_args(["--options", "run.amp=True", "run.batch_size_eval=64"])
     assert args.options == ["run.amp=True", "run.batch_size_eval=64"]
+
+
+def test_plan_runs_nothing_and_report_only_rewrites_the_report(first, monkeypatch, capsys):
+    calls = _counting(monkeypatch)
+    report = first["folder"] / "report.md"
+    report.unlink()
+    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
+    assert "[done, reused]" in capsys.readouterr().out and not report.exists()
+    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
+    assert calls == [] and "| BinLLM | binllm |" in report.read_text(encoding="utf-8")
