@@ -371,6 +371,19 @@ def report_markdown(dataset, budget, metrics):
     if budget == "smoke":
         lines += ["**Smoke budget: a few training steps on tiny samples; it checks the pipeline, its numbers mean "
                   "nothing.**", ""]
+    done = sum(step in metrics for step in STEPS)
+    lines += [f"Steps finished: {done} of {len(STEPS)}"
+              + (" (the others show `not run`; the same command continues the reproduction)." if done < len(STEPS)
+                 else "."), ""]
+    if budget != "smoke":
+        target, ours = PAPER[DATASETS[dataset]["paper"]]["binllm"], metrics.get("binllm", {}).get("test")
+        paper = f"{target[0]:.4f} / {target[1]:.4f} test AUC / UAUC"
+        head = (f"Target of the cpu budget: BinLLM at or above the paper's {paper} (Vicuna-7B). " if budget == "cpu"
+                else f"The paper's BinLLM (Vicuna-7B): {paper}. ")
+        lines += [head
+                  + (f"Ours: {ours['auc']:.4f} / {ours['uauc']:.4f}, that is {ours['auc'] - target[0]:+.4f} / "
+                     f"{ours['uauc'] - target[1]:+.4f} from it, over {ours['rows']} test rows."
+                     if ours else "BinLLM has not finished yet."), ""]
     for title, note, rows in TABLES:
         lines += [f"## {title}", ""]
         if note:

@@ -49,6 +49,7 @@ def test_smoke_runs_the_steps_and_writes_the_report(first):
     assert "| CTRL (DIN) | – | not implemented |" in report
     assert "| MF | mf | not run |" in report  # not in --only
     assert "≈0.764" in report  # BinLLM warm AUC read off Figure 2
+    assert "Steps finished: 4 of 21 (the others show `not run`" in report
     rows = list(csv.DictReader(open(folder / "results.csv", encoding="utf-8")))
     splits = {(r["step"], r["split"]) for r in rows}
     assert {("binllm", "test"), ("binllm", "test_warm"), ("binllm", "test_cold"), ("binmf", "valid_full"),
