@@ -91,20 +91,23 @@ BUDGETS = {
         "full_test": ["run.max_eval_rows=40"],
         "sub_test": ["run.max_eval_rows=40"],
     },
-    # About 7.5 h on 2 CPU cores with SmolLM2-135M by the printed estimate (measured speeds, CPU_SPEED): 2.5 h
-    # of it scores the three full-test LLM rows, 3.5 h trains. It resumes where it stopped.
+    # About 6.5 h on 2 CPU cores with SmolLM2-135M by the printed estimate (measured speeds, CPU_SPEED); it resumes
+    # where it stopped, so it can run over several sittings.
     # Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
-    # LLM rows: the shipped CPU recipes (LoRA in the top 8 layers, their step counts and learning rates), every
-    # one trained on the same fixed, seeded 1,600-row train subsample (TALLRec's shipped sample, whole users) so
-    # rows differ only by method, and without validation (scoring 500 valid rows costs ~4 min per epoch): the
-    # last epoch's adapter is kept. Scoring: the headline rows (FULL_TEST_STEPS) on the full test / warm / cold
-    # splits; every other LLM row on a fixed subsample of about 1,000 test rows of whole users, and on the warm /
-    # cold rows of that sample (the same rows for every method, since the sample is drawn from run.seed), so
-    # those rows compare with each other exactly and with the paper only roughly. A resume point every 50 steps
-    # bounds what an interruption loses to a few minutes of training.
+    # LLM rows: the shipped recipes' step counts and learning rates, with LoRA in every layer (in the top 8 layers
+    # only, BinLLM's training loss stayed at 0.70 for 175 steps on CPU; with every layer it learned in the first
+    # epoch on a GPU, results/ml-1m/full). Training batches of 8 are drawn from all train rows in the order fixed
+    # by run.seed (TrainBatches), so a method sees steps x 8 rows: 800 (TALLRec), 960 (most rows), 3,360 (BinLLM);
+    # a whole-user subsample would show the code-reading rows only ~40 users. No validation (scoring 500 valid
+    # rows costs ~4 min per epoch): the last epoch's adapter is kept. Scoring: the headline rows (FULL_TEST_STEPS)
+    # on the full test / warm / cold splits; every other LLM row on a fixed subsample of about 1,000 test rows of
+    # whole users, and on the warm / cold rows of that sample (the same rows for every method, since the sample is
+    # drawn from run.seed), so those rows compare with each other exactly and with the paper only roughly. A
+    # resume point every 50 steps bounds what an interruption loses to a few minutes of training.
     "cpu": {
         "collab": ["run.device=cpu"],
-        "llm": ["run.max_train_rows=1600", "run.valid_splits=[]", "run.device=cpu", "run.save_every_steps=50"],
+        "llm": ["run.max_train_rows=0", "model.lora_config.layers_to_transform=[]", "run.valid_splits=[]",
+                "run.device=cpu", "run.save_every_steps=50"],
         "eval": ["run.device=cpu"],
         "full_test": ["run.max_eval_rows=0"],
         "sub_test": ["run.max_eval_rows=1000"],
@@ -121,11 +124,11 @@ BUDGETS = {
     },
 }
 
-# Speeds for the printed estimate of the cpu budget (2 cores, SmolLM2-135M, fp32), measured on the ML-1M runs in
-# README: scoring 2.2 (BinLLM prompts) to 3.3 (titles only) prompts/s; training 1.3-1.9 rows/s with LoRA in the
-# top 8 layers; stage-0 minutes of each encoder on all of ML-1M (BinMF 0.4, MF 2.5, LightGCN 0.7, SASRec 1.5,
-# DIN 1.2), rounded up.
-CPU_SPEED = {"score_rows_per_s": 2.5, "train_s_per_row": 0.7,
+# Speeds for the printed estimate of the cpu budget (2 cores, SmolLM2-135M, fp32), measured in this budget's runs
+# on ML-1M: scoring 4.6 prompts/s for titles only, about 3 with codes; training with LoRA in every layer 2 rows/s
+# for titles only, about 1.2 with codes; stage-0 minutes of each encoder on all of ML-1M (BinMF 0.4, MF 2.5,
+# LightGCN 0.7, SASRec 1.5, DIN 1.2), rounded up.
+CPU_SPEED = {"score_rows_per_s": 3.5, "train_s_per_row": 0.65,
              "encoder_min": {"hash": 1, "MF": 3, "lightgcn": 1, "sasrec": 2, "DIN": 2}}
 
 # Published numbers (docs PAPER_RESULTS.md): BinLLM ACL 2024 Table 2 / Table 3, test (AUC, UAUC).
@@ -504,7 +507,7 @@ def parse_args(argv=None):
                                             "numbers next to ours. Finished runs are reused.")
     p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
-                   help="smoke: minutes, checks the wiring; cpu: ~7.5 h on 2 cores with SmolLM2 (resumable), subsampled; "
+                   help="smoke: minutes, checks the wiring; cpu: ~6.5 h on 2 cores with SmolLM2 (resumable), subsampled; "
                         "full: the paper's protocol for a GPU")
     p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/, the report next to them")
     p.add_argument("--llama", help="backbone of the LLM rows (a Hugging Face directory or .gguf; default: the "
