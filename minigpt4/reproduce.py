@@ -488,9 +488,9 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
     check_data(dataset, data)
     print_plan(steps, dataset, budget, runs)
+    if report_only:
+        write_report(runs.parent, dataset, budget, llama, options)
     if dry or report_only:
-        if report_only:
-            write_report(runs.parent, dataset, budget, llama, options)
         return {}
     runs.mkdir(parents=True, exist_ok=True)
     done = {}

@@ -71,9 +71,9 @@ class CollabTokens(nn.Module):
             encoder = load_pretrained_encoder(model_cfg)
         else:
             encoder = build_encoder(model_cfg)
-        if rc.pretrained_path in ("", NOT_HAVE) and model_cfg.freeze_rec:
-            print(f"warning: model.rec_config.pretrained_path is {rc.pretrained_path!r}: the frozen {name} encoder "
-                  "keeps its random initialisation (upstream's random-encoder baseline)")
+            if model_cfg.freeze_rec:
+                print(f"warning: model.rec_config.pretrained_path is {rc.pretrained_path!r}: the frozen {name} "
+                      "encoder keeps its random initialisation (upstream's random-encoder baseline)")
         return cls(hidden_size, k, encoder=encoder, mid_times=model_cfg.proj_mid_times)
 
     def freeze(self, encoder=False, mapping=False):
