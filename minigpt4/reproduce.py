@@ -38,7 +38,8 @@ DATASETS = {
 
 # The steps in the order they run. Stage 0 first (everything else reads its encoders), then stage 1, then the
 # headline rows (BinLLM, CoLLM-MF) so a reproduction stopped early already fills the main comparison, then the
-# other rows, ICL, and last the code-length ablation, which needs two extra encoders.
+# other rows of the paper's Tables 2-3, then the rows beyond them, and last the code-length ablation, which needs
+# two extra encoders.
 # step -> (cli stage, method whose shipped config it runs, extra overrides of that config)
 STEPS = {
     "binmf": ("collab", "binmf", []),
@@ -49,15 +50,16 @@ STEPS = {
     "tallrec": ("llm", "tallrec", []),
     "binllm": ("llm", "binllm", []),
     "collm_mf": ("llm", "collm_mf", []),
+    "icl": ("eval", "icl", []),
     "binllm_io": ("llm", "binllm_io", []),
     "binllm_it": ("llm", "binllm_it", []),
-    "binllm_ipv4": ("llm", "binllm_ipv4", []),
-    "collm_lightgcn": ("llm", "collm_lightgcn", []),
-    "collm_sasrec": ("llm", "collm_sasrec", []),
     "collm_din": ("llm", "collm_din", []),
     "softprompt": ("llm", "softprompt", []),
     "personprompt": ("llm", "personprompt", []),
-    "icl": ("eval", "icl", []),
+    # Beyond Tables 2-3: the compression ablation (Figure 3), and CoLLM on encoders the paper did not pair it with.
+    "binllm_ipv4": ("llm", "binllm_ipv4", []),
+    "collm_lightgcn": ("llm", "collm_lightgcn", []),
+    "collm_sasrec": ("llm", "collm_sasrec", []),
     # Code length: BinMF with 16 / 64 bits, and BinLLM reading those codes (32 bits is the `binllm` step).
     "binmf16": ("collab", "binmf", ["model.rec_config.embedding_size=16"]),
     "binmf64": ("collab", "binmf", ["model.rec_config.embedding_size=64"]),

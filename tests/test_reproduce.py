@@ -113,3 +113,14 @@ def test_plan_runs_nothing_and_report_only_rewrites_the_report(first, monkeypatc
     assert "[done, reused]" in capsys.readouterr().out and not report.exists()
     assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
     assert calls == [] and "| BinLLM | binllm |" in report.read_text(encoding="utf-8")
+
+
+def test_steps_run_after_what_they_read_and_the_papers_rows_first(tmp_path):
+    steps, _, _ = rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path)
+    order = [s.name for s in steps]
+    for i, s in enumerate(steps):
+        assert set(s.depends) <= set(order[:i]), f"{s.name} runs before {s.depends}"
+    # A cpu run stopped early has every row of the paper's Tables 2-3 before the rows beyond them.
+    published = {k for k in rp.PAPER["ML-1M"] if k in rp.STEPS}
+    last_published = max(order.index(k) for k in published)
+    assert all(order.index(k) > last_published for k in ("binllm_ipv4", "collm_lightgcn", "binllm16", "binllm64"))
