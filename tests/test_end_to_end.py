@@ -288,6 +288,7 @@ def test_final_scoring_reuses_scores_of_subset_splits(pipeline, monkeypatch):
         assert len(merged) == len(sub) and np.array_equal(merged["score"], merged["score_test"])
         expect = evaluate_scores(sub["uid"].to_numpy(), sub["label"].to_numpy(), sub["score"].to_numpy())
         assert res[split]["auc"] == pytest.approx(expect["auc"])
+        assert res[split]["samples_per_s"] is None  # nothing scored for it, so no speed (not 0 samples/s)
 
 
 def test_eval_under_torchrun_one_process_matches_plain_run(pipeline):

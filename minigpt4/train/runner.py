@@ -100,7 +100,8 @@ class RecRunner:
         for i in np.setdiff1d(np.arange(len(data)), need):
             scores[i] = memo[keys[i]]
         memo.update((keys[i], scores[i]) for i in need)
-        return scores, len(need) / max(time.time() - start, 1e-9)
+        # no speed when every prompt came from the memo: nothing was scored here
+        return scores, (len(need) / max(time.time() - start, 1e-9) if len(need) else None)
 
     def evaluate(self, split, memo=None):
         data = self.splits[split]
