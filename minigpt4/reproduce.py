@@ -190,7 +190,10 @@ TABLES = [
     ("Figure 3: compression, binary vs dot-decimal codes (test)", "Paper values read off the figure (≈, ±0.005).", [
         ("BinLLM binary", "binllm", "test", "binllm", "c"),
         ("BinLLM dot-decimal (IPv4)", "binllm_ipv4", "test", "binllm_ipv4", "c")]),
-    ("Code length (test)", "The paper reports 32 bits only (Table 2's BinLLM row).", [
+    ("Code length (test)", "The paper reports 32 bits only (Table 2's BinLLM row and Table 3's BinMF row). The "
+     "BinMF rows are the encoders whose codes the BinLLM rows read.", [
+        ("BinMF 16 bits", "binmf16", "test", None, "t"), ("BinMF 32 bits", "binmf", "test", "binmf", "t"),
+        ("BinMF 64 bits", "binmf64", "test", None, "t"),
         ("BinLLM 16 bits", "binllm16", "test", None, "t"), ("BinLLM 32 bits", "binllm", "test", "binllm", "t"),
         ("BinLLM 64 bits", "binllm64", "test", None, "t")]),
 ]
@@ -470,6 +473,7 @@ def write_figures(folder, dataset, metrics):
     figure("methods.png", TABLES[0][2] + TABLES[1][2][:1] + TABLES[1][2][2:4])
     figure("warm_cold.png", TABLES[2][2])
     figure("compression.png", TABLES[3][2])
+    figure("code_length.png", TABLES[4][2])
 
 
 def write_report(folder, dataset, budget, llama, options=()):
@@ -479,7 +483,7 @@ def write_report(folder, dataset, budget, llama, options=()):
     atomic_text(folder / "environment.json", json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "
-          f"compression.png)")
+          f"compression.png, code_length.png)")
 
 
 def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False,

@@ -40,13 +40,17 @@ def _counting(monkeypatch):
 def test_smoke_runs_the_steps_and_writes_the_report(first):
     assert first["done"] == {"binmf": "ran", "tallrec": "ran", "binllm": "ran", "icl": "ran"}
     folder = first["folder"]
-    for name in ("report.md", "results.csv", "environment.json", "methods.png", "warm_cold.png", "compression.png"):
+    for name in ("report.md", "results.csv", "environment.json", "methods.png", "warm_cold.png", "compression.png",
+                 "code_length.png"):
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
     report = (folder / "report.md").read_text(encoding="utf-8")
     ours = json.loads((folder / "runs" / "binllm" / "metrics.json").read_text())["test"]
     binllm_row = next(line for line in report.splitlines() if line.startswith("| BinLLM | binllm |"))
     assert f"{ours['auc']:.4f}" in binllm_row and "0.7425" in binllm_row and "0.6956" in binllm_row
     assert "| CTRL (DIN) | – | not implemented |" in report
+    binmf = json.loads((folder / "runs" / "binmf" / "metrics.json").read_text())["test"]
+    assert f"| BinMF 32 bits | binmf | {binmf['auc']:.4f} |" in report
+    assert "| BinMF 16 bits | binmf16 | not run |" in report
     assert "| MF | mf | not run |" in report  # not in --only
     assert "≈0.764" in report  # BinLLM warm AUC read off Figure 2
     assert "Steps finished: 4 of 21 (the others show `not run`" in report
