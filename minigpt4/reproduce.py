@@ -476,11 +476,15 @@ def write_figures(folder, dataset, metrics):
     figure("code_length.png", TABLES[4][2])
 
 
-def write_report(folder, dataset, budget, llama, options=()):
+def write_report(folder, dataset, budget, llama, options=(), ran_here=True):
+    """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
+    describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine)."""
     metrics = collect(folder / "runs", list(STEPS))
     atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics))
     atomic_text(folder / "results.csv", results_csv(metrics))
-    atomic_text(folder / "environment.json", json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
+    env = folder / "environment.json"
+    if ran_here or not env.is_file():
+        atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "
           f"compression.png, code_length.png)")
@@ -495,7 +499,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     check_data(dataset, data)
     print_plan(steps, dataset, budget, runs)
     if report_only:
-        write_report(runs.parent, dataset, budget, llama, options)
+        write_report(runs.parent, dataset, budget, llama, options, ran_here=False)
     if dry or report_only:
         return {}
     runs.mkdir(parents=True, exist_ok=True)
@@ -504,7 +508,8 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
         for step in steps:
             done[step.name] = run_step(step, runs)
     finally:  # whatever finished is reported, also when a step fails
-        write_report(runs.parent, dataset, budget, llama, options)
+        write_report(runs.parent, dataset, budget, llama, options,
+                     ran_here=any(how != "reused" for how in done.values()))
     return done
 
 

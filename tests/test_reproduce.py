@@ -113,10 +113,14 @@ def test_plan_runs_nothing_and_report_only_rewrites_the_report(first, monkeypatc
     calls = _counting(monkeypatch)
     report = first["folder"] / "report.md"
     report.unlink()
+    env = first["folder"] / "environment.json"
+    env.write_text('{"hardware": "the machine that ran the steps"}')
     assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
     assert "[done, reused]" in capsys.readouterr().out and not report.exists()
     assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
     assert calls == [] and "| BinLLM | binllm |" in report.read_text(encoding="utf-8")
+    # the environment is that of the runs, not of the machine that rewrote the report
+    assert json.loads(env.read_text()) == {"hardware": "the machine that ran the steps"}
 
 
 def test_steps_run_after_what_they_read_and_the_papers_rows_first(tmp_path):
