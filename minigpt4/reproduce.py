@@ -370,7 +370,35 @@ def _diff(a, b):
     return None if a is None or b is None else a - b
 
 
-def report_markdown(dataset, budget, metrics):
+def same_rows(runs, metrics):
+    """Every finished LLM row on the test subsample the subsampled rows were scored on: [(step, auc, uauc, rows)].
+
+    The subsampled rows (cpu budget) and the full-test rows score different rows, and the subsample is not a
+    miniature of the test split (it holds whole users, so its warm/cold mix differs). Restricting the full-test
+    rows' predictions to the subsample's (user, item) pairs puts every LLM row on the same rows. Empty when no
+    subsampled row has finished or nothing was subsampled."""
+    import pandas as pd
+
+    from minigpt4.metrics import evaluate_scores
+
+    llm = [s for s in STEPS
+           if s in metrics and STEPS[s][0] != "collab" and (runs / s / "predictions_test.csv").is_file()]
+    sampled = [s for s in llm if s not in FULL_TEST_STEPS]
+    full = [s for s in llm if s in FULL_TEST_STEPS]
+    if not sampled or not full:
+        return []
+    pairs = pd.read_csv(runs / sampled[0] / "predictions_test.csv", usecols=["uid", "iid"])
+    if len(pairs) >= metrics[full[0]]["test"]["rows"]:
+        return []
+    out = []
+    for step in llm:
+        rows = pairs.merge(pd.read_csv(runs / step / "predictions_test.csv"), on=["uid", "iid"], validate="one_to_one")
+        m = evaluate_scores(rows["uid"].to_numpy(), rows["label"].to_numpy(), rows["score"].to_numpy())
+        out.append((step, m["auc"], m["uauc"], len(rows)))
+    return out
+
+
+def report_markdown(dataset, budget, metrics, same=()):
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
              "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs PAPER_RESULTS.md). "
              "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
@@ -413,6 +441,19 @@ def report_markdown(dataset, budget, metrics):
             lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {p[0]} | {p[1]} | "
                          f"{_fmt(_diff(m.get('auc'), paper[0]), True)} | {_fmt(_diff(m.get('uauc'), paper[1]), True)} | "
                          f"{m.get('rows', '–')} |")
+        lines.append("")
+    if same:
+        label = {}
+        for _, _, rows in TABLES:
+            for lbl, step, *_ in rows:
+                label.setdefault(step, lbl)  # the first table's name of a step
+        lines += ["## The LLM rows on the same test rows", "",
+                  f"Every finished LLM row on the same {same[0][3]} test rows: the subsample the subsampled rows "
+                  "were scored on, with the predictions of the rows scored on the full split restricted to its "
+                  "(user, item) pairs. Compare the rows of this table with each other, not with the tables above: "
+                  "the subsample holds whole users, so its warm/cold mix differs from the full split's.", "",
+                  "| method | step | AUC | UAUC | rows |", "|---|---|---|---|---|"]
+        lines += [f"| {label.get(step, step)} | {step} | {auc:.4f} | {uauc:.4f} | {n} |" for step, auc, uauc, n in same]
         lines.append("")
     return "\n".join(lines)
 
@@ -480,7 +521,7 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True):
     """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
     describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine)."""
     metrics = collect(folder / "runs", list(STEPS))
-    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same_rows(folder / "runs", metrics)))
     atomic_text(folder / "results.csv", results_csv(metrics))
     env = folder / "environment.json"
     if ran_here or not env.is_file():

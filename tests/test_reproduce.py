@@ -5,6 +5,7 @@ aside and rerun."""
 import csv
 import json
 
+import pandas as pd
 import pytest
 
 from minigpt4 import cli
@@ -132,3 +133,29 @@ def test_steps_run_after_what_they_read_and_the_papers_rows_first(tmp_path):
     published = {k for k in rp.PAPER["ML-1M"] if k in rp.STEPS}
     last_published = max(order.index(k) for k in published)
     assert all(order.index(k) > last_published for k in ("binllm_ipv4", "collm_lightgcn", "binllm16", "binllm64"))
+
+
+def test_same_rows_puts_full_and_subsampled_rows_on_the_subsample(tmp_path):
+    from minigpt4.metrics import evaluate_scores
+
+    full = pd.DataFrame({"uid": [1, 1, 1, 2, 2, 2, 3, 3], "iid": [10, 11, 12, 10, 13, 14, 11, 12],
+                         "label": [1, 0, 1, 0, 1, 0, 1, 0], "score": [0.9, 0.2, 0.1, 0.3, 0.8, 0.7, 0.6, 0.5]})
+    # the subsample: whole users 1 and 2, in another order, scored by another method (negated scores)
+    sample = full[full["uid"].isin([1, 2])].sample(frac=1.0, random_state=0).assign(score=lambda d: -d["score"])
+    for step, frame in (("binllm", full), ("icl", sample)):
+        (tmp_path / step).mkdir()
+        frame.to_csv(tmp_path / step / "predictions_test.csv", index=False)
+    metrics = {"binllm": {"test": {"auc": 0.6, "uauc": 0.6, "rows": len(full)}},
+               "icl": {"test": {"auc": 0.4, "uauc": 0.4, "rows": len(sample)}}}
+    result = rp.same_rows(tmp_path, metrics)
+    same = {step: (auc, uauc, n) for step, auc, uauc, n in result}
+    on_sample = full[full["uid"].isin([1, 2])]
+    expect = evaluate_scores(on_sample["uid"].to_numpy(), on_sample["label"].to_numpy(), on_sample["score"].to_numpy())
+    assert same["binllm"] == (pytest.approx(expect["auc"]), pytest.approx(expect["uauc"]), 6)
+    assert same["icl"][2] == 6 and same["icl"][0] == pytest.approx(1 - expect["auc"])
+    report = rp.report_markdown("ml-1m", "cpu", metrics, result)
+    assert f"| BinLLM | binllm | {expect['auc']:.4f} | {expect['uauc']:.4f} | 6 |" in report
+    # nothing subsampled (the full budget): no such table
+    metrics["icl"]["test"]["rows"] = len(full)
+    full.to_csv(tmp_path / "icl" / "predictions_test.csv", index=False)
+    assert rp.same_rows(tmp_path, metrics) == []
