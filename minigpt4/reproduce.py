@@ -197,6 +197,11 @@ TABLES = [
         ("BinLLM 16 bits", "binllm16", "test", None, "t"), ("BinLLM 32 bits", "binllm", "test", "binllm", "t"),
         ("BinLLM 64 bits", "binllm64", "test", None, "t")]),
 ]
+# The name a step has in the first table that lists it.
+STEP_LABEL = {}
+for _title, _note, _rows in TABLES:
+    for _label, _step, *_ in _rows:
+        STEP_LABEL.setdefault(_step, _label)
 
 
 @dataclass
@@ -387,12 +392,13 @@ def same_rows(runs, metrics):
     full = [s for s in llm if s in FULL_TEST_STEPS]
     if not sampled or not full:
         return []
-    pairs = pd.read_csv(runs / sampled[0] / "predictions_test.csv", usecols=["uid", "iid"])
+    preds = {step: pd.read_csv(runs / step / "predictions_test.csv") for step in llm}
+    pairs = preds[sampled[0]][["uid", "iid"]]
     if len(pairs) >= metrics[full[0]]["test"]["rows"]:
         return []
     out = []
     for step in llm:
-        rows = pairs.merge(pd.read_csv(runs / step / "predictions_test.csv"), on=["uid", "iid"], validate="one_to_one")
+        rows = pairs.merge(preds[step], on=["uid", "iid"], validate="one_to_one")
         m = evaluate_scores(rows["uid"].to_numpy(), rows["label"].to_numpy(), rows["score"].to_numpy())
         out.append((step, m["auc"], m["uauc"], len(rows)))
     return out
@@ -443,17 +449,13 @@ def report_markdown(dataset, budget, metrics, same=()):
                          f"{m.get('rows', '–')} |")
         lines.append("")
     if same:
-        label = {}
-        for _, _, rows in TABLES:
-            for lbl, step, *_ in rows:
-                label.setdefault(step, lbl)  # the first table's name of a step
         lines += ["## The LLM rows on the same test rows", "",
                   f"Every finished LLM row on the same {same[0][3]} test rows: the subsample the subsampled rows "
                   "were scored on, with the predictions of the rows scored on the full split restricted to its "
                   "(user, item) pairs. Compare the rows of this table with each other, not with the tables above: "
                   "the subsample holds whole users, so its warm/cold mix differs from the full split's.", "",
                   "| method | step | AUC | UAUC | rows |", "|---|---|---|---|---|"]
-        lines += [f"| {label.get(step, step)} | {step} | {auc:.4f} | {uauc:.4f} | {n} |" for step, auc, uauc, n in same]
+        lines += [f"| {STEP_LABEL.get(step, step)} | {step} | {auc:.4f} | {uauc:.4f} | {n} |" for step, auc, uauc, n in same]
         lines.append("")
     return "\n".join(lines)
 
