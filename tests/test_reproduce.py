@@ -5,6 +5,7 @@ aside and rerun."""
 import csv
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -159,3 +160,29 @@ def test_same_rows_puts_full_and_subsampled_rows_on_the_subsample(tmp_path):
     metrics["icl"]["test"]["rows"] = len(full)
     full.to_csv(tmp_path / "icl" / "predictions_test.csv", index=False)
     assert rp.same_rows(tmp_path, metrics) == []
+
+
+def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(tmp_path):
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(60), rng.integers(2, 30, size=60))
+    labels = rng.integers(0, 2, size=len(users))
+    frames = {"binllm": rng.normal(size=len(users)),  # uninformative scores: the draw moves AUC a lot
+              "collm_mf": labels.astype(float)}       # perfect scores: every draw gives AUC 1
+    metrics = {}
+    for step, score in frames.items():
+        (tmp_path / step).mkdir()
+        pd.DataFrame({"uid": users, "iid": np.arange(len(users)), "label": labels, "score": score}).to_csv(
+            tmp_path / step / "predictions_test.csv", index=False)
+        metrics[step] = {"test": {"auc": 0.5, "uauc": 0.5, "rows": len(users)}}
+    spread = {step: (a, u) for step, a, u in rp.sample_spread(tmp_path, metrics, 200, draws=20)}
+    assert spread["collm_mf"] == (pytest.approx(0.0), pytest.approx(0.0))
+    assert spread["binllm"][0] > 0.01 and spread["binllm"][1] > 0.01
+    # a bigger sample varies less; a sample as big as the split does not vary, and is left out
+    bigger = {step: (a, u) for step, a, u in rp.sample_spread(tmp_path, metrics, 600, draws=20)}
+    assert bigger["binllm"][0] < spread["binllm"][0]
+    assert rp.sample_spread(tmp_path, metrics, len(users), draws=5) == []
+    # the report states it under the same-rows table
+    same = [("binllm", 0.55, 0.5, 200), ("collm_mf", 1.0, 1.0, 200)]
+    report = rp.report_markdown("ml-1m", "cpu", metrics, same, rp.sample_spread(tmp_path, metrics, 200, draws=20))
+    assert (f"| BinLLM | binllm | ±{spread['binllm'][0]:.4f} | ±{spread['binllm'][1]:.4f} | +0.0500 | +0.0000 |"
+            in report)
