@@ -38,8 +38,7 @@ DATASETS = {
 
 # The steps in the order they run. Stage 0 first (everything else reads its encoders), then stage 1, then the
 # headline rows (BinLLM, CoLLM-MF) so a reproduction stopped early already fills the main comparison, then the
-# other rows of the paper's Tables 2-3, then the rows beyond them, and last the code-length ablation, which needs
-# two extra encoders.
+# other rows of the paper's Tables 2-3, then the rows beyond them.
 # step -> (cli stage, method whose shipped config it runs, extra overrides of that config)
 STEPS = {
     "binmf": ("collab", "binmf", []),
@@ -56,13 +55,14 @@ STEPS = {
     "collm_din": ("llm", "collm_din", []),
     "softprompt": ("llm", "softprompt", []),
     "personprompt": ("llm", "personprompt", []),
-    # Beyond Tables 2-3: the compression ablation (Figure 3), and CoLLM on encoders the paper did not pair it with.
+    # Beyond Tables 2-3: the compression ablation (Figure 3); BinMF with 16 / 64 bits for the code-length table
+    # (a minute each, so early); CoLLM on encoders the paper did not pair it with; last BinLLM reading the 16 / 64
+    # bit codes (32 bits is the `binllm` step), the longest LLM steps.
     "binllm_ipv4": ("llm", "binllm_ipv4", []),
-    "collm_lightgcn": ("llm", "collm_lightgcn", []),
-    "collm_sasrec": ("llm", "collm_sasrec", []),
-    # Code length: BinMF with 16 / 64 bits, and BinLLM reading those codes (32 bits is the `binllm` step).
     "binmf16": ("collab", "binmf", ["model.rec_config.embedding_size=16"]),
     "binmf64": ("collab", "binmf", ["model.rec_config.embedding_size=64"]),
+    "collm_lightgcn": ("llm", "collm_lightgcn", []),
+    "collm_sasrec": ("llm", "collm_sasrec", []),
     "binllm16": ("llm", "binllm", ["model.rec_config.embedding_size=16"]),
     "binllm64": ("llm", "binllm", ["model.rec_config.embedding_size=64"]),
 }
