@@ -93,13 +93,14 @@ BUDGETS = {
         "full_test": ["run.max_eval_rows=40"],
         "sub_test": ["run.max_eval_rows=40"],
     },
-    # About 6.5 h on 2 CPU cores with SmolLM2-135M by the printed estimate (measured speeds, CPU_SPEED); it resumes
+    # About 7.5 h on 2 CPU cores with SmolLM2-135M by the printed estimate (measured speeds, CPU_SPEED); it resumes
     # where it stopped, so it can run over several sittings.
     # Encoders: the shipped stage-0 recipes on all data (early stopping on the full valid split).
     # LLM rows: the shipped recipes' step counts and learning rates, with LoRA in every layer (in the top 8 layers
     # only, BinLLM's training loss stayed at 0.70 for 175 steps on CPU; with every layer it learned in the first
     # epoch on a GPU, results/ml-1m/full). Training batches of 8 are drawn from all train rows in the order fixed
-    # by run.seed (TrainBatches), so a method sees steps x 8 rows: 800 (TALLRec), 960 (most rows), 3,360 (BinLLM);
+    # by run.seed (TrainBatches), so a method sees steps x 8 rows: 800 (TALLRec), 3,360 (BinLLM and its
+    # ablations IO, IT, dot-decimal, 16/64 bits), 960 (the other rows);
     # a whole-user subsample would show the code-reading rows only ~40 users. No validation (scoring 500 valid
     # rows costs ~4 min per epoch): the last epoch's adapter is kept. Scoring: the headline rows (FULL_TEST_STEPS)
     # on the full test / warm / cold splits; every other LLM row on a fixed subsample of about 1,000 test rows of
@@ -212,6 +213,7 @@ class Step:
     overrides: list       # --options, in order: the config's own changes, wiring, budget
     depends: list = field(default_factory=list)
     full_test: bool = True
+    machine_keys: tuple = ()  # keys set by --options: machine settings, ignored when judging a run stale
 
 
 def _paper(dataset, source, key):
@@ -259,7 +261,8 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
         full = stage == "collab" or name in FULL_TEST_STEPS
         kind = [] if stage == "collab" else b["full_test" if full else "sub_test"]
         mine = [] if stage == "collab" else list(options)
-        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + kind + mine, depends, full)
+        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + kind + mine, depends, full,
+                           tuple(o.split("=", 1)[0] for o in mine))
     if only:
         unknown = [s for s in only if s not in steps]
         if unknown:
@@ -294,36 +297,95 @@ def estimate_minutes(step, dataset):
     return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
 
 
-def print_plan(steps, dataset, budget, runs):
+def print_plan(steps, dataset, budget, runs, stale=None):
+    stale = stale or {}
     print(f"reproduction of {dataset}, budget {budget}: {len(steps)} steps under {runs}")
     total = 0.0
     for i, s in enumerate(steps, 1):
-        done = (runs / s.name / "metrics.json").is_file()
+        done = (runs / s.name / "metrics.json").is_file() and s.name not in stale
         est = ""
         if budget == "cpu" and not done:
             m = estimate_minutes(s, dataset)
             total += m
             est = f" ~{m:.0f} min"
-        state = "done, reused" if done else "to run"
+        state = "done, reused" if done else "to run again" if s.name in stale else "to run"
         print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
               f" [{state}]{est}")
+        if s.name in stale:
+            print(f"      {stale[s.name]}")
     if budget == "cpu":
         print(f"estimated time of the steps to run: ~{total / 60:.1f} h on 2 CPU cores (rough, see CPU_SPEED)")
     sys.stdout.flush()
 
 
-def _aside(path):
+def _aside(path, why="incomplete"):
     n = 1
-    while path.with_name(f"{path.name}.incomplete-{n}").exists():
+    while path.with_name(f"{path.name}.{why}-{n}").exists():
         n += 1
-    target = path.with_name(f"{path.name}.incomplete-{n}")
+    target = path.with_name(f"{path.name}.{why}-{n}")
     path.rename(target)
     return target
 
 
-def run_step(step, runs):
-    """Run one step unless its metrics.json exists; returns 'reused', 'resumed' or 'ran'."""
+# Keys the runner fills in from the data (user_num / item_num derived from the splits): they differ from the
+# planned config by design.
+DERIVED_KEYS = {"model.user_num", "model.item_num", "model.rec_config.user_num", "model.rec_config.item_num",
+                "run.resume_ckpt_path"}
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(step, path):
+    """The settings in which the run in `path` differs from what the plan would run now: {key: (then, now)}.
+
+    A shipped config edited after its step ran, or a budget that changed, would otherwise leave a stale row in the
+    report. Machine settings given with --options and the keys the runner derives from the data are ignored.
+    Empty when the run left no config.yaml to compare with."""
+    from minigpt4.config import load_config
+
+    saved = path / "config.yaml"
+    if not saved.is_file():
+        return {}
+    then = _flat(OmegaConf.to_container(OmegaConf.load(saved)))
+    now = _flat(OmegaConf.to_container(load_config(step.config, step.overrides)))
+    ignore = DERIVED_KEYS | set(step.machine_keys)
+    return {k: (then.get(k), now.get(k)) for k in sorted(set(then) | set(now))
+            if k not in ignore and then.get(k) != now.get(k)}
+
+
+def stale_steps(steps, runs):
+    """{step: why} for the runs that exist but must run again: their settings changed (changed_keys), or a step
+    they read will run (again), so what they read would change under them."""
+    stale, will_run = {}, set()
+    for step in steps:
+        path = runs / step.name
+        changed = changed_keys(step, path) if path.exists() else {}
+        reread = [d for d in step.depends if d in will_run]
+        if changed:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in list(changed.items())[:4] for a, b in [b_a])
+            more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+            stale[step.name] = f"settings changed since it ran: {shown}{more}"
+        elif reread and path.exists():
+            stale[step.name] = f"it reads {', '.join(reread)}, which run(s) again"
+        if step.name in stale or not (path / "metrics.json").is_file():
+            will_run.add(step.name)
+    return stale
+
+
+def run_step(step, runs, stale=None):
+    """Run one step unless its metrics.json exists; returns 'reused', 'resumed' or 'ran'. `stale`: why an existing
+    run must run again (stale_steps); it is moved aside first, kept for inspection."""
     path = runs / step.name
+    if stale and path.exists():
+        print(f"[{step.name}] {stale}: the old run moved to {_aside(path, 'stale')}")
     if (path / "metrics.json").is_file():
         print(f"[{step.name}] reusing {path}")
         return "reused"
@@ -587,7 +649,8 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
     check_data(dataset, data)
-    print_plan(steps, dataset, budget, runs)
+    stale = stale_steps(steps, runs)
+    print_plan(steps, dataset, budget, runs, stale)
     if report_only:
         write_report(runs.parent, dataset, budget, llama, options, ran_here=False)
     if dry or report_only:
@@ -596,7 +659,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     done = {}
     try:
         for step in steps:
-            done[step.name] = run_step(step, runs)
+            done[step.name] = run_step(step, runs, stale.get(step.name))
     finally:  # whatever finished is reported, also when a step fails
         write_report(runs.parent, dataset, budget, llama, options,
                      ran_here=any(how != "reused" for how in done.values()))
@@ -608,7 +671,7 @@ def parse_args(argv=None):
                                             "numbers next to ours. Finished runs are reused.")
     p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
-                   help="smoke: minutes, checks the wiring; cpu: ~6.5 h on 2 cores with SmolLM2 (resumable), subsampled; "
+                   help="smoke: minutes, checks the wiring; cpu: ~7.5 h on 2 cores with SmolLM2 (resumable), subsampled; "
                         "full: the paper's protocol for a GPU")
     p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/, the report next to them")
     p.add_argument("--llama", help="backbone of the LLM rows (a Hugging Face directory or .gguf; default: the "

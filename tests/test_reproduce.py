@@ -91,6 +91,39 @@ def test_interrupted_runs_are_resumed_or_set_aside(first, monkeypatch):
     assert (runs / "icl.incomplete-1" / "config.yaml").is_file()
 
 
+def test_runs_whose_settings_changed_run_again_with_what_reads_them(first, monkeypatch, capsys):
+    runs = first["folder"] / "runs"
+    # binmf ran with another setting than the plan's (as if its YAML was edited afterwards): binmf runs again, and
+    # so does binllm, which reads binmf's codes; tallrec and icl are reused.
+    saved = runs / "binmf" / "config.yaml"
+    saved.write_text(saved.read_text(encoding="utf-8").replace("max_epoch: 2", "max_epoch: 5"), encoding="utf-8")
+    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
+    out = capsys.readouterr().out
+    assert "run.max_epoch: 5 -> 2" in out and "it reads binmf, which run(s) again" in out
+    calls = _counting(monkeypatch)
+    done = rp.main(_argv(first["out"], first["llama"], first["data"]))
+    assert done == {"binmf": "ran", "tallrec": "reused", "binllm": "ran", "icl": "reused"} and len(calls) == 2
+    assert (runs / "binmf.stale-1" / "metrics.json").is_file() and (runs / "binllm.stale-1").is_dir()
+    assert "max_epoch: 2" in (runs / "binmf" / "config.yaml").read_text(encoding="utf-8")
+    # machine settings given with --options do not make a finished run stale
+    steps, _, _ = rp.plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"],
+                          only=["binllm"], options=["run.batch_size_eval=7"])
+    assert rp.stale_steps(steps, runs) == {}
+
+
+def test_ablation_configs_train_on_binllms_schedule():
+    """BinLLM-IO / -IT and the dot-decimal row differ from BinLLM in the prompt (or the stage-1 start) only, so
+    their differences from BinLLM measure that, not a shorter training."""
+    from minigpt4.config import load_config
+
+    keys = ("max_epoch", "iters_per_epoch", "batch_size_train", "init_lr", "min_lr", "warmup_steps", "weight_decay")
+    for prefix in ("ml1m", "amazon"):
+        base = load_config(rp.ROOT / "train_configs" / f"{prefix}_binllm.yaml").run
+        for method in ("binllm_io", "binllm_it", "binllm_ipv4"):
+            run = load_config(rp.ROOT / "train_configs" / f"{prefix}_{method}.yaml").run
+            assert {k: run[k] for k in keys} == {k: base[k] for k in keys}, f"{prefix}_{method}.yaml"
+
+
 def test_bad_inputs_name_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         rp.main(["--dataset", "amazon-book", "--budget", "smoke", "--out", str(tmp_path), "--data", str(tmp_path)])
