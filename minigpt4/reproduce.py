@@ -417,11 +417,13 @@ def run_step(step, runs, stale=None):
 
 # ----------------------------------------------------------------------------------------------- the report
 
-def collect(runs, steps):
-    """{step: metrics dict} of every finished run."""
+def collect(runs, steps, stale=()):
+    """{step: metrics dict} of every finished run that is not stale (its numbers no longer describe the plan)."""
     out = {}
     for s in steps:
         f = runs / s / "metrics.json"
+        if s in stale:
+            continue
         if f.is_file():
             out[s] = json.loads(f.read_text(encoding="utf-8"))
     return out
@@ -498,7 +500,7 @@ def sample_spread(runs, metrics, n, draws=50):
     return out
 
 
-def report_markdown(dataset, budget, metrics, same=(), spread=()):
+def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=()):
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
              "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs PAPER_RESULTS.md). "
              "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
@@ -509,7 +511,8 @@ def report_markdown(dataset, budget, metrics, same=(), spread=()):
                   "nothing.**", ""]
     done = sum(step in metrics for step in STEPS)
     lines += [f"Steps finished: {done} of {len(STEPS)}"
-              + (" (the others show `not run`; the same command continues the reproduction)." if done < len(STEPS)
+              + (f" (the others show `not run`{' or `to run again`' if stale else ''}; the same command continues the "
+                 "reproduction)." if done < len(STEPS)
                  else "."), ""]
     if budget != "smoke":
         target, ours = PAPER[DATASETS[dataset]["paper"]]["binllm"], metrics.get("binllm", {}).get("test")
@@ -535,7 +538,8 @@ def report_markdown(dataset, budget, metrics, same=(), spread=()):
                 continue
             m = metrics.get(step, {}).get(split)
             if m is None:
-                why = "not run" if step not in metrics else f"no {split}"  # e.g. a split this run did not score
+                # e.g. a split this run did not score
+                why = ("to run again" if step in stale else "not run") if step not in metrics else f"no {split}"
                 lines.append(f"| {label} | {step} | {why} | {why} | {p[0]} | {p[1]} | – | – | – |")
                 continue
             lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {p[0]} | {p[1]} | "
@@ -626,13 +630,14 @@ def write_figures(folder, dataset, metrics):
     figure("code_length.png", TABLES[4][2])
 
 
-def write_report(folder, dataset, budget, llama, options=(), ran_here=True):
+def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stale=()):
     """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
-    describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine)."""
-    metrics = collect(folder / "runs", list(STEPS))
+    describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
+    `stale`: finished steps whose numbers no longer describe the plan (stale_steps); reported as to run again."""
+    metrics = collect(folder / "runs", list(STEPS), stale)
     same = same_rows(folder / "runs", metrics)
     spread = sample_spread(folder / "runs", metrics, same[0][3]) if same else []
-    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale))
     atomic_text(folder / "results.csv", results_csv(metrics))
     env = folder / "environment.json"
     if ran_here or not env.is_file():
@@ -649,10 +654,11 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
     check_data(dataset, data)
-    stale = stale_steps(steps, runs)
+    # judged on the whole plan, so the report leaves out stale rows outside --only too
+    stale = stale_steps(plan(dataset, budget, out, data, llama, None, options)[0], runs)
     print_plan(steps, dataset, budget, runs, stale)
     if report_only:
-        write_report(runs.parent, dataset, budget, llama, options, ran_here=False)
+        write_report(runs.parent, dataset, budget, llama, options, ran_here=False, stale=stale)
     if dry or report_only:
         return {}
     runs.mkdir(parents=True, exist_ok=True)
@@ -662,7 +668,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
             done[step.name] = run_step(step, runs, stale.get(step.name))
     finally:  # whatever finished is reported, also when a step fails
         write_report(runs.parent, dataset, budget, llama, options,
-                     ran_here=any(how != "reused" for how in done.values()))
+                     ran_here=any(how != "reused" for how in done.values()), stale=set(stale) - set(done))
     return done
 
 

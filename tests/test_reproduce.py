@@ -100,6 +100,11 @@ def test_runs_whose_settings_changed_run_again_with_what_reads_them(first, monke
     assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
     out = capsys.readouterr().out
     assert "run.max_epoch: 5 -> 2" in out and "it reads binmf, which run(s) again" in out
+    # until they ran again, the report does not show their old numbers
+    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
+    report = (first["folder"] / "report.md").read_text(encoding="utf-8")
+    assert "| BinMF | binmf | to run again |" in report and "| BinLLM | binllm | to run again |" in report
+    assert "| TALLRec | tallrec | 0." in report
     calls = _counting(monkeypatch)
     done = rp.main(_argv(first["out"], first["llama"], first["data"]))
     assert done == {"binmf": "ran", "tallrec": "reused", "binllm": "ran", "icl": "reused"} and len(calls) == 2
