@@ -327,8 +327,8 @@ def _aside(path, why="incomplete"):
     return target
 
 
-# Keys the runner fills in from the data (user_num / item_num derived from the splits): they differ from the
-# planned config by design.
+# Keys in which a run's config.yaml differs from its plan by design: the user / item counts the runner derives
+# from the splits, and the resume point a resumed run was given.
 DERIVED_KEYS = {"model.user_num", "model.item_num", "model.rec_config.user_num", "model.rec_config.item_num",
                 "run.resume_ckpt_path"}
 
@@ -370,7 +370,7 @@ def stale_steps(steps, runs):
         changed = changed_keys(step, path) if path.exists() else {}
         reread = [d for d in step.depends if d in will_run]
         if changed:
-            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, b_a in list(changed.items())[:4] for a, b in [b_a])
+            shown = "; ".join(f"{k}: {then!r} -> {now!r}" for k, (then, now) in list(changed.items())[:4])
             more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
             stale[step.name] = f"settings changed since it ran: {shown}{more}"
         elif reread and path.exists():
