@@ -14,6 +14,7 @@ import torch
 
 from minigpt4.cli import main
 from minigpt4.train.checkpoint import read_meta
+from minigpt4.metrics import evaluate_scores
 from conftest import write_yaml
 
 ENCODER_KEYS = {"rec_model.user_embedding.weight", "rec_model.item_embedding.weight", "proj_u.weight",
@@ -137,6 +138,9 @@ def test_stage1_text_outputs(pipeline, synthetic_dir):
     rows = set(zip(test["uid"], test["iid"], test["label"]))
     assert all(t in rows for t in zip(pred["uid"], pred["iid"], pred["label"]))
     assert not pred.duplicated(["uid", "iid"]).any()
+    # the file holds the scores the metrics were computed from, to the last bit
+    again = evaluate_scores(pred["uid"].to_numpy(), pred["label"].to_numpy(), pred["score"].to_numpy())
+    assert (again["auc"], again["uauc"]) == (metrics["test"]["auc"], metrics["test"]["uauc"])
     cfg_text = (run / "config.yaml").read_text()
     assert "job_id: text" in cfg_text and "user_num: 41" in cfg_text
 

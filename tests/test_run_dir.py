@@ -67,3 +67,17 @@ def test_environment_records_seed_versions_and_commit(tmp_path):
     env = json.loads((rd.path / "environment.json").read_text())
     assert env["seed"] == 123 and env["libraries"]["torch"] and env["python"]
     assert env["git_commit"] is None or len(env["git_commit"]) == 40
+
+
+def test_predictions_keep_every_bit_of_the_scores(tmp_path):
+    from minigpt4.metrics import evaluate_scores
+
+    rd = RunDir(_cfg(tmp_path))
+    # float32 scores that differ in the 7th significant digit: rounding them would tie the pair and move the AUC
+    scores = np.array([2.4628601, 2.4628604, -1.9358701, -1.93587], dtype=np.float32)
+    labels, users = np.array([0, 1, 1, 0]), np.array([1, 1, 2, 2])
+    rd.write_predictions("predictions_test.csv", users, np.arange(4), labels, scores)
+    back = pd.read_csv(rd.path / "predictions_test.csv")
+    assert (back["score"].to_numpy().astype(np.float32) == scores).all()
+    again, then = evaluate_scores(users, labels, back["score"].to_numpy()), evaluate_scores(users, labels, scores)
+    assert (again["auc"], again["uauc"]) == (then["auc"], then["uauc"])

@@ -129,7 +129,9 @@ class RunDir:
         import pandas as pd
 
         df = pd.DataFrame({"uid": uids, "iid": iids, "label": labels, "score": scores})
-        atomic_write(self.path / name, lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
+        # 9 significant digits round-trip a float32 exactly: metrics recomputed from the file (reproduce.py's
+        # same-rows table) then equal the run's own, with no ties made by rounding
+        atomic_write(self.path / name, lambda tmp: df.to_csv(tmp, index=False, float_format="%.9g"))
 
     def close(self):
         if self._tb is not None:
