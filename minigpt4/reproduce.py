@@ -439,60 +439,58 @@ def _diff(a, b):
     return None if a is None or b is None else a - b
 
 
-def same_rows(runs, metrics):
+def load_test_predictions(runs, metrics):
+    """{step: its predictions_test.csv} of every finished LLM row, in STEPS order: read once per report."""
+    import pandas as pd
+
+    return {s: pd.read_csv(runs / s / "predictions_test.csv") for s in STEPS
+            if s in metrics and STEPS[s][0] != "collab" and (runs / s / "predictions_test.csv").is_file()}
+
+
+def same_rows(preds, metrics):
     """Every finished LLM row on the test subsample the subsampled rows were scored on: [(step, auc, uauc, rows)].
+    `preds`: load_test_predictions().
 
     The subsampled rows (cpu budget) and the full-test rows score different rows, and the subsample is not a
     miniature of the test split (it holds whole users, so its warm/cold mix differs). Restricting the full-test
     rows' predictions to the subsample's (user, item) pairs puts every LLM row on the same rows. Empty when no
     subsampled row has finished or nothing was subsampled."""
-    import pandas as pd
-
     from minigpt4.metrics import evaluate_scores
 
-    llm = [s for s in STEPS
-           if s in metrics and STEPS[s][0] != "collab" and (runs / s / "predictions_test.csv").is_file()]
-    sampled = [s for s in llm if s not in FULL_TEST_STEPS]
-    full = [s for s in llm if s in FULL_TEST_STEPS]
+    sampled = [s for s in preds if s not in FULL_TEST_STEPS]
+    full = [s for s in preds if s in FULL_TEST_STEPS]
     if not sampled or not full:
         return []
-    preds = {step: pd.read_csv(runs / step / "predictions_test.csv") for step in llm}
     pairs = preds[sampled[0]][["uid", "iid"]]
     if len(pairs) >= metrics[full[0]]["test"]["rows"]:
         return []
     out = []
-    for step in llm:
-        rows = pairs.merge(preds[step], on=["uid", "iid"], validate="one_to_one")
+    for step, frame in preds.items():
+        rows = pairs.merge(frame, on=["uid", "iid"], validate="one_to_one")
         m = evaluate_scores(rows["uid"].to_numpy(), rows["label"].to_numpy(), rows["score"].to_numpy())
         out.append((step, m["auc"], m["uauc"], len(rows)))
     return out
 
 
-def sample_spread(runs, metrics, n, draws=50):
+def sample_spread(preds, n, draws=50):
     """How much drawing the test subsample alone moves a row: [(step, sd AUC, sd UAUC)] of each full-test LLM row
     over `draws` redraws (seeds 0..draws-1) of an n-row subsample of whole users, the way the runner draws it.
+    `preds`: load_test_predictions().
 
     The subsampled rows' differences from the paper (which scored the whole split) are only meaningful beyond this
     spread; the full-test rows' predictions measure it for free."""
     import numpy as np
-    import pandas as pd
 
     from minigpt4.data.splits import subsample
     from minigpt4.metrics import evaluate_scores
 
     out = []
-    for step in STEPS:
-        if step not in FULL_TEST_STEPS or STEPS[step][0] == "collab" or step not in metrics:
-            continue
-        path = runs / step / "predictions_test.csv"
-        if not path.is_file():
-            continue
-        preds = pd.read_csv(path)
-        if n >= len(preds):
+    for step, frame in preds.items():
+        if step not in FULL_TEST_STEPS or n >= len(frame):
             continue
         values = []
         for seed in range(draws):
-            d = subsample(preds, n, seed)
+            d = subsample(frame, n, seed)
             m = evaluate_scores(d["uid"].to_numpy(), d["label"].to_numpy(), d["score"].to_numpy())
             values.append((m["auc"], m["uauc"]))
         sd = np.nanstd(np.array(values, dtype=float), axis=0)
@@ -635,8 +633,9 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
     `stale`: finished steps whose numbers no longer describe the plan (stale_steps); reported as to run again."""
     metrics = collect(folder / "runs", list(STEPS), stale)
-    same = same_rows(folder / "runs", metrics)
-    spread = sample_spread(folder / "runs", metrics, same[0][3]) if same else []
+    preds = load_test_predictions(folder / "runs", metrics)
+    same = same_rows(preds, metrics)
+    spread = sample_spread(preds, same[0][3]) if same else []
     atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale))
     atomic_text(folder / "results.csv", results_csv(metrics))
     env = folder / "environment.json"

@@ -186,7 +186,7 @@ def test_same_rows_puts_full_and_subsampled_rows_on_the_subsample(tmp_path):
         frame.to_csv(tmp_path / step / "predictions_test.csv", index=False)
     metrics = {"binllm": {"test": {"auc": 0.6, "uauc": 0.6, "rows": len(full)}},
                "icl": {"test": {"auc": 0.4, "uauc": 0.4, "rows": len(sample)}}}
-    result = rp.same_rows(tmp_path, metrics)
+    result = rp.same_rows(rp.load_test_predictions(tmp_path, metrics), metrics)
     same = {step: (auc, uauc, n) for step, auc, uauc, n in result}
     on_sample = full[full["uid"].isin([1, 2])]
     expect = evaluate_scores(on_sample["uid"].to_numpy(), on_sample["label"].to_numpy(), on_sample["score"].to_numpy())
@@ -197,7 +197,7 @@ def test_same_rows_puts_full_and_subsampled_rows_on_the_subsample(tmp_path):
     # nothing subsampled (the full budget): no such table
     metrics["icl"]["test"]["rows"] = len(full)
     full.to_csv(tmp_path / "icl" / "predictions_test.csv", index=False)
-    assert rp.same_rows(tmp_path, metrics) == []
+    assert rp.same_rows(rp.load_test_predictions(tmp_path, metrics), metrics) == []
 
 
 def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(tmp_path):
@@ -212,15 +212,16 @@ def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(t
         pd.DataFrame({"uid": users, "iid": np.arange(len(users)), "label": labels, "score": score}).to_csv(
             tmp_path / step / "predictions_test.csv", index=False)
         metrics[step] = {"test": {"auc": 0.5, "uauc": 0.5, "rows": len(users)}}
-    spread = {step: (a, u) for step, a, u in rp.sample_spread(tmp_path, metrics, 200, draws=20)}
+    preds = rp.load_test_predictions(tmp_path, metrics)
+    spread = {step: (a, u) for step, a, u in rp.sample_spread(preds, 200, draws=20)}
     assert spread["collm_mf"] == (pytest.approx(0.0), pytest.approx(0.0))
     assert spread["binllm"][0] > 0.01 and spread["binllm"][1] > 0.01
     # a bigger sample varies less; a sample as big as the split does not vary, and is left out
-    bigger = {step: (a, u) for step, a, u in rp.sample_spread(tmp_path, metrics, 600, draws=20)}
+    bigger = {step: (a, u) for step, a, u in rp.sample_spread(preds, 600, draws=20)}
     assert bigger["binllm"][0] < spread["binllm"][0]
-    assert rp.sample_spread(tmp_path, metrics, len(users), draws=5) == []
+    assert rp.sample_spread(preds, len(users), draws=5) == []
     # the report states it under the same-rows table
     same = [("binllm", 0.55, 0.5, 200), ("collm_mf", 1.0, 1.0, 200)]
-    report = rp.report_markdown("ml-1m", "cpu", metrics, same, rp.sample_spread(tmp_path, metrics, 200, draws=20))
+    report = rp.report_markdown("ml-1m", "cpu", metrics, same, rp.sample_spread(preds, 200, draws=20))
     assert (f"| BinLLM | binllm | ±{spread['binllm'][0]:.4f} | ±{spread['binllm'][1]:.4f} | +0.0500 | +0.0000 |"
             in report)
