@@ -78,10 +78,11 @@ class TokenizedSplit:
     def __len__(self):
         return len(self.input_ids)
 
-    def batch(self, indices):
+    def batch(self, indices, pad_multiple=1):
         """Left-padded `input_ids` and `attention_mask`, plus `labels`, `users`, `items` (and `his` when the
-        split has histories) for the given row positions."""
-        width = int(self.lengths[indices].max())
+        split has histories) for the given row positions. The width is the longest prompt rounded up to a
+        multiple of `pad_multiple` (a compiled forward then sees few shapes)."""
+        width = -(-int(self.lengths[indices].max()) // pad_multiple) * pad_multiple
         ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
         for row, i in enumerate(indices):
@@ -94,13 +95,13 @@ class TokenizedSplit:
             out["his"] = self.his[indices]
         return out
 
-    def eval_batches(self, batch_size, positions=None):
+    def eval_batches(self, batch_size, positions=None, pad_multiple=1):
         """Yields (positions, batch) over the given positions (default: all), shortest prompts first."""
         positions = np.arange(len(self)) if positions is None else np.asarray(positions)
         order = positions[np.argsort(self.lengths[positions], kind="stable")]
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            yield chunk, self.batch(chunk)
+            yield chunk, self.batch(chunk, pad_multiple)
 
 
 class TrainBatches:

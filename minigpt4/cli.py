@@ -17,6 +17,7 @@ import minigpt4  # noqa: F401  (fills the registry)
 from minigpt4 import registry
 from minigpt4.config import ConfigError, load_config, reference_markdown
 from minigpt4.data.splits import DataError
+from minigpt4.precision import resolve_precision
 from minigpt4.prompting import PromptError
 from minigpt4.train import distributed as dist
 from minigpt4.train.run_dir import RunDir
@@ -123,10 +124,10 @@ def run_llm(cfg, task, device):
         from minigpt4.train.checkpoint import adapter_lora_config, find_checkpoint
 
         cfg.model.lora_config.update(adapter_lora_config(find_checkpoint(cfg.model.ckpt)))
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.run.amp and torch.cuda.is_bf16_supported() else torch.float32
+    precision = resolve_precision(cfg.run, device)
     model_cls = registry.get("model", cfg.model.arch)
     mode, rc = task.llm_mode, cfg.model.rec_config
-    model = model_cls.from_config(cfg.model, dtype=dtype, slots=mode == "slots")
+    model = model_cls.from_config(cfg.model, dtype=precision.dtype, slots=mode == "slots")
     if model.collab is not None and model.collab.encoder is not None:
         attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
     model = model.to(device)
@@ -155,8 +156,9 @@ def run_llm(cfg, task, device):
     example = splits[names[0]]
     print(f"run directory: {run_dir.path}; mode {mode}; backbone {cfg.model.llama_model}; device {device}"
           + (f"; slots filled by {cfg.model.rec_model}" if mode == "slots" else ""))
+    print(precision.describe())
     print(f"example prompt ({example.lengths[0]} tokens): {decode(model.tokenizer, example.input_ids[0])}")
-    runner = registry.get("runner", cfg.run.runner)(cfg, model, splits, run_dir, device, meta)
+    runner = registry.get("runner", cfg.run.runner)(cfg, model, splits, run_dir, device, meta, precision)
     results = {}
     trains = any(p.requires_grad for p in model.parameters())
     if not evaluate and trains:
@@ -164,6 +166,7 @@ def run_llm(cfg, task, device):
         results.update(runner.test(cfg.run.test_splits))
     else:
         results.update(runner.test(cfg.run.test_splits, reload_best=False))
+    results["precision"] = {"dtype": precision.name, "why": precision.reason, **runner.compiled_info}
     run_dir.write_json("metrics.json", results)
     print(json.dumps({s: {k: round(v, 4) for k, v in m.items() if k in ("auc", "uauc")}
                       for s, m in results.items() if s in cfg.run.test_splits}))

@@ -122,8 +122,10 @@ _RUN = {
     "seed": Key(42, int, "Random seed (python, numpy, torch)."),
     "output_dir": Key("runs", str, "Each run writes `{output_dir}/{job_id}/`."),
     "job_id": Key("", str, "Name of the run directory; empty = a timestamp. An existing directory is never overwritten."),
-    "amp": Key(True, bool, "bf16 autocast on CUDA devices that support it; ignored on CPU (fp32 measured faster there)."),
-    "tf32": Key(True, bool, "With run.amp False on CUDA, fp32 matrix products use TensorFloat-32 (Ampere and later: several times faster, 10-bit mantissa, the PyTorch/HF Trainer speed setting). False = strict fp32."),
+    "dtype": Key("auto", str, "Number format of the backbone's weights and products: `bf16` (frozen weights loaded in bf16, forwards under bf16 autocast), `fp32`, or `auto`: bf16 where the hardware multiplies bf16 (AMX or AVX-512 BF16 on a CPU, bf16 tensor cores on a GPU), fp32 elsewhere (an AVX2 CPU emulates bf16 several times slower than fp32). LoRA and mapping weights, their optimizer state, the score head and the loss stay fp32 either way. The start-up line says what was chosen and why.", ("auto", "fp32", "bf16")),
+    "amp": Key(True, bool, "Upstream key (bf16 autocast). Read only with run.dtype: auto, where False keeps fp32."),
+    "compile": Key("auto", str, "`torch.compile` the scoring forward (batches padded to a multiple of 16 tokens, so few shapes compile). `auto`: only where it can pay back its compile time (80-280 s): bf16 on a CPU and at least 2,000 rows to score; fp32 CPU scoring is bound by matrix products and gained nothing. `true` / `false`: always / never.", ("auto", "true", "false")),
+    "tf32": Key(True, bool, "When a CUDA run computes in fp32, matrix products use TensorFloat-32 (Ampere and later: several times faster, 10-bit mantissa, the PyTorch/HF Trainer speed setting). False = strict fp32."),
     "resume_ckpt_path": Key(None, str, "Continue an interrupted training run: its run directory (it must hold `resume/latest`). Restores the trained weights, optimizer, RNG states, batch position, early-stopping state and the epoch's losses, and keeps writing into that directory. Use the run's own config: `--cfg-path <run dir>/config.yaml --options run.resume_ckpt_path=<run dir>`.", nullable=True),
     "save_every_steps": Key(0, int, "Also write a resume point every this many optimizer steps (0 = only after each epoch). A resume point holds the trained weights and the optimizer state."),
     "evaluate": Key(False, bool, "True: skip training and evaluate `model.ckpt` on `test_splits` (what eval.py does)."),
@@ -168,7 +170,10 @@ def _coerce(value, key: Key, where):
             pass
     if want is str and isinstance(value, bool) and key.choices:
         # YAML 1.1 reads an unquoted yes/no as a boolean
-        value = {True: "yes", False: "no"}[value] if {"yes", "no"} & set(key.choices) else value
+        for yes, no in (("yes", "no"), ("true", "false")):
+            if yes in key.choices or no in key.choices:
+                value = yes if value else no
+                break
     if want is list and isinstance(value, tuple):
         value = list(value)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):

@@ -328,9 +328,10 @@ def _aside(path, why="incomplete"):
 
 
 # Keys in which a run's config.yaml differs from its plan by design: the user / item counts the runner derives
-# from the splits, and the resume point a resumed run was given.
+# from the splits, the resume point a resumed run was given, and the precision settings, which belong to the
+# machine (bf16 moves scores within rounding; each run's metrics.json records what it computed in).
 DERIVED_KEYS = {"model.user_num", "model.item_num", "model.rec_config.user_num", "model.rec_config.item_num",
-                "run.resume_ckpt_path"}
+                "run.resume_ckpt_path", "run.dtype", "run.amp", "run.compile"}
 
 
 def _flat(tree, prefix=""):

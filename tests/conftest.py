@@ -15,6 +15,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# run.dtype: auto would pick bf16 on a CPU with AMX: the suite's runs compute in fp32 on every machine (inherited
+# by the torchrun processes it starts); test_precision.py checks the detection itself.
+os.environ["BINLLM_CPU_BF16"] = "0"
 
 ML1M_FILES = ("train_ood2.pkl", "valid_ood2.pkl", "valid_small_ood2.pkl", "test_ood2.pkl")
 ML1M_ZIP = Path(__file__).parents[1].parent / "shared/data/ml-1m.zip"

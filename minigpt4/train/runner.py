@@ -6,7 +6,6 @@ Several processes (torchrun): DDP, or FSDP with `run.fsdp`. The rows of each opt
 global batch (`TrainBatches`), so N processes x batch b train like 1 process x batch N*b. Validation metrics are
 taken from rank 0 and broadcast, so every rank makes the same early-stopping decision; rank 0 writes."""
 
-import contextlib
 import math
 import time
 
@@ -17,6 +16,7 @@ from tqdm import tqdm
 from minigpt4.batching import TrainBatches
 from minigpt4.config import accumulation_steps
 from minigpt4.metrics import evaluate_scores
+from minigpt4.precision import COMPILE_PAD_MULTIPLE, resolve_precision
 from minigpt4.registry import register
 from minigpt4.train import distributed as dist
 from minigpt4.train.checkpoint import save_checkpoint
@@ -46,12 +46,14 @@ def param_groups(model, weight_decay):
 
 @register("runner", "rec_runner_base")
 class RecRunner:
-    def __init__(self, cfg, model, splits, run_dir, device, meta):
+    def __init__(self, cfg, model, splits, run_dir, device, meta, precision=None):
         self.cfg, self.run = cfg, cfg.run
         self.model, self.splits, self.run_dir, self.device = model, splits, run_dir, device
         self.meta = meta  # written next to each checkpoint, checked when it is loaded again
-        use_bf16 = device.type == "cuda" and self.run.amp and torch.cuda.is_bf16_supported()
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.precision = precision or resolve_precision(cfg.run, device)
+        self.autocast = self.precision.autocast
+        self.compiled = None  # the compiled scoring forward, built on first use when run.compile asks for it
+        self.compiled_info = {"compiled": False}
         self.ckpt_path = run_dir.path / "checkpoint_best"
         self.log = print if dist.is_main() else (lambda *a, **k: None)
         self.sharded = False  # True once FSDP has sharded the model: every rank must then run every forward
@@ -80,12 +82,18 @@ class RecRunner:
         mine = need[dist.rank()::dist.world_size()]
         pos_out, score_out = [], []
         start = time.time()
-        batches = data.eval_batches(self.run.batch_size_eval, mine)
+        forward = self._scoring_forward(len(need))
+        pad = COMPILE_PAD_MULTIPLE if forward is not self.model else 1
+        batches = data.eval_batches(self.run.batch_size_eval, mine, pad_multiple=pad)
         total = -(-len(mine) // self.run.batch_size_eval)
         for pos, batch in tqdm(batches, total=total, desc=f"scoring {split}", leave=False, mininterval=10,
                                disable=not dist.is_main()):
+            first = time.time()
             with self.autocast():
-                s = self.model(**self.inputs(batch))
+                s = forward(**self.inputs(batch))
+            if forward is not self.model and "compile_s" not in self.compiled_info:
+                self.compiled_info["compile_s"] = time.time() - first  # the first batch waits for the compiler
+                self.log(f"compiled the scoring forward in {self.compiled_info['compile_s']:.0f} s (first batch included)")
             pos_out.append(pos)
             score_out.append(s.float().cpu().numpy())
         if self.sharded:  # sharded forwards are collectives: a rank with fewer batches runs throw-away ones
@@ -102,6 +110,22 @@ class RecRunner:
         memo.update((keys[i], scores[i]) for i in need)
         # no speed when every prompt came from the memo: nothing was scored here
         return scores, (len(need) / max(time.time() - start, 1e-9) if len(need) else None)
+
+    def _scoring_forward(self, rows):
+        """The model, or its compiled forward when run.compile asks for it for `rows` rows to score. Compiled once
+        with dynamic shapes; batches are padded to a multiple of COMPILE_PAD_MULTIPLE tokens, which keeps the
+        shapes few (left padding changes no score: positions count real tokens only)."""
+        if self.compiled is not None:
+            return self.compiled
+        wanted, why = self.precision.compile_scoring(rows)
+        if not wanted or self.sharded:
+            if "compile_why" not in self.compiled_info:
+                self.compiled_info["compile_why"] = why if not self.sharded else "FSDP-sharded model: not compiled"
+            return self.model
+        self.log(f"compiling the scoring forward ({why})")
+        self.compiled = torch.compile(self.model, dynamic=True)
+        self.compiled_info = {"compiled": True, "compile_why": why}
+        return self.compiled
 
     def evaluate(self, split, memo=None):
         data = self.splits[split]
@@ -158,7 +182,7 @@ class RecRunner:
                         raise FloatingPointError(
                             f"loss is {loss.item()} at epoch {epoch} step {step}; training stopped. The last good "
                             f"checkpoint is {self.ckpt_path} (resume point: {self.run_dir.path / 'resume'}). "
-                            "Lower run.init_lr, or use run.amp: False if this ran in bf16.")
+                            "Lower run.init_lr, or use run.dtype: fp32 if this ran in bf16.")
                     (loss / accum).backward()
                     step_loss += loss.item() / accum
                 state["losses"].append(dist.mean_over_ranks(step_loss))  # the loss of the global batch

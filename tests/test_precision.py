@@ -1,0 +1,168 @@
+"""run.dtype and run.compile: what `auto` picks on which hardware, and that bf16 and compiled scoring score like
+fp32 eager scoring (tiny Llama, synthetic data)."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import write_yaml
+from minigpt4 import precision
+from minigpt4.cli import main
+from minigpt4.config import ConfigError, load_config
+from minigpt4.precision import COMPILE_MIN_ROWS, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def run_cfg(dtype="auto", amp=True, compile="auto"):
+    return SimpleNamespace(dtype=dtype, amp=amp, compile=compile)
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    """Pretend the CPU has the given bf16 features (the suite's BINLLM_CPU_BF16=0 is lifted here)."""
+    monkeypatch.delenv("BINLLM_CPU_BF16", raising=False)
+
+    def set_flags(amx=False, avx512_bf16=False, capability="AVX2"):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    return set_flags
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, capability, expect", [
+    (True, True, "AVX512", torch.bfloat16),     # Sapphire Rapids and later: AMX
+    (False, True, "AVX512", torch.bfloat16),    # Cooper Lake, Zen 4: AVX-512 BF16 without AMX
+    (False, False, "AVX512", torch.float32),    # Skylake/Cascade Lake: AVX-512 without bf16
+    (False, False, "AVX2", torch.float32),      # AVX2 only (Zen 2/3): bf16 is emulated
+])
+def test_auto_picks_bf16_only_where_the_cpu_multiplies_it(cpu_flags, amx, avx512_bf16, capability, expect):
+    cpu_flags(amx, avx512_bf16, capability)
+    p = resolve_precision(run_cfg(), CPU)
+    assert p.dtype == expect
+    assert capability in p.reason and ("AMX" in p.reason if amx else True)
+    assert ("emulated" in p.reason) == (expect == torch.float32)
+
+
+def test_explicit_dtype_and_amp(cpu_flags):
+    cpu_flags(amx=True, avx512_bf16=True)
+    assert resolve_precision(run_cfg("fp32"), CPU).dtype == torch.float32
+    assert resolve_precision(run_cfg(amp=False), CPU).dtype == torch.float32  # upstream `amp: False` keeps fp32
+    assert "run.amp: False" in resolve_precision(run_cfg(amp=False), CPU).reason
+    cpu_flags()  # no bf16 hardware: an explicit bf16 still runs, and says it will be slow
+    p = resolve_precision(run_cfg("bf16"), CPU)
+    assert p.dtype == torch.bfloat16 and "slower" in p.reason
+
+
+def test_cuda_resolution(monkeypatch):
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(precision, "cuda_bf16_hardware", lambda device: (True, "H100 has bf16 tensor cores"))
+    assert resolve_precision(run_cfg(), gpu).dtype == torch.bfloat16
+    assert resolve_precision(run_cfg(amp=False), gpu).dtype == torch.float32
+    monkeypatch.setattr(precision, "cuda_bf16_hardware", lambda device: (False, "V100 has no native bf16"))
+    assert resolve_precision(run_cfg(), gpu).dtype == torch.float32
+    with pytest.raises(ConfigError, match="run.dtype = bf16.*V100"):
+        resolve_precision(run_cfg("bf16"), gpu)
+
+
+def test_environment_override(monkeypatch):
+    monkeypatch.setenv("BINLLM_CPU_BF16", "1")
+    assert resolve_precision(run_cfg(), CPU).dtype == torch.bfloat16
+    monkeypatch.setenv("BINLLM_CPU_BF16", "0")
+    assert resolve_precision(run_cfg(), CPU).dtype == torch.float32
+
+
+def test_compile_decision(cpu_flags):
+    cpu_flags(amx=True)
+    bf16 = resolve_precision(run_cfg(), CPU)
+    assert bf16.compile_scoring(COMPILE_MIN_ROWS)[0]
+    assert not bf16.compile_scoring(COMPILE_MIN_ROWS - 1)[0]  # a small split cannot pay back the compile
+    fp32 = resolve_precision(run_cfg("fp32"), CPU)
+    assert not fp32.compile_scoring(10**6)[0]  # fp32 on a CPU: measured no gain
+    assert resolve_precision(run_cfg("fp32", compile="true"), CPU).compile_scoring(5)[0]
+    assert not resolve_precision(run_cfg(compile="false"), CPU).compile_scoring(10**6)[0]
+
+
+def test_config_keys(tmp_path):
+    cfg = write_yaml(tmp_path / "c.yaml", "model: {}\ndatasets:\n  synthetic: {path: x}\nrun:\n  compile: True\n")
+    run = load_config(cfg).run
+    assert (run.dtype, run.compile) == ("auto", "true")
+    assert load_config(cfg, ["run.compile=False", "run.dtype=bf16"]).run.compile == "false"
+    with pytest.raises(ConfigError, match=r"run.dtype must be one of \['auto', 'fp32', 'bf16'\]"):
+        load_config(cfg, ["run.dtype=float16"])
+
+
+# ------------------------------------------------------------------------------------ scores through the CLI
+def _eval_yaml(d, data, llama, out):
+    return write_yaml(d / "eval.yaml", f"""\
+model:
+  llama_model: {llama}
+  prompt_path: prompts/tallrec_movie.txt
+  score_type: yes_minus_no
+  lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.0}}
+datasets:
+  synthetic:
+    path: {data}
+run:
+  mode: v2
+  batch_size_eval: 16
+  max_eval_rows: 60
+  test_splits: [test]
+  device: cpu
+  output_dir: {out}
+""")
+
+
+@pytest.fixture(scope="module")
+def evals(tiny_llama, synthetic_dir, tmp_path_factory):
+    """The base model (fresh LoRA) scored three ways: fp32 eager, bf16, fp32 compiled."""
+    d = tmp_path_factory.mktemp("precision")
+    cfg = _eval_yaml(d, synthetic_dir, tiny_llama, d / "runs")
+    out = {}
+    for job, options in (("fp32", ["run.dtype=fp32"]), ("bf16", ["run.dtype=bf16"]),
+                         ("compiled", ["run.dtype=fp32", "run.compile=true"])):
+        main("eval", "eval", ["--cfg-path", str(cfg), "--options", f"run.job_id={job}", *options])
+        run = d / "runs" / job
+        out[job] = {"metrics": json.loads((run / "metrics.json").read_text()),
+                    "scores": pd.read_csv(run / "predictions_test.csv")}
+    return out
+
+
+def test_bf16_scores_equal_fp32_scores_within_tolerance(evals):
+    a, b = (evals[k]["scores"] for k in ("fp32", "bf16"))
+    assert (a[["uid", "iid", "label"]].to_numpy() == b[["uid", "iid", "label"]].to_numpy()).all()
+    x, y = a["score"].to_numpy(), b["score"].to_numpy()
+    # bf16 keeps 8 mantissa bits: on the tiny model (score sd ~0.6) scores moved by at most 0.044 (7% of the sd)
+    assert np.abs(x - y).max() <= 0.15 * x.std()
+    assert np.corrcoef(x, y)[0, 1] > 0.999
+    assert evals["bf16"]["metrics"]["test"]["auc"] == pytest.approx(evals["fp32"]["metrics"]["test"]["auc"], abs=0.02)
+    assert evals["bf16"]["metrics"]["precision"]["dtype"] == "bf16"
+    info = evals["fp32"]["metrics"]["precision"]
+    assert info["dtype"] == "fp32" and info["why"] == "run.dtype: fp32" and info["compiled"] is False
+    assert "too few" in info["compile_why"]  # auto: 60 rows cannot pay back a compile
+
+
+def test_compiled_scoring_equals_eager_scoring(evals):
+    eager, compiled = evals["fp32"], evals["compiled"]
+    np.testing.assert_allclose(compiled["scores"]["score"], eager["scores"]["score"], atol=1e-4)
+    assert compiled["metrics"]["test"]["auc"] == pytest.approx(eager["metrics"]["test"]["auc"], abs=1e-6)
+    info = compiled["metrics"]["precision"]
+    assert info["compiled"] is True and info["compile_s"] > 0 and eager["metrics"]["precision"]["compiled"] is False
+
+
+def test_bf16_training_keeps_trained_weights_fp32(tiny_llama, synthetic_dir, tmp_path):
+    """A bf16 run: frozen backbone in bf16, LoRA weights (and so their AdamW state) in fp32, finite loss."""
+    cfg = _eval_yaml(tmp_path, synthetic_dir, tiny_llama, tmp_path / "runs")
+    results = main("llm", "stage 1", ["--cfg-path", str(cfg), "--options", "run.job_id=bf16", "run.dtype=bf16",
+                                      "run.max_epoch=1", "run.iters_per_epoch=3", "run.batch_size_train=4",
+                                      "run.warmup_steps=1", "run.init_lr=1e-3", "run.valid_splits=[]"])
+    assert results["precision"]["dtype"] == "bf16" and results["train"]["steps"] == 3
+    from safetensors.torch import load_file
+
+    adapter = load_file(str(tmp_path / "runs" / "bf16" / "checkpoint_best" / "adapter_model.safetensors"))
+    assert adapter and all(t.dtype == torch.float32 for t in adapter.values())
+    assert np.isfinite(results["test"]["auc"])
