@@ -7,21 +7,26 @@ own: prompts tokenised once, length-grouped batches, only the last position's hi
 `torch.inference_mode`, vectorised UAUC.
 
 Reported per path: samples/s, real (non-pad) tokens/s, peak memory over the phase, and model FLOPs utilisation =
-useful model FLOPs per second / this machine's measured matmul FLOP/s. Also: our scoring in fp32 vs bf16, tokens
-per prompt for text-only / binary / dot-decimal prompts, how much of a prompt a user's previous prompt shares
-(what a key/value prefix cache could save), and UAUC on 1M synthetic rows, loop vs vectorised.
+useful model FLOPs per second / this machine's measured matmul FLOP/s in the phase's number format. Our path runs
+in the precision `run.dtype: auto` picks here (`minigpt4/precision.py`). Also, in the same run: our path in fp32,
+bf16 and bf16 + compiled scoring (`run.dtype`, `run.compile`), for scoring and training, and how far bf16 moves
+the scores and AUC/UAUC of the same rows from fp32; tokens per prompt for text-only / binary / dot-decimal prompts,
+how much of a prompt a user's previous prompt shares (what a key/value prefix cache could save), and UAUC on 1M
+synthetic rows, loop vs vectorised.
 
-    python benchmark.py                      # ~5 min on 2 CPU cores: ML-1M prompts if data/ml-1m exists
+    python benchmark.py                      # 2 CPU cores: ML-1M prompts if data/ml-1m exists (results/speed/)
     python benchmark.py --device cuda --train-rows 512 --score-rows 2048
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 
 from minigpt4.batching import TokenizedSplit, TrainBatches
 from minigpt4.metrics import auc, evaluate_scores, uauc
+from minigpt4.precision import COMPILE_PAD_MULTIPLE, Precision, resolve_precision
 from minigpt4.prompting import build_prompts, fill_prompt, history_text, load_prompt, target_text
 from minigpt4.text_codes import CodeTable, render_codes
 
@@ -73,17 +79,19 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def matmul_flops(device, dtype, n=1024, repeat=10):
-    """Measured dense matmul FLOP/s of this device in `dtype`: the hardware limit MFU is measured against."""
+def matmul_flops(device, dtype, n=1024, repeat=10, budget_s=5.0):
+    """Measured dense matmul FLOP/s of this device in `dtype`: the hardware limit MFU is measured against.
+    Stops after `budget_s` seconds (an emulated bf16 product takes seconds each)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     sync(device)
-    start = time.perf_counter()
-    for _ in range(repeat):
+    start, done = time.perf_counter(), 0
+    while done < repeat and (done == 0 or time.perf_counter() - start < budget_s):
         a @ b
-    sync(device)
-    return 2 * n ** 3 * repeat / (time.perf_counter() - start)
+        done += 1
+        sync(device)
+    return 2 * n ** 3 * done / (time.perf_counter() - start)
 
 
 def flops_per_token(lm):
@@ -171,25 +179,29 @@ def reference_train_steps(rec, tokenizer, rows, prompt, bits, mode, batch_size, 
 
 
 # -------------------------------------------------------------------------------------------------- our path
-def our_score(rec, split, batch_size, device):
+def our_score(rec, split, batch_size, device, forward=None, pad_multiple=1):
+    """forward: the module to call (a compiled one), default `rec`; tokens count real (non-pad) tokens."""
     rec.eval()
+    forward = rec if forward is None else forward
     scores, tokens = np.zeros(len(split)), 0
     with torch.inference_mode():
-        for pos, batch in split.eval_batches(batch_size):
+        for pos, batch in split.eval_batches(batch_size, pad_multiple=pad_multiple):
             inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            scores[pos] = rec(**inputs).float().cpu().numpy()
+            scores[pos] = forward(**inputs).float().cpu().numpy()
             tokens += int(batch["attention_mask"].sum())
     return scores, tokens
 
 
-def our_train_steps(rec, split, batch_size, steps, device, optimizer, seed=0):
+def our_train_steps(rec, split, batch_size, steps, device, optimizer, seed=0, autocast=contextlib.nullcontext):
     batches = TrainBatches(split, batch_size, seed, bucket=50)
     rec.train()
     tokens = 0
     for _ in range(steps):
         batch = next(batches)
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        loss = rec.loss(rec(**inputs), batch["labels"].to(device))
+        with autocast():
+            scores = rec(**inputs)
+        loss = rec.loss(scores, batch["labels"].to(device))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -214,6 +226,98 @@ def phase(samples, tokens, seconds, peak, flops_token, machine, train=False):
     useful = flops_token * tokens * (2 if train else 1)
     return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
             "peak_memory_gib": peak, "mfu": useful / seconds / machine}
+
+
+# ------------------------------------------------------------------------------------------------ precision
+MODES = ("fp32", "bf16", "bf16+compile")
+
+
+def precision_modes(args, device, tok, rows, prompt, table, machine, flops_token):
+    """Our path in each of `args.modes` on the same rows and (seeded) weights: scoring and training speed, and how
+    far bf16 and compiling move the scores from fp32 eager scoring of the same rows."""
+    sub = rows.iloc[:args.dtype_rows]
+    split = TokenizedSplit(tok, build_prompts(sub, prompt, table), sub, 10**6)
+    train = TokenizedSplit(tok, build_prompts(rows, prompt, table), rows, 10**6)
+    head = sub.iloc[:args.batch_eval]
+    head_split = TokenizedSplit(tok, build_prompts(head, prompt, table), head, 10**6)
+    out, scores = {"rows": len(split), "train_steps": args.dtype_steps}, {}
+    for mode in args.modes:
+        dtype = torch.bfloat16 if mode.startswith("bf16") else torch.float32
+        p = Precision(dtype, device.type, f"benchmark mode {mode}")
+        model = build(args, device, dtype)
+        forward, pad, res = model, 1, {}
+        if mode.endswith("+compile"):
+            forward, pad = torch.compile(model, dynamic=True), COMPILE_PAD_MULTIPLE
+        with p.autocast():  # warm-up: first kernels; for the compiled mode this is the compile
+            _, res["first_batch_s"], _ = timed(device, our_score, model, head_split, args.batch_eval, device,
+                                               forward, pad)
+            (scores[mode], tokens), secs, mem = timed(device, our_score, model, split, args.batch_eval, device,
+                                                      forward, pad)
+        res["scoring"] = phase(len(split), tokens, secs, mem, flops_token, machine[p.name])
+        m = evaluate_scores(split.uids, split.labels, scores[mode])
+        res["scoring"].update(auc=m["auc"], uauc=m["uauc"])
+        if not mode.endswith("+compile") and args.dtype_steps:  # run.compile compiles scoring only
+            opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+            our_train_steps(model, train, args.batch_train, 1, device, opt, 99, p.autocast)  # warm-up step
+            tokens, secs, mem = timed(device, our_train_steps, model, train, args.batch_train, args.dtype_steps,
+                                      device, opt, 0, p.autocast)
+            res["training"] = phase(args.dtype_steps * args.batch_train, tokens, secs, mem, flops_token,
+                                    machine[p.name], train=True)
+        out[mode] = res
+        del model, forward
+        line = f"{mode}: scoring {res['scoring']['samples_per_s']:.2f} samples/s (first batch {res['first_batch_s']:.0f} s)"
+        if "training" in res:
+            line += f", training {res['training']['samples_per_s']:.2f} samples/s"
+        print(line, flush=True)
+    if "fp32" in scores:
+        base = scores["fp32"]
+        for mode in scores:
+            if mode == "fp32":
+                continue
+            d = scores[mode] - base
+            out[mode]["vs_fp32"] = {
+                "max_abs_score_diff": float(np.abs(d).max()), "score_sd": float(base.std()),
+                "pearson": float(np.corrcoef(base, scores[mode])[0, 1]),
+                "auc_diff": out[mode]["scoring"]["auc"] - out["fp32"]["scoring"]["auc"],
+                "uauc_diff": out[mode]["scoring"]["uauc"] - out["fp32"]["scoring"]["uauc"],
+                "scoring_speedup": out[mode]["scoring"]["samples_per_s"] / out["fp32"]["scoring"]["samples_per_s"]}
+            if "training" in out[mode] and "training" in out["fp32"]:
+                out[mode]["vs_fp32"]["training_speedup"] = (out[mode]["training"]["samples_per_s"]
+                                                           / out["fp32"]["training"]["samples_per_s"])
+    return out
+
+
+def profile_modes(args, device, tok, rows, prompt, table, folder):
+    """torch.profiler's per-op table of one scoring batch and one training step in each eager mode (fp32, bf16),
+    written to `folder/profile_<mode>.txt`; returns {mode: the ten ops with the most self CPU time}."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sub = rows.iloc[:args.batch_train]
+    split = TokenizedSplit(tok, build_prompts(sub, prompt, table), sub, 10**6)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    out = {}
+    for mode in [m for m in args.modes if not m.endswith("+compile")]:
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+        p = Precision(dtype, device.type, f"profile {mode}")
+        model = build(args, device, dtype)
+        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+        with p.autocast():
+            our_score(model, split, args.batch_train, device)  # warm-up
+        with profile(activities=activities) as prof:
+            with p.autocast():
+                our_score(model, split, args.batch_train, device)
+            our_train_steps(model, split, args.batch_train, 1, device, opt, 0, p.autocast)
+        table_text = prof.key_averages().table(sort_by=sort, row_limit=25)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"profile_{mode}.txt").write_text(table_text + "\n")
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        out[mode] = [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total,
+                      "calls": e.count} for e in events]
+        print(f"profile {mode}: " + ", ".join(f"{e['op']} {e['share']:.0%}" for e in out[mode][:5]), flush=True)
+        del model, opt
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- analyses
@@ -287,20 +391,22 @@ def run(args):
     user_num, item_num = int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1
     bits = random_codes(user_num, item_num)  # speed does not depend on the code values
     prompt = load_prompt(PROMPT)
-    fast_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    # our path in the precision the framework picks here (run.dtype: auto); the reference path stays fp32
+    ours_p = resolve_precision(SimpleNamespace(dtype="auto", amp=True, compile="false"), device)
+    fast_dtype = ours_p.dtype
     rec = build(args, device, torch.float32)
     tok = rec.tokenizer
     lm = rec.causal_lm
     flops_token = flops_per_token(lm)
-    machine = {"fp32": matmul_flops(device, torch.float32)}
-    if device.type == "cuda":
-        machine["bf16"] = matmul_flops(device, torch.bfloat16)
+    machine = {"fp32": matmul_flops(device, torch.float32), "bf16": matmul_flops(device, torch.bfloat16)}
     report = {"device": str(device), "platform": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "data": str(data),
-              "backbone": args.llama, "flops_per_token": flops_token, "matmul_flops": machine,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "data": str(data), "backbone": args.llama, "flops_per_token": flops_token,
+              "matmul_flops": machine, "auto_precision": {"dtype": ours_p.name, "why": ours_p.reason},
               "train_rows": args.train_rows, "score_rows": args.score_rows, "batch_train": args.batch_train,
               "batch_eval": args.batch_eval}
     print(f"device {device}; machine matmul: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in machine.items()))
+    print(f"our path: {ours_p.describe()}")
 
     # ---- scoring, same weights: ours vs reference; metrics must agree
     score_rows = rows.iloc[:args.score_rows]
@@ -308,22 +414,21 @@ def run(args):
     start = time.perf_counter()
     split = TokenizedSplit(tok, build_prompts(score_rows, prompt, table), score_rows, 10**6)
     report["tokenize_once_s"] = time.perf_counter() - start
-    auto = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    # Our path as the framework runs it: on CUDA the frozen weights are loaded in bf16 (run.amp), which also spares
-    # autocast a cast of every weight in every forward; same seed, so the same weights up to bf16 rounding.
+    # Our path as the framework runs it: in bf16 the frozen weights are loaded in bf16, which also spares autocast
+    # a cast of every weight in every forward; same seed, so the same weights up to bf16 rounding.
     fast = rec if fast_dtype == torch.float32 else build(args, device, fast_dtype)
     if device.type == "cuda":  # first kernels (cuBLAS handles, autotuning) are slow: one untimed batch per path
         head = score_rows.iloc[:args.batch_eval]
-        with auto:
+        with ours_p.autocast():
             our_score(fast, TokenizedSplit(tok, build_prompts(head, prompt, table), head, 10**6), args.batch_eval, device)
         reference_score(rec, tok, head, prompt, bits, "binary", args.batch_eval, device)
-    with auto:
+    with ours_p.autocast():
         (ours, o_tokens), o_s, o_mem = timed(device, our_score, fast, split, args.batch_eval, device)
     (ref, r_tokens), r_s, r_mem = timed(device, reference_score, rec, tok, score_rows, prompt, bits, "binary",
                                         args.batch_eval, device)
     m_fast = evaluate_scores(split.uids, split.labels, ours)
     m_ref = {"auc": auc(split.labels, ref), "uauc": reference_uauc(split.uids, split.labels, ref)}
-    fast_machine = machine.get("bf16", machine["fp32"]) if device.type == "cuda" else machine["fp32"]
+    fast_machine = machine[ours_p.name]
     report["scoring"] = {"ours": phase(len(split), o_tokens, o_s, o_mem, flops_token, fast_machine),
                          "reference": phase(len(split), r_tokens, r_s, r_mem, flops_token, machine["fp32"]),
                          "ours_metrics": {k: m_fast[k] for k in ("auc", "uauc")}, "reference_metrics": m_ref,
@@ -342,10 +447,9 @@ def run(args):
         model = build(args, device, fast_dtype if name == "ours" else torch.float32)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         if name == "ours":
-            our_train_steps(model, train_split, args.batch_train, 1, device, opt, seed=99)  # warm-up step
-            with auto:
-                tokens, secs, mem = timed(device, our_train_steps, model, train_split, args.batch_train, steps,
-                                          device, opt)
+            our_train_steps(model, train_split, args.batch_train, 1, device, opt, 99, ours_p.autocast)  # warm-up
+            tokens, secs, mem = timed(device, our_train_steps, model, train_split, args.batch_train, steps,
+                                      device, opt, 0, ours_p.autocast)
         else:
             reference_train_steps(model, tok, train_rows, prompt, bits, "binary", args.batch_train, 1, device, opt, 99)
             tokens, secs, mem = timed(device, reference_train_steps, model, tok, train_rows, prompt, bits, "binary",
@@ -358,19 +462,10 @@ def run(args):
     print(f"training: ours {results['ours']['samples_per_s']:.2f} samples/s, reference "
           f"{results['reference']['samples_per_s']:.2f} -> x{results['speedup']:.2f}")
 
-    # ---- fp32 vs bf16 for our scoring on this device
-    other = torch.bfloat16 if device.type == "cpu" else torch.float32
-    sub = rows.iloc[:args.dtype_rows]
-    sub_split = TokenizedSplit(tok, build_prompts(sub, prompt, table), sub, 10**6)
-    dtypes = {}
-    for dtype in (fast_dtype, other):
-        model = build(args, device, dtype)
-        our_score(model, sub_split, args.batch_eval, device)  # warm-up pass (first kernels are slow)
-        _, secs, _ = timed(device, our_score, model, sub_split, args.batch_eval, device)
-        dtypes[str(dtype).removeprefix("torch.")] = len(sub_split) / secs
-        del model
-    report["scoring_dtype_samples_per_s"] = dtypes
-    print("our scoring by weight dtype: " + ", ".join(f"{k} {v:.2f} samples/s" for k, v in dtypes.items()))
+    # ---- our path in each precision: fp32, bf16, bf16 + compiled scoring
+    report["precision"] = precision_modes(args, device, tok, rows, prompt, table, machine, flops_token)
+    if args.profile:
+        report["profile"] = profile_modes(args, device, tok, rows, prompt, table, Path(args.out).parent)
 
     report["tokens_per_prompt"] = prompt_lengths(tok, score_rows, bits)
     report["shared_prefix_fraction"] = shared_prefix(split)
@@ -396,14 +491,23 @@ def parse(argv=None):
     p.add_argument("--score-type", default="yes", choices=("yes", "yes_minus_no"))
     p.add_argument("--train-rows", type=int, default=48)
     p.add_argument("--score-rows", type=int, default=128)
-    p.add_argument("--dtype-rows", type=int, default=32)
+    p.add_argument("--dtype-rows", type=int, default=32, help="rows scored in each precision mode")
+    p.add_argument("--dtype-steps", type=int, default=3, help="training steps in each precision mode (0: none)")
+    p.add_argument("--profile", action="store_true", help="also write torch.profiler's per-op tables of one scoring "
+                   "batch and one training step per eager mode (profile_<mode>.txt next to --out)")
+    p.add_argument("--modes", type=lambda v: v.split(","), default=list(MODES),
+                   help=f"precision modes to measure, comma-separated: {','.join(MODES)}")
     p.add_argument("--batch-train", type=int, default=8)
     p.add_argument("--batch-eval", type=int, default=32)
     p.add_argument("--uauc-rows", type=int, default=1_000_000)
     p.add_argument("--uauc-users", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench/benchmark.json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        p.error(f"--modes: unknown {unknown}; choose from {','.join(MODES)}")
+    return args
 
 
 if __name__ == "__main__":

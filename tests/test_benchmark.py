@@ -45,7 +45,8 @@ def test_benchmark_writes_its_report(tiny_llama, synthetic_dir, tmp_path):
     out = tmp_path / "bench.json"
     benchmark.run(benchmark.parse(["--llama", str(tiny_llama), "--data", str(synthetic_dir), "--train-rows", "16",
                                    "--score-rows", "24", "--dtype-rows", "8", "--batch-train", "4", "--batch-eval", "8",
-                                   "--uauc-rows", "20000", "--uauc-users", "300", "--out", str(out)]))
+                                   "--dtype-steps", "2", "--profile", "--uauc-rows", "20000", "--uauc-users", "300",
+                                   "--out", str(out)]))
     report = json.loads(out.read_text())
     for path in ("scoring", "training"):
         for side in ("ours", "reference"):
@@ -55,3 +56,15 @@ def test_benchmark_writes_its_report(tiny_llama, synthetic_dir, tmp_path):
     assert set(report["tokens_per_prompt"]) == {"text_only", "binary", "ipv4"}
     assert report["tokens_per_prompt"]["ipv4"] < report["tokens_per_prompt"]["binary"]
     assert 0 <= report["shared_prefix_fraction"] <= 1 and report["uauc"]["abs_diff"] < 1e-9
+    # each precision mode scored the same rows; bf16 trained too; compiling moved no score; bf16 moved them a little
+    prec = report["precision"]
+    assert set(prec) >= set(benchmark.MODES) and prec["rows"] == 8
+    for mode in benchmark.MODES:
+        assert prec[mode]["scoring"]["samples_per_s"] > 0 and 0 < prec[mode]["scoring"]["mfu"]
+    assert "training" in prec["fp32"] and "training" in prec["bf16"] and "training" not in prec["bf16+compile"]
+    assert prec["bf16+compile"]["vs_fp32"]["pearson"] > 0.999 and prec["bf16"]["vs_fp32"]["pearson"] > 0.999
+    assert 0 < prec["bf16"]["vs_fp32"]["max_abs_score_diff"] < 0.15 * prec["bf16"]["vs_fp32"]["score_sd"]
+    assert report["auto_precision"]["dtype"] == "fp32"  # the suite pins BINLLM_CPU_BF16=0
+    assert set(report["matmul_flops"]) == {"fp32", "bf16"}
+    assert set(report["profile"]) == {"fp32", "bf16"} and (tmp_path / "profile_bf16.txt").is_file()
+    assert 0 < sum(op["share"] for op in report["profile"]["fp32"]) <= 1
