@@ -491,8 +491,8 @@ def parse(argv=None):
     p.add_argument("--score-type", default="yes", choices=("yes", "yes_minus_no"))
     p.add_argument("--train-rows", type=int, default=48)
     p.add_argument("--score-rows", type=int, default=128)
-    p.add_argument("--dtype-rows", type=int, default=32, help="rows scored in each precision mode")
-    p.add_argument("--dtype-steps", type=int, default=3, help="training steps in each precision mode (0: none)")
+    p.add_argument("--dtype-rows", type=int, default=16, help="rows scored in each precision mode")
+    p.add_argument("--dtype-steps", type=int, default=2, help="training steps in each precision mode (0: none)")
     p.add_argument("--profile", action="store_true", help="also write torch.profiler's per-op tables of one scoring "
                    "batch and one training step per eager mode (profile_<mode>.txt next to --out)")
     p.add_argument("--modes", type=lambda v: v.split(","), default=list(MODES),
