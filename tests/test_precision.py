@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import write_yaml
+from test_end_to_end import _llm_yaml
 from minigpt4 import precision
 from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config
@@ -97,31 +98,11 @@ def test_config_keys(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ scores through the CLI
-def _eval_yaml(d, data, llama, out):
-    return write_yaml(d / "eval.yaml", f"""\
-model:
-  llama_model: {llama}
-  prompt_path: prompts/tallrec_movie.txt
-  score_type: yes_minus_no
-  lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.0}}
-datasets:
-  synthetic:
-    path: {data}
-run:
-  mode: v2
-  batch_size_eval: 16
-  max_eval_rows: 60
-  test_splits: [test]
-  device: cpu
-  output_dir: {out}
-""")
-
-
 @pytest.fixture(scope="module")
 def evals(tiny_llama, synthetic_dir, tmp_path_factory):
     """The base model (fresh LoRA) scored three ways: fp32 eager, bf16, fp32 compiled."""
     d = tmp_path_factory.mktemp("precision")
-    cfg = _eval_yaml(d, synthetic_dir, tiny_llama, d / "runs")
+    cfg = _llm_yaml(d, "eval", synthetic_dir, d / "runs", tiny_llama, "v2", "prompts/tallrec_movie.txt")
     out = {}
     for job, options in (("fp32", ["run.dtype=fp32"]), ("bf16", ["run.dtype=bf16"]),
                          ("compiled", ["run.dtype=fp32", "run.compile=true"])):
@@ -143,7 +124,7 @@ def test_bf16_scores_equal_fp32_scores_within_tolerance(evals):
     assert evals["bf16"]["metrics"]["precision"]["dtype"] == "bf16"
     info = evals["fp32"]["metrics"]["precision"]
     assert info["dtype"] == "fp32" and info["why"] == "run.dtype: fp32" and info["compiled"] is False
-    assert "too few" in info["compile_why"]  # auto: 60 rows cannot pay back a compile
+    assert "too few" in info["compile_why"]  # auto: 40 rows cannot pay back a compile
 
 
 def test_compiled_scoring_equals_eager_scoring(evals):
@@ -156,7 +137,7 @@ def test_compiled_scoring_equals_eager_scoring(evals):
 
 def test_bf16_training_keeps_trained_weights_fp32(tiny_llama, synthetic_dir, tmp_path):
     """A bf16 run: frozen backbone in bf16, LoRA weights (and so their AdamW state) in fp32, finite loss."""
-    cfg = _eval_yaml(tmp_path, synthetic_dir, tiny_llama, tmp_path / "runs")
+    cfg = _llm_yaml(tmp_path, "train", synthetic_dir, tmp_path / "runs", tiny_llama, "v2", "prompts/tallrec_movie.txt")
     results = main("llm", "stage 1", ["--cfg-path", str(cfg), "--options", "run.job_id=bf16", "run.dtype=bf16",
                                       "run.max_epoch=1", "run.iters_per_epoch=3", "run.batch_size_train=4",
                                       "run.warmup_steps=1", "run.init_lr=1e-3", "run.valid_splits=[]"])

@@ -114,6 +114,22 @@ def test_runs_whose_settings_changed_run_again_with_what_reads_them(first, monke
     steps, _, _ = rp.plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"],
                           only=["binllm"], options=["run.batch_size_eval=7"])
     assert rp.stale_steps(steps, runs) == {}
+    # nor does a precision setting written into the run's config (they belong to the machine)
+    saved = runs / "icl" / "config.yaml"
+    text = saved.read_text(encoding="utf-8")
+    assert "dtype: auto" in text
+    saved.write_text(text.replace("dtype: auto", "dtype: bf16").replace("compile: auto", "compile: 'true'"),
+                     encoding="utf-8")
+    steps, _, _ = rp.plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"], only=["icl"])
+    assert rp.stale_steps(steps, runs) == {}
+
+
+def test_cpu_budget_scores_every_llm_row_on_the_full_test_split(tmp_path):
+    steps, _, _ = rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path)
+    llm = [s for s in steps if s.stage != "collab"]
+    assert len(llm) >= 14
+    for step in llm:
+        assert [o for o in step.overrides if o.startswith("run.max_eval_rows=")][-1] == "run.max_eval_rows=0", step.name
 
 
 def test_ablation_configs_train_on_binllms_schedule():
