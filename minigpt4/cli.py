@@ -86,7 +86,8 @@ def main(stage, description, argv=None):
 
 
 def run_collab(cfg, task):
-    from minigpt4.train.collab import encoder_class, pretrain
+    from minigpt4.encoders.factory import encoder_class
+    from minigpt4.train.collab import pretrain
 
     encoder_class(cfg.model)  # an unknown rec_model fails before the run directory exists
     frames = {s: task.rows(s) for s in ("train", "valid_full", "test", "test_warm", "test_cold")}
@@ -106,7 +107,7 @@ def run_collab(cfg, task):
 def run_llm(cfg, task, device):
     from minigpt4.batching import decode
     from minigpt4.train.checkpoint import has_collab, load_checkpoint
-    from minigpt4.train.collab import attach_graph
+    from minigpt4.encoders.factory import attach_graph
 
     evaluate = cfg.run.evaluate
     resume_step = None

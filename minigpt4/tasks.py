@@ -81,7 +81,7 @@ class RecTask:
         """BinLLM codes from the pretrained binary encoder, computed once in fp32."""
         if run_mode(self.cfg) != "codes":
             return None
-        from minigpt4.train.collab import load_pretrained_encoder
+        from minigpt4.encoders.factory import load_pretrained_encoder
 
         encoder = load_pretrained_encoder(self.cfg.model)
         # every rank loads and checks the encoder (same errors everywhere); rank 0's bits are used by all

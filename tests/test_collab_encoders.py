@@ -299,7 +299,8 @@ run:
     state = torch.load(run / "rec_model.pth", map_location="cpu", weights_only=True)
     from minigpt4.config import load_config as load
     from minigpt4.tasks import RecTask
-    from minigpt4.train.collab import attach_graph, build_encoder, evaluate
+    from minigpt4.encoders.factory import attach_graph, build_encoder
+    from minigpt4.train.collab import evaluate
 
     c = load(cfg)
     task = RecTask(c)

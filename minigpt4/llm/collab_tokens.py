@@ -18,8 +18,8 @@ from torch import nn
 
 from minigpt4 import registry
 from minigpt4.config import NOT_HAVE, ConfigError
+from minigpt4.encoders.factory import PROMPT_TABLES, build_encoder, load_pretrained_encoder
 
-PROMPT_TABLES = ("soft_prompt", "personlized_prompt", "personalized_prompt")
 
 
 def place_slots(embeds, input_ids, slot_vectors):
@@ -65,8 +65,6 @@ class CollabTokens(nn.Module):
         if name == "hash":
             raise ConfigError("model.rec_model = hash writes codes as text (run.mode v3); CoLLM slots (run.mode v2 with "
                               "<UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or personlized_prompt")
-        from minigpt4.train.collab import build_encoder, load_pretrained_encoder
-
         if rc.pretrained_path not in ("", NOT_HAVE):
             encoder = load_pretrained_encoder(model_cfg)
         else:
