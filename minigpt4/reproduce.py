@@ -20,6 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from minigpt4 import cli
+from minigpt4.config import EMBEDDED_LLM, backbone_profile, load_config
 from minigpt4.train.run_dir import atomic_text, atomic_write, environment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,6 +224,14 @@ def _paper(dataset, source, key):
     return table.get(key)
 
 
+def budget_folder(budget, llama):
+    """`cpu`, or `cpu-gemma3-270m` for another named backbone (one with its own train_configs/backbones/ file), so
+    each backbone's runs and report live apart. A directory or file backbone keeps the budget's folder."""
+    if llama and llama != EMBEDDED_LLM and backbone_profile(llama).stem == llama:
+        return f"{budget}-{llama}"
+    return budget
+
+
 def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction.
 
@@ -233,7 +242,7 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     if budget not in BUDGETS:
         raise ReproduceError(f"--budget {budget!r}: choose one of {sorted(BUDGETS)}")
     ds, b = DATASETS[dataset], BUDGETS[budget]
-    runs = Path(out) / dataset / budget / "runs"
+    runs = Path(out) / dataset / budget_folder(budget, llama) / "runs"
     data = Path(data or ROOT / ds["data"])
     steps = {}
     for name, (stage, method, extra) in STEPS.items():
@@ -350,7 +359,6 @@ def changed_keys(step, path):
     A shipped config edited after its step ran, or a budget that changed, would otherwise leave a stale row in the
     report. Machine settings given with --options and the keys the runner derives from the data are ignored.
     Empty when the run left no config.yaml to compare with."""
-    from minigpt4.config import load_config
 
     saved = path / "config.yaml"
     if not saved.is_file():
@@ -499,8 +507,9 @@ def sample_spread(preds, n, draws=50):
     return out
 
 
-def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=()):
+def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None):
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
+             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`.", "",
              "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs PAPER_RESULTS.md). "
              "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
              "The budget's overrides are listed in `minigpt4/reproduce.py` (BUDGETS); each run's resolved config is "
@@ -637,7 +646,7 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     preds = load_test_predictions(folder / "runs", metrics)
     same = same_rows(preds, metrics)
     spread = sample_spread(preds, same[0][3]) if same else []
-    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama))
     atomic_text(folder / "results.csv", results_csv(metrics))
     env = folder / "environment.json"
     if ran_here or not env.is_file():
@@ -677,11 +686,12 @@ def parse_args(argv=None):
                                             "numbers next to ours. Finished runs are reused.")
     p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
-                   help="smoke: minutes, checks the wiring; cpu: ~7.5 h on 2 cores with SmolLM2 (resumable), subsampled; "
-                        "full: the paper's protocol for a GPU")
-    p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/, the report next to them")
-    p.add_argument("--llama", help="backbone of the LLM rows (a Hugging Face directory or .gguf; default: the "
-                                   "configs' smollm2)")
+                   help="smoke: minutes, checks the wiring; cpu: ~13 h on 2 AVX2 cores with SmolLM2 in fp32 "
+                        "(resumable); full: the paper's protocol for a GPU")
+    p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/ (<budget>-<name> for a "
+                                                    "named backbone other than smollm2), the report next to them")
+    p.add_argument("--llama", help="backbone of the LLM rows: an embedded one (smollm2, gemma3-270m) or a Hugging Face "
+                                   "directory or .gguf; default: the configs' smollm2")
     p.add_argument("--data", help="processed data directory (default data/ml-1m or data/amazon_book)")
     p.add_argument("--only", help="comma-separated steps to run (their dependencies are added), e.g. binmf,binllm")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",

@@ -165,6 +165,20 @@ def test_options_go_last_on_llm_steps_only(tmp_path):
     assert args.options == ["run.amp=True", "run.batch_size_eval=64"]
 
 
+def test_a_named_backbone_gets_its_own_folder_and_settings(tmp_path):
+    """--llama gemma3-270m: its runs and report apart from SmolLM2's, every LLM step on Gemma with its profile."""
+    steps, runs, _ = rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path, llama="gemma3-270m", only=["binllm"])
+    assert runs == tmp_path / "ml-1m" / "cpu-gemma3-270m" / "runs"
+    for step in steps:
+        if step.stage != "collab":
+            cfg = rp.load_config(step.config, step.overrides)
+            assert cfg.model.llama_model == "gemma3-270m"
+            assert str(runs) in cfg.run.output_dir
+    assert rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path, llama="smollm2")[1] == tmp_path / "ml-1m" / "cpu" / "runs"
+    assert rp.plan("ml-1m", "full", tmp_path, data=tmp_path, llama="/models/vicuna-7b")[1] == tmp_path / "ml-1m" / "full" / "runs"
+    assert "Backbone of the LLM rows: `gemma3-270m`" in rp.report_markdown("ml-1m", "cpu", {}, llama="gemma3-270m")
+
+
 def test_plan_runs_nothing_and_report_only_rewrites_the_report(first, monkeypatch, capsys):
     calls = _counting(monkeypatch)
     report = first["folder"] / "report.md"
