@@ -161,3 +161,17 @@ run:
                     users=ids["users"][:1], items=ids["items"][:1])
     assert torch.isfinite(scores).all() and scores.std() > 0
     torch.testing.assert_close(scores[0], alone[0], atol=1e-3, rtol=1e-3)
+
+
+def test_start_up_check_accepts_a_converted_cache_without_packages(fake, monkeypatch):
+    model, site, cache = fake
+    monkeypatch.setitem(EMBEDDED, "fake", model)
+    monkeypatch.setenv("BINLLM_CACHE", str(cache))
+    embedded.check("fake")  # packages present: fine
+    (site / "fake_chunk_pkg0" / "data" / "model.gguf.part00").unlink()
+    with pytest.raises(ConfigError, match="reinstall fake-chunk-pkg0"):
+        embedded.check("fake")
+    (model_dir(model, cache) / "hf").mkdir(parents=True)
+    (model_dir(model, cache) / "hf" / "config.json").write_text("{}")
+    embedded.check("fake")  # converted earlier: the packages are no longer needed
+    assert embedded.prepare("fake") == model_dir(model, cache) / "hf"

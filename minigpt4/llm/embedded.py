@@ -196,8 +196,11 @@ def convert(model, gguf, cache=None):
 
 
 def check(name):
-    """Cheap start-up check: the packages are installed with their files (nothing is assembled or converted)."""
-    part_files(EMBEDDED[name])
+    """Cheap start-up check: converted already, or the packages are installed with their files (nothing is
+    assembled or converted here)."""
+    model = EMBEDDED[name]
+    if not (model_dir(model) / "hf" / "config.json").is_file():
+        part_files(model)
 
 
 def prepare(name, cache=None):
