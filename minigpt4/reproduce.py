@@ -359,7 +359,6 @@ def changed_keys(step, path):
     A shipped config edited after its step ran, or a budget that changed, would otherwise leave a stale row in the
     report. Machine settings given with --options and the keys the runner derives from the data are ignored.
     Empty when the run left no config.yaml to compare with."""
-
     saved = path / "config.yaml"
     if not saved.is_file():
         return {}

@@ -5,7 +5,6 @@ transformers), or the name of an embedded backbone (`smollm2`, `gemma3-270m`: GG
 see `minigpt4/llm/embedded.py`).
 """
 
-
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
