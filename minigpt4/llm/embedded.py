@@ -85,6 +85,11 @@ def model_dir(model, cache=None):
     return Path(cache or cache_root()) / f"{model.name}-{model.sha256[:12]}"
 
 
+def hf_dir(model, cache=None):
+    """The converted Hugging Face directory; complete once its config.json exists (it appears by a rename)."""
+    return model_dir(model, cache) / "hf"
+
+
 def part_files(model):
     """The package files of `model`, in order, after checking they are installed and have their sizes."""
     files = []
@@ -166,8 +171,7 @@ def convert(model, gguf, cache=None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = model_dir(model, cache)
-    target = folder / "hf"
+    folder, target = model_dir(model, cache), hf_dir(model, cache)
     if (target / "config.json").is_file():
         return target
     with _locked(folder):
@@ -199,14 +203,13 @@ def check(name):
     """Cheap start-up check: converted already, or the packages are installed with their files (nothing is
     assembled or converted here)."""
     model = EMBEDDED[name]
-    if not (model_dir(model) / "hf" / "config.json").is_file():
+    if not (hf_dir(model) / "config.json").is_file():
         part_files(model)
 
 
 def prepare(name, cache=None):
     """Hugging Face directory of the embedded backbone `name`, assembled and converted on first use."""
     model = EMBEDDED[name]
-    folder = model_dir(model, cache) / "hf"
-    if (folder / "config.json").is_file():
-        return folder
+    if (hf_dir(model, cache) / "config.json").is_file():  # converted before: no package files needed
+        return hf_dir(model, cache)
     return convert(model, assemble(model, cache), cache)
