@@ -115,6 +115,9 @@ _MODEL = {
     "ans_type": Key("v2", str, "Upstream answer words: `v2` = Yes/No.", ("v2",)),
     "score_type": Key("yes", str, "Score read at the last prompt position: `yes` = the Yes logit (upstream), `yes_minus_no` = Yes logit minus No logit (learns much faster on small backbones).", ("yes", "yes_minus_no")),
     "rec_model": Key("MF", str, "Collaborative encoder by registered name: `hash` (BinLLM's binary encoder: codes as text), `MF`, `lightgcn`, `sasrec`, `DIN` (CoLLM's: vectors in the prompt's slots), or a prompt-tuning table for the slots: `soft_prompt` (shared user/item tokens) or `personlized_prompt` / `personalized_prompt` (per-user/per-item tokens). Only built when the run needs it (pretrain_collab.py trains the encoders)."),
+    "slot_layout": Key("upstream", str, "Prompt-tuning and CoLLM slots with proj_token_num k > 1: `upstream` writes the k positions of a slot separated by the tokens of `.` (upstream's `<unk>.<unk>.<unk>`); `contiguous` writes them side by side (this framework's earlier layout). Same for k = 1.", ("upstream", "contiguous")),
+    "slot_init": Key("upstream", str, "Initial scale of the soft-prompt / PersonPrompt tables: `upstream` as upstream's modules initialise them; `token_scale` = normal with the backbone's token-embedding std (this framework's earlier choice).", ("upstream", "token_scale")),
+    "add_bos": Key(True, bool, "Start every prompt with the tokenizer's BOS token (upstream: LLaMA's `<s>`). SmolLM2's BOS is the chat-turn marker `<|im_start|>`; False starts the prompt with its first word."),
     "ckpt": Key("", str, "Checkpoint to start from: a `checkpoint_best` directory written by a previous stage (or its run directory). Empty = none."),
     "low_resource": Key(False, bool, "Upstream key (8-bit loading), unused."),
     "rec_config": _REC_CONFIG,
@@ -163,6 +166,8 @@ _RUN = {
     "valid_splits": Key(["valid"], list, "Validation split names (`valid` is valid_small, as upstream); the first one picks the best epoch. "
                          "[] = no model selection: the adapter of the last epoch is kept (and nothing is scored during training)."),
     "test_splits": Key(["test", "valid"], list, "Splits scored at the end of training and by eval.py: test, valid, valid_full, test_warm, test_cold."),
+    "warm_rule": Key("dataset", str, "Which test rows form test_warm: `dataset` = the dataset builder's rule as upstream (movie_ood / movie_ood_sasrec: `train_rows`; amazon_ood / amazon_ood_sasrec: `not_cold`; upstream BinLLM's ML-1M config reads ML-1M through amazon_ood); `train_rows` = user and item each have more than 3 train rows (CoLLM's ML-1M rule, 3,522 of 7,331 ML-1M test rows); `not_cold` = the row's not_cold flag is 1 (4,153 rows).", ("dataset", "train_rows", "not_cold")),
+    "cold_rule": Key("not_cold", str, "Which test rows form test_cold: `not_cold` = the not_cold flag is 0 (upstream LLM evaluation, 3,178 ML-1M test rows); `unseen` = neither the user nor the item occurs in train (upstream's encoder pretraining scripts, 26 rows).", ("not_cold", "unseen")),
     "max_train_rows": Key(0, int, "Use a fixed random subsample of about this many train rows, drawn as whole users (0 = all). For CPU runs."),
     "max_eval_rows": Key(0, int, "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC stays meaningful (0 = all). test_warm / test_cold take the warm / cold rows of test's sample, so the three describe the same users and cost one scoring pass."),
     "log_freq": Key(50, int, "Print the training loss every this many optimizer steps."),
