@@ -1,0 +1,119 @@
+"""The `paper` budget of reproduce.py is the upstream protocol: every LLM step's resolved config is checked key by key
+against the upstream values (written out here from the upstream YAMLs, docs/UPSTREAM.md), and the plan prints the
+schedule without any data."""
+
+import pytest
+
+from minigpt4 import protocol
+from minigpt4 import reproduce as rp
+from minigpt4.config import REPO_ROOT, load_config
+
+# Upstream (BinLLM b28bfc4 hash_CF_ml.yaml; CoLLM 48042b1 ML-1M configs): init_lr, max_epoch, iters_per_epoch,
+# per-GPU train batch, eval batch; the global batch is that of the 2-GPU runs.
+UPSTREAM_ML1M = {
+    "tallrec": (1e-3, 200, 50, 16, 64),          # C: collm_pretrain_mf_ood.yaml (stage 1 in BinLLM's README)
+    "collm_mf": (1e-3, 200, 50, 16, 64),         # C: collm_pretrain_mf_ood.yaml, stage-2 edits
+    "collm_lightgcn": (1e-3, 200, 50, 16, 64),   # C: collm_pretrain_lgcn_ood_cc.yaml
+    "collm_sasrec": (1e-3, 200, 50, 16, 64),     # C: collm_pretrain_sasrec_ood_cc.yaml
+    "collm_din": (1e-3, 200, 50, 16, 64),        # C: collm_pretrain_din_ood_cc.yaml
+    "softprompt": (1e-4, 1000, 50, 16, 64),      # C: soft_prompt_ood.yaml
+    "personprompt": (1e-2, 1000, 50, 16, 64),    # C: personlized_prompt_ood_cc.yaml
+    "binllm": (1e-4, 200, 50, 4, 64),            # B: hash_CF_ml.yaml
+    "binllm_io": (1e-4, 200, 50, 4, 64), "binllm_it": (1e-4, 200, 50, 4, 64), "binllm_ipv4": (1e-4, 200, 50, 4, 64),
+    "binllm16": (1e-4, 200, 50, 4, 64), "binllm64": (1e-4, 200, 50, 4, 64),
+}
+COMMON = {"model.score_type": "yes", "model.lora_config.use_lora": True, "model.lora_config.r": 8,
+          "model.lora_config.alpha": 16, "model.lora_config.dropout": 0.05,
+          "model.lora_config.target_modules": ["q_proj", "v_proj"], "model.lora_config.layers_to_transform": [],
+          "run.lr_sched": "linear_warmup_cosine_lr", "run.min_lr": 8e-5, "run.warmup_lr": 1e-5,
+          "run.warmup_steps": 200, "run.weight_decay": 1e-3, "run.beta2": 0.999, "run.valid_splits": ["valid"],
+          "run.patience": 20, "run.max_train_rows": 0, "run.max_eval_rows": 0, "run.seed": 42}
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return list(node) if hasattr(node, "__len__") and not isinstance(node, str) else node
+
+
+@pytest.fixture(scope="module")
+def paper_steps(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paper")
+    steps, _, _ = rp.plan("ml-1m", "paper", out, data=out, llama="/models/vicuna-7b")
+    return {s.name: s for s in steps}
+
+
+def test_every_llm_step_has_the_upstream_settings(paper_steps):
+    assert set(UPSTREAM_ML1M) == {n for n, s in paper_steps.items() if s.stage == "llm"}
+    for name, (lr, epochs, iters, batch, eval_batch) in UPSTREAM_ML1M.items():
+        cfg = load_config(paper_steps[name].config, paper_steps[name].overrides)
+        got = (cfg.run.init_lr, cfg.run.max_epoch, cfg.run.iters_per_epoch, cfg.run.batch_size_train,
+               cfg.run.batch_size_eval)
+        assert got == (lr, epochs, iters, batch, eval_batch), name
+        assert cfg.run.global_batch_size == 2 * batch, name  # upstream's runs used 2 GPUs
+        for key, want in COMMON.items():
+            assert _get(cfg, key) == want, (name, key)
+        assert cfg.model.llama_model == "/models/vicuna-7b"
+
+
+def test_paper_budget_wires_upstream_starting_points(paper_steps):
+    # upstream's prompt-tuning baselines start from the base model; BinLLM and CoLLM from stage 1
+    for name in ("softprompt", "personprompt"):
+        cfg = load_config(paper_steps[name].config, paper_steps[name].overrides)
+        assert cfg.model.ckpt == "" and "tallrec" not in paper_steps[name].depends, name
+    assert load_config(paper_steps["personprompt"].config, paper_steps["personprompt"].overrides).model.freeze_lora
+    for name in ("binllm", "collm_mf", "binllm_ipv4"):
+        assert "tallrec" in paper_steps[name].depends
+        assert load_config(paper_steps[name].config, paper_steps[name].overrides).model.ckpt.endswith(
+            "tallrec/checkpoint_best")
+    # BinLLM's upstream config reads ML-1M through amazon_ood, whose warm rows are not_cold == 1
+    assert load_config(paper_steps["binllm"].config, paper_steps["binllm"].overrides).run.warm_rule == "not_cold"
+    assert load_config(paper_steps["binllm_ipv4"].config, paper_steps["binllm_ipv4"].overrides).model.rec_config.code_mode == "ipv4"
+
+
+def test_code_length_steps_keep_their_length_under_the_protocol(paper_steps):
+    for name, bits in (("binmf16", 16), ("binmf64", 64), ("binllm16", 16), ("binllm64", 64), ("binmf", 32)):
+        cfg = load_config(paper_steps[name].config, paper_steps[name].overrides)
+        assert cfg.model.rec_config.embedding_size == bits, name
+
+
+def test_encoders_follow_the_upstream_pretraining_scripts(paper_steps):
+    want = {"binmf": (1e-2, 1e-3, 32), "mf": (1e-3, 1e-4, 256), "lightgcn": (1e-2, 1e-4, 64),
+            "sasrec": (1e-2, 1e-2, 64), "din": (1e-4, 1e-4, 192)}
+    for name, (lr, wd, size) in want.items():
+        cfg = load_config(paper_steps[name].config, paper_steps[name].overrides)
+        assert (cfg.run.init_lr, cfg.run.weight_decay, cfg.model.rec_config.embedding_size) == (lr, wd, size), name
+        assert (cfg.run.seed, cfg.run.patience, cfg.run.batch_size_train) == (2023, 100, 2048), name
+
+
+def test_plan_prints_the_upstream_schedule_without_data(tmp_path, capsys):
+    rp.main(["--dataset", "ml-1m", "--budget", "paper", "--llama", str(tmp_path / "vicuna-7b"), "--plan",
+             "--out", str(tmp_path / "out"), "--data", str(tmp_path / "none")])
+    out = capsys.readouterr().out
+    assert "binllm" in out and "lr 0.0001, up to 200 epochs x 50 steps of 8 rows = 80,000 rows; yes score" in out
+    assert "lr 0.001, up to 200 epochs x 50 steps of 32 rows = 320,000 rows" in out  # tallrec, CoLLM
+    assert "assumed Vicuna-7B's shape" in out and "H100 SXM" in out
+    assert not (tmp_path / "out").exists()  # a plan writes nothing
+
+
+def test_body_parameters_read_a_config_json(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 11008, '
+                                          '"num_attention_heads": 32}')
+    n, how = protocol.body_parameters(str(tmp_path))
+    assert n == pytest.approx(protocol.VICUNA_7B_BODY, rel=0.01) and "config.json" in how
+
+
+def test_every_setting_names_its_source_and_the_docs_are_current():
+    for dataset, p in protocol.load().items():
+        tables = [p["llm"], p["collab"], *p["steps"].values()]
+        assert all(src.strip() for t in tables for _, src in t.values()), dataset
+    doc = (REPO_ROOT / "docs" / "PAPER_PROTOCOL.md").read_text(encoding="utf-8")
+    assert doc == protocol.markdown(), "stale: python -m minigpt4.protocol > docs/PAPER_PROTOCOL.md"
+
+
+def test_amazon_paper_plan_loads(tmp_path):
+    steps, _, _ = rp.plan("amazon-book", "paper", tmp_path, data=tmp_path, llama="/models/vicuna-7b")
+    by = {s.name: s for s in steps}
+    cfg = load_config(by["collm_mf"].config, by["collm_mf"].overrides)
+    assert (cfg.run.init_lr, cfg.run.iters_per_epoch, cfg.run.batch_size_train, cfg.model.freeze_rec) == (1e-2, 100, 8, False)
