@@ -537,10 +537,20 @@ def sample_spread(preds, n, draws=50):
     return out
 
 
-def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None):
+def provenance(env):
+    """One line on the code a report's runs came from (environment.json's commit and whether the tree was clean)."""
+    if not env or not env.get("git_commit"):
+        return "Code: unknown (no git commit recorded)."
+    if env.get("git_dirty"):
+        return (f"**Code: commit `{env['git_commit'][:10]}` plus uncommitted changes** (environment.json: git_dirty "
+                "true), so no commit reproduces these runs exactly.")
+    return f"Code: commit `{env['git_commit'][:10]}`, clean tree."
+
+
+def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None):
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
-             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`.", "",
-             "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs PAPER_RESULTS.md). "
+             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", "",
+             "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs/PAPER_RESULTS.md). "
              "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
              "The budget's overrides are listed in `minigpt4/reproduce.py` (BUDGETS); each run's resolved config is "
              "`runs/<step>/config.yaml`.", ""]
@@ -676,11 +686,12 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     preds = load_test_predictions(folder / "runs", metrics)
     same = same_rows(preds, metrics)
     spread = sample_spread(preds, same[0][3]) if same else []
-    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama))
-    atomic_text(folder / "results.csv", results_csv(metrics))
     env = folder / "environment.json"
     if ran_here or not env.is_file():
         atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
+    info = json.loads(env.read_text(encoding="utf-8"))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info))
+    atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "
           f"compression.png, code_length.png)")

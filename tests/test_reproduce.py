@@ -255,3 +255,10 @@ def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(t
     report = rp.report_markdown("ml-1m", "cpu", metrics, same, rp.sample_spread(preds, 200, draws=20))
     assert (f"| BinLLM | binllm | ±{spread['binllm'][0]:.4f} | ±{spread['binllm'][1]:.4f} | +0.0500 | +0.0000 |"
             in report)
+
+
+def test_report_says_when_its_runs_came_from_an_uncommitted_tree():
+    dirty = rp.report_markdown("ml-1m", "cpu", {}, env={"git_commit": "a" * 40, "git_dirty": True})
+    clean = rp.report_markdown("ml-1m", "cpu", {}, env={"git_commit": "b" * 40, "git_dirty": False})
+    assert "uncommitted changes" in dirty and "`aaaaaaaaaa`" in dirty
+    assert "clean tree" in clean and "uncommitted" not in clean
