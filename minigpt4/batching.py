@@ -6,6 +6,12 @@ the score is read at the last position. Evaluation visits rows sorted by length,
 CoLLM slots: with `slot_tokens` k > 0, each `<UserID>` in a prompt becomes k positions with ids -1..-k and each
 `<TargetItemID>` k positions with ids -(k+1)..-2k; the model fills them with vectors (`place_slots`). The text
 around a slot is tokenised on its own, as the upstream's `<unk>` stand-in split it.
+
+Slot layout (`model.slot_layout`, spec §2.4): the upstream wrote a slot as `".".join(["<unk>"] * k)`, so with k > 1
+the k positions are separated by the tokens of "." (`upstream`); its slow LLaMA tokenizer encoded each piece between
+special tokens on its own, so that "." became "▁." there, and here it is "." tokenised on its own by the backbone's
+tokenizer, like every other piece around a slot. `contiguous` writes the k positions side by side. With k = 1 both
+are the same.
 """
 
 import re
@@ -19,13 +25,25 @@ from minigpt4.data.history import padded_history
 SLOT_PATTERN = re.compile(r"(<UserID>|<TargetItemID>)")
 
 
-def tokenize(tokenizer, prompts, slot_tokens=0):
-    """Prompt strings -> lists of token ids, BOS first (spec §2.3), slots marked by negative ids."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+def tokenize(tokenizer, prompts, slot_tokens=0, slot_layout="upstream", add_bos=True):
+    """Prompt strings -> lists of token ids, slots marked by negative ids. add_bos: BOS first (spec §2.3, upstream
+    `"<s>" + prompt`) when the tokenizer has one (`model.add_bos`)."""
+    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     if not slot_tokens:
         return [bos + x for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    if slot_layout not in ("upstream", "contiguous"):
+        raise ConfigError(f"model.slot_layout must be upstream or contiguous, got {slot_layout!r}")
     k = slot_tokens
-    marks = {"<UserID>": [-(j + 1) for j in range(k)], "<TargetItemID>": [-(k + j + 1) for j in range(k)]}
+    # between two positions of a slot: nothing (contiguous) or "." tokenised as a piece of its own (upstream)
+    sep = tokenizer(".", add_special_tokens=False)["input_ids"] if slot_layout == "upstream" else []
+
+    def slot(first):  # positions first..first+k-1 as ids -(first+1)..., joined by `sep`
+        out = []
+        for j in range(first, first + k):
+            out += ([] if j == first else sep) + [-(j + 1)]
+        return out
+
+    marks = {"<UserID>": slot(0), "<TargetItemID>": slot(k)}
     pieces = [SLOT_PATTERN.split(p) for p in prompts]  # text, slot, text, slot, text
     texts = [t for parts in pieces for t in parts[::2] if t]
     encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
@@ -57,8 +75,9 @@ def decode(tokenizer, ids):
 
 
 class TokenizedSplit:
-    def __init__(self, tokenizer, prompts, rows, max_len, name="split", slot_tokens=0, history_len=0):
-        self.input_ids = tokenize(tokenizer, prompts, slot_tokens)
+    def __init__(self, tokenizer, prompts, rows, max_len, name="split", slot_tokens=0, history_len=0,
+                 slot_layout="upstream", add_bos=True):
+        self.input_ids = tokenize(tokenizer, prompts, slot_tokens, slot_layout, add_bos)
         self.lengths = np.array([len(x) for x in self.input_ids])
         too_long = np.flatnonzero(self.lengths > max_len)
         if too_long.size:

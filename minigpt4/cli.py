@@ -106,7 +106,7 @@ def run_collab(cfg, task):
 
 def run_llm(cfg, task, device):
     from minigpt4.batching import decode
-    from minigpt4.train.checkpoint import has_collab, load_checkpoint
+    from minigpt4.train.checkpoint import has_collab, load_checkpoint, lora_layout
     from minigpt4.encoders.factory import attach_graph
 
     evaluate = cfg.run.evaluate
@@ -133,18 +133,26 @@ def run_llm(cfg, task, device):
         attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
     model = model.to(device)
     meta = {"llama_model": cfg.model.llama_model, "backbone": model.backbone_signature(), "mode": mode,
-            "score_type": cfg.model.score_type, "prompt_path": cfg.model.prompt_path}
+            "score_type": cfg.model.score_type, "prompt_path": cfg.model.prompt_path, "lora": lora_layout(model),
+            "add_bos": cfg.model.add_bos}
     if codes is not None:
         meta.update(code_mode=rc.code_mode, code_bits=codes.bits_per_code)
     if model.collab is not None:
-        meta.update(rec_model=cfg.model.rec_model, proj_token_num=cfg.model.proj_token_num)
+        meta.update(rec_model=cfg.model.rec_model, proj_token_num=cfg.model.proj_token_num,
+                    slot_layout=cfg.model.slot_layout)
     if cfg.model.ckpt:
-        expect = {"backbone": meta["backbone"]}  # the architecture, wherever its files lie
-        if codes is not None:
-            expect.update(code_bits=codes.bits_per_code)
+        # backbone: the architecture, wherever its files lie. mode and prompt_path differ legitimately between
+        # stage 1 (text) and stage 2 (codes or slots); the score type may not. The LoRA layout is compared with
+        # the model's by load_checkpoint.
+        expect = {k: meta[k] for k in ("backbone", "score_type", "add_bos")}
+        if codes is not None:  # checked only against a checkpoint that had codes (stage 1 has none)
+            expect.update(code_mode=meta["code_mode"], code_bits=meta["code_bits"])
         if model.collab is not None and has_collab(cfg.model.ckpt):
-            expect.update(rec_model=cfg.model.rec_model)
-        loaded = load_checkpoint(model, cfg.model.ckpt, expect)
+            expect.update({k: meta[k] for k in ("rec_model", "proj_token_num")})
+            if cfg.model.proj_token_num > 1:  # with one position per slot both layouts are the same prompt
+                expect.update(slot_layout=meta["slot_layout"])
+        # checkpoints older than these keys: every prompt began with BOS, and k > 1 slots were contiguous
+        loaded = load_checkpoint(model, cfg.model.ckpt, expect, before={"add_bos": True, "slot_layout": "contiguous"})
         print(f"loaded {cfg.model.ckpt} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
         if evaluate and model.collab is not None and not has_collab(cfg.model.ckpt):
             raise ConfigError(f"model.ckpt = {cfg.model.ckpt!r} has no trained slot weights (collab_tokens.safetensors): "
@@ -168,6 +176,9 @@ def run_llm(cfg, task, device):
     else:
         results.update(runner.test(cfg.run.test_splits, reload_best=False))
     results["precision"] = {"dtype": precision.name, "why": precision.reason, **runner.compiled_info}
+    results["warm_cold_rules"] = task.warm_cold_rules()  # which rows test_warm / test_cold hold
+    if {"test_warm", "test_cold"} & set(cfg.run.test_splits):
+        print(f"test_warm / test_cold rules: {results['warm_cold_rules']}")
     run_dir.write_json("metrics.json", results)
     print(json.dumps({s: {k: round(v, 4) for k, v in m.items() if k in ("auc", "uauc")}
                       for s, m in results.items() if s in cfg.run.test_splits}))

@@ -19,7 +19,8 @@ class RecTask:
     def __init__(self, cfg):
         self.cfg = cfg
         name, ds = dataset_cfg(cfg)
-        self.dataset = registry.get("dataset", name)(ds.path).ensure()
+        # test_warm / test_cold follow run.warm_rule / run.cold_rule (splits.WARM_RULES, COLD_RULES)
+        self.dataset = registry.get("dataset", name)(ds.path, cfg.run.warm_rule, cfg.run.cold_rule).ensure()
         require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (README, 'Data').", is_dir=True)
         self._frames = {}
         self.llm_mode = None  # text, slots or codes; set by check_llm_paths
@@ -27,6 +28,10 @@ class RecTask:
     # ------------------------------------------------------------------------------------------------- rows
     def rows(self, split):
         return self.dataset.load(split, self._frames)
+
+    def warm_cold_rules(self):
+        """{"warm_rule", "cold_rule"} that chose test_warm / test_cold (`dataset` resolved), for metrics.json."""
+        return self.dataset.rules()
 
     def set_id_counts(self):
         """user_num / item_num = max id + 1 over train/valid/test, written into the config (upstream rule)."""
@@ -100,5 +105,6 @@ class RecTask:
             out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes, slots), rows,
                                         self.cfg.model.max_txt_len, name=split,
                                         slot_tokens=self.cfg.model.proj_token_num if slots else 0,
-                                        history_len=history_len)
+                                        history_len=history_len, slot_layout=self.cfg.model.slot_layout,
+                                        add_bos=self.cfg.model.add_bos)
         return out

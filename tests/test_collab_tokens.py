@@ -72,7 +72,7 @@ def tok(tiny_llama):
 @pytest.mark.parametrize("k", [1, 3])
 def test_tokenize_marks_slots_with_negative_ids(tok, k):
     text = _texts()[0]
-    (seq,) = tokenize(tok, [text], slot_tokens=k)
+    (seq,) = tokenize(tok, [text], slot_tokens=k, slot_layout="contiguous")  # upstream's: test_slots_upstream.py
     assert seq[0] == tok.bos_token_id
     assert [x for x in seq if x < 0] == list(range(-1, -2 * k - 1, -1))  # user slots, then item slots
     first = seq.index(-1)

@@ -135,6 +135,7 @@ model:
   llama_model: gemma3-270m
   score_type: yes_minus_no
   rec_model: soft_prompt
+  slot_init: token_scale
 datasets:
   movie_ood:
     path: {ml1m_dir}

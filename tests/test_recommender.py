@@ -165,3 +165,103 @@ def test_backbone_uses_pytorch_sdpa_attention(tiny_llama):
 
     model, _ = load_backbone(str(tiny_llama))
     assert model.config._attn_implementation == "sdpa"
+
+
+# ------------------------------------------------------------------------------- final-logit scaling / soft-capping
+# Backbones whose forward transforms lm_head's output: the score must equal the forward's logits all the same.
+# (config class, model class, the transform's key); the values are small so the transform clearly matters.
+FINAL_LOGIT_MODELS = {
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"final_logit_softcapping": 0.5, "head_dim": 8}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"final_logit_softcapping": 0.5, "head_dim": 8}),
+    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.25}),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),
+    "hyperclovax": ("HyperCLOVAXConfig", "HyperCLOVAXForCausalLM", {"logits_scaling": 3.0}),
+}
+
+
+def _tiny_causal_lm(config_cls, model_cls, tokenizer, **extra):
+    import transformers
+
+    config = getattr(transformers, config_cls)(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls)(config).eval()
+    with torch.no_grad():  # as the tiny Llama: logits of a few units, where the transforms are far from identity
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tiny_llama):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_llama))
+
+
+@pytest.mark.parametrize("kind", list(FINAL_LOGIT_MODELS))
+@torch.no_grad()
+def test_score_applies_the_backbones_final_logit_transform(kind, tiny_tokenizer):
+    from minigpt4.llm.recommender import LLMRecommender
+
+    config_cls, model_cls, extra = FINAL_LOGIT_MODELS[kind]
+    model = _tiny_causal_lm(config_cls, model_cls, tiny_tokenizer, **extra)
+    rec = LLMRecommender(model, tiny_tokenizer).eval()
+    yes, no = rec.yes_id, rec.no_id
+    short, long = encode(tiny_tokenizer, [SHORT, LONG])
+    ids, mask = left_pad([short, long], tiny_tokenizer.pad_token_id)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    full = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]  # the forward's own logits
+    # not vacuous: lm_head's two rows alone are off by more than the tolerance below
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
+    raw = hidden @ model.get_output_embeddings().weight[[yes, no]].T
+    assert (raw - full[:, [yes, no]]).abs().min() > 1e-2, kind
+    rec.score_type = "yes"
+    torch.testing.assert_close(rec(ids, mask), full[:, yes], atol=1e-5, rtol=1e-5)
+    # each logit is transformed, then No is subtracted (capping the difference would differ)
+    rec.score_type = "yes_minus_no"
+    torch.testing.assert_close(rec(ids, mask), full[:, yes] - full[:, no], atol=1e-5, rtol=1e-5)
+    # the left-padded short prompt scores as the forward scores it alone
+    alone = model(input_ids=torch.tensor([short])).logits[0, -1]
+    torch.testing.assert_close(rec(ids, mask)[0], alone[yes] - alone[no], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("key, value", [("logits_soft_cap", 30.0), ("output_multiplier", 0.2), ("logit_scale", 0.5),
+                                        ("logits_scaling", 2.0)])
+def test_backbone_with_an_unreproduced_logit_transform_is_refused(tiny_tokenizer, key, value):
+    """A Llama config carrying such a key: its forward may or may not apply it, so the scorer refuses it."""
+    from minigpt4.llm.recommender import LLMRecommender
+
+    model = _tiny_causal_lm("LlamaConfig", "LlamaForCausalLM", tiny_tokenizer)
+    setattr(model.config, key, value)
+    with pytest.raises(ConfigError, match=f"backbone llama: config.{key}"):
+        LLMRecommender(model, tiny_tokenizer)
+
+
+def test_multimodal_text_config_cap_is_refused():
+    from transformers import Gemma3Config
+
+    from minigpt4.llm.recommender import final_logit_transform
+
+    # Gemma3ForConditionalGeneration's forward ignores text_config's cap, PaliGemma's applies it: refused
+    with pytest.raises(ConfigError, match="text_config.final_logit_softcapping"):
+        final_logit_transform(Gemma3Config(text_config={"final_logit_softcapping": 30.0}))
+    assert final_logit_transform(Gemma3Config()) == (None, None, None)
+
+
+def test_embedded_gemma3_has_no_final_logit_cap():
+    """The converted Gemma-3-270M config says final_logit_softcapping: null: its scores need no cap."""
+    from transformers import AutoConfig
+
+    from minigpt4.llm import embedded
+    from minigpt4.llm.recommender import final_logit_transform
+
+    directory = embedded.hf_dir(embedded.EMBEDDED["gemma3-270m"])
+    if not (directory / "config.json").is_file():
+        pytest.skip(f"Gemma-3-270M not converted yet ({directory})")
+    config = AutoConfig.from_pretrained(str(directory))
+    assert config.model_type == "gemma3_text" and config.final_logit_softcapping is None
+    assert final_logit_transform(config) == (None, None, None)

@@ -1,7 +1,8 @@
 """Read and validate CoLLM's processed splits; one builder per registered dataset name.
 
 Split names: `train`, `valid` (= valid_small, what the upstream LLM pipeline validates on), `valid_full`,
-`test`, `test_warm`, `test_cold`.
+`test`, `test_warm`, `test_cold`. test_warm / test_cold are rows of test chosen by `run.warm_rule` / `run.cold_rule`
+(WARM_RULES, COLD_RULES); `warm_cold_rules(cfg)` names the rules a run applies, for its records.
 
 Pickles run code when they are loaded: only read pickles you trust. Each split may instead be a Parquet file of
 the same name (`train_ood2.parquet`, ...), which is plain data and is read first when present; convert a
@@ -83,13 +84,35 @@ def validate_split(df, path):
               lambda p: f"his has {len(df['his'].iloc[p])} entries but his_title has {len(df['his_title'].iloc[p])}")
 
 
+# test_warm / test_cold rules (run.warm_rule, run.cold_rule); "dataset" = the builder's `default_warm_rule`
+WARM_RULES = {"train_rows": "user and item each have more than 3 train rows",
+              "not_cold": "the row's not_cold flag is 1"}
+COLD_RULES = {"not_cold": "the row's not_cold flag is 0",
+              "unseen": "neither the user nor the item occurs in train"}
+
+
 class RecDataset:
-    """Builder for one processed dataset directory. Subclasses differ only in the warm/cold rule."""
+    """Builder for one processed dataset directory. Subclasses differ only in their default warm rule."""
 
-    warm_from_file = True  # movie: warm = user and item have > 3 train rows
+    default_warm_rule = "train_rows"
 
-    def __init__(self, path):
+    def __init__(self, path, warm_rule="dataset", cold_rule="not_cold"):
         self.path = Path(path)
+        rules = self.resolve_rules(warm_rule, cold_rule)
+        self.warm_rule, self.cold_rule = rules["warm_rule"], rules["cold_rule"]
+
+    @classmethod
+    def resolve_rules(cls, warm_rule="dataset", cold_rule="not_cold"):
+        """{"warm_rule", "cold_rule"} as applied: `dataset` replaced by this builder's own warm rule."""
+        warm = cls.default_warm_rule if warm_rule == "dataset" else warm_rule
+        if warm not in WARM_RULES:
+            raise DataError(f"unknown warm rule {warm_rule!r}; rules are dataset, {', '.join(WARM_RULES)}")
+        if cold_rule not in COLD_RULES:
+            raise DataError(f"unknown cold rule {cold_rule!r}; rules are {', '.join(COLD_RULES)}")
+        return {"warm_rule": warm, "cold_rule": cold_rule}
+
+    def rules(self):
+        return {"warm_rule": self.warm_rule, "cold_rule": self.cold_rule}
 
     def ensure(self):
         """Hook for datasets that can create themselves (synthetic)."""
@@ -102,26 +125,52 @@ class RecDataset:
                 cache[split] = read_split(self.path / FILES[split])
             return cache[split]
         if split == "test_cold":
-            test = self.load("test", cache)
-            if "not_cold" not in test.columns:
-                raise DataError(f"{self.path / FILES['test']}: column 'not_cold' is needed for test_cold")
-            return test[test["not_cold"] == 0]
+            return self._cold(cache)
         if split == "test_warm":
             return self._warm(cache)
         raise DataError(f"unknown split {split!r}; splits are {list(SPLITS)}")
 
-    def _warm(self, cache):
-        test = self.load("test", cache)
-        if not self.warm_from_file:
-            return test[test["not_cold"] == 1]
+    def _not_cold(self, test, split):
+        if "not_cold" not in test.columns:
+            raise DataError(f"{self.path / FILES['test']}: column 'not_cold' is needed for {split} "
+                            f"(run.warm_rule / run.cold_rule not_cold)")
+        return test["not_cold"]
+
+    def _file_flag(self, column):
+        """The rows of test_warm_cold_ood2.pkl (upstream's precomputed flags) whose `column` is 1, if it exists."""
         warm_file = self.path / "test_warm_cold_ood2.pkl"
-        if warm_file.is_file():
-            df = pd.read_pickle(warm_file)
-            return df[df["warm"] == 1]
+        if not warm_file.is_file():
+            return None
+        df = pd.read_pickle(warm_file)
+        if column not in df.columns:
+            raise DataError(f"{warm_file}: column {column!r} is missing; the file has {list(df.columns)}")
+        return df[df[column] == 1]
+
+    def _train_counts(self, test, cache):
+        """Train rows of each test row's user and item (0 when unseen in train)."""
         train = self.load("train", cache)
         users, items = train["uid"].value_counts(), train["iid"].value_counts()
-        warm = test["uid"].map(users).fillna(0).gt(3) & test["iid"].map(items).fillna(0).gt(3)
-        return test[warm]
+        return test["uid"].map(users).fillna(0), test["iid"].map(items).fillna(0)
+
+    def _warm(self, cache):
+        test = self.load("test", cache)
+        if self.warm_rule == "not_cold":
+            return test[self._not_cold(test, "test_warm") == 1]
+        from_file = self._file_flag("warm")  # same rule, as upstream CoLLM read it
+        if from_file is not None:
+            return from_file
+        user_rows, item_rows = self._train_counts(test, cache)
+        return test[user_rows.gt(3) & item_rows.gt(3)]
+
+    def _cold(self, cache):
+        test = self.load("test", cache)
+        if self.cold_rule == "not_cold":
+            return test[self._not_cold(test, "test_cold") == 0]
+        from_file = self._file_flag("cold")
+        if from_file is not None:
+            return from_file
+        user_rows, item_rows = self._train_counts(test, cache)
+        return test[user_rows.eq(0) & item_rows.eq(0)]
 
     def id_counts(self, cache=None):
         """user_num, item_num = max id + 1 over train/valid/test (upstream rule), ids in histories included."""
@@ -135,14 +184,14 @@ class RecDataset:
 @register("dataset", "movie_ood")
 @register("dataset", "movie_ood_sasrec")
 class MovieDataset(RecDataset):
-    warm_from_file = True
+    default_warm_rule = "train_rows"  # CoLLM's ML-1M rule
 
 
 @register("dataset", "amazon_ood")
 @register("dataset", "amazon_ood_sasrec")
 class AmazonDataset(RecDataset):
     # Upstream BinLLM's ML-1M config names `amazon_ood`; the only difference is this warm rule.
-    warm_from_file = False
+    default_warm_rule = "not_cold"
 
 
 @register("dataset", "synthetic")
@@ -154,6 +203,15 @@ class SyntheticDataset(MovieDataset):
 
         ensure_synthetic(str(self.path))
         return self
+
+
+def warm_cold_rules(cfg):
+    """{"warm_rule", "cold_rule"} a config applies, `dataset` resolved through its dataset builder."""
+    from minigpt4 import registry
+    from minigpt4.config import dataset_cfg
+
+    name, _ = dataset_cfg(cfg)
+    return registry.get("dataset", name).resolve_rules(cfg.run.warm_rule, cfg.run.cold_rule)
 
 
 def subsample(df, n, seed):

@@ -11,7 +11,14 @@ Where the vectors come from (spec §3.6, §3.7), chosen by `model.rec_model`:
 - `soft_prompt`: two learned blocks of tokens, one for every user slot and one for every item slot (Prompt4NR);
 - `personlized_prompt` (upstream spelling; `personalized_prompt` too): learned tokens per user and per item
   (PersonPrompt). The upstream's one-hot input times a bias-free Linear is an embedding table; it is one here.
+
+A table's initial values (`model.slot_init`): `upstream` = those of the upstream's bias-free nn.Linear(rows, H * k)
+(PyTorch's default, uniform within +-1/sqrt(rows): std 0.41 for the soft prompt's 2 rows, 1/sqrt(3 (U + I)) per
+user/item), drawn the same way, so a seed gives the upstream's numbers; `token_scale` = normal with the backbone's
+token-embedding std (as the backbone's own tokens enter the decoder).
 """
+
+import math
 
 import torch
 from torch import nn
@@ -39,7 +46,7 @@ class CollabTokens(nn.Module):
     """(users, items[, his]) -> slot vectors [B, 2 * proj_token_num, H]: the user's tokens, then the item's."""
 
     def __init__(self, hidden_size, token_num, encoder=None, mid_times=10, table_rows=None, user_offset=0,
-                 item_offset=0, init_std=0.02):
+                 item_offset=0, init_std=0.02, init="upstream"):
         super().__init__()
         self.hidden_size, self.token_num = hidden_size, token_num
         self.encoder = encoder
@@ -47,21 +54,30 @@ class CollabTokens(nn.Module):
         if encoder is not None:
             d = encoder.collab_dim
             self.proj = nn.Sequential(nn.Linear(d, d * mid_times), nn.ReLU(), nn.Linear(d * mid_times, hidden_size * token_num))
-        else:
-            # Initialised at the scale of the backbone's word embeddings, so the learned tokens start out looking
-            # like tokens (a Linear's default init would make them ~10x larger for a 2-row input).
+        elif init == "upstream":
+            # The upstream's Linear(rows, H * k, bias=False) weight [H * k, rows], initialised as nn.Linear does
+            # (kaiming_uniform_ with a = sqrt(5)), transposed into the table: row r = the Linear's column r.
+            weight = torch.empty(hidden_size * token_num, table_rows)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            self.table = nn.Embedding.from_pretrained(weight.T.contiguous(), freeze=False)
+        elif init == "token_scale":
+            # At the scale of the backbone's word embeddings, so the learned tokens start out looking like tokens.
             self.table = nn.Embedding(table_rows, hidden_size * token_num)
             nn.init.normal_(self.table.weight, std=init_std)
+        else:
+            raise ConfigError(f"model.slot_init must be upstream or token_scale, got {init!r}")
+        if encoder is None:
             self.user_offset, self.item_offset = user_offset, item_offset
         self.encoder_frozen = False
 
     @classmethod
     def from_config(cls, model_cfg, hidden_size, init_std=0.02):
         name, rc, k = model_cfg.rec_model, model_cfg.rec_config, model_cfg.proj_token_num
+        init = {"init_std": init_std, "init": model_cfg.slot_init}  # init_std: only read by slot_init token_scale
         if name == "soft_prompt":  # one block for all users (row 0), one for all items (row 1)
-            return cls(hidden_size, k, table_rows=2, user_offset=None, item_offset=None, init_std=init_std)
+            return cls(hidden_size, k, table_rows=2, user_offset=None, item_offset=None, **init)
         if name in PROMPT_TABLES:  # user u -> row u, item i -> row user_num + i
-            return cls(hidden_size, k, table_rows=rc.user_num + rc.item_num, item_offset=rc.user_num, init_std=init_std)
+            return cls(hidden_size, k, table_rows=rc.user_num + rc.item_num, item_offset=rc.user_num, **init)
         if name == "hash":
             raise ConfigError("model.rec_model = hash writes codes as text (run.mode v3); CoLLM slots (run.mode v2 with "
                               "<UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or personlized_prompt")

@@ -3,6 +3,8 @@
 Only the last position's hidden state is multiplied with the Yes (and No) rows of the output layer; the
 full-vocabulary logits of every position, which the upstream computed and threw away, are never formed.
 `score_type: yes` is the upstream score (raw Yes logit); `yes_minus_no` subtracts the No logit.
+Backbones whose forward scales or soft-caps the output layer's logits (Cohere, Granite, Gemma 2) get the same
+transform on each of the two logits (`final_logit_transform`), so a score is what `model(...).logits` holds.
 
 With `collab` (CoLLM, soft prompt, PersonPrompt) the prompt's slot positions get vectors instead of token
 embeddings and the backbone runs on `inputs_embeds`; otherwise it runs on the token ids.
@@ -12,9 +14,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minigpt4.config import ConfigError
 from minigpt4.llm.backbone import add_lora, answer_token_ids, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
 from minigpt4.registry import register
+
+
+# Families whose transformers forward scales lm_head's output by a config value (read in transformers 5.24's
+# modeling files): model_type prefix -> (config key, "multiply" | "divide").
+LOGIT_SCALING = {"cohere": ("logit_scale", "multiply"),  # cohere, cohere2, cohere2_moe, cohere_compass
+                 "granite": ("logits_scaling", "divide"),  # granite, granitemoe*, granite_swa
+                 "hyperclovax": ("logits_scaling", "multiply")}
+SCALE_KEYS = ("logit_scale", "logits_scaling")
+# keys of transforms not reproduced here: such a backbone is refused
+UNSUPPORTED_LOGIT_KEYS = {"output_multiplier": "multiplies the logits before soft-capping them (Muse)",
+                          "logits_soft_cap": "soft-caps the logits under its own key (RecurrentGemma)"}
+
+
+def _refuse(config, why):
+    raise ConfigError(f"backbone {config.model_type}: {why}; the Yes/No score reads two rows of the output layer "
+                      "and would not equal the logits of the model's forward: use another backbone")
+
+
+def final_logit_transform(config):
+    """(multiply, divide, cap), each None when absent: what the transformers forward does to lm_head's output, in
+    this order: logits * multiply, logits / divide, then cap * tanh(logits / cap). Cohere multiplies by
+    `logit_scale`, Granite divides by `logits_scaling`; Gemma 2 (30), Gemma 3 (null in the checkpoints we use)
+    and other Gemma-family causal LMs soft-cap with `final_logit_softcapping`. Anything else that may touch the
+    logits is refused rather than scored wrong."""
+    for key, what in UNSUPPORTED_LOGIT_KEYS.items():
+        if getattr(config, key, None) is not None:
+            _refuse(config, f"config.{key}: it {what}")
+    text = config.get_text_config()
+    if text is not config:  # multimodal wrappers differ: PaliGemma applies text_config's cap, Gemma 3's ignores it
+        for key in ("final_logit_softcapping", *SCALE_KEYS, *UNSUPPORTED_LOGIT_KEYS):
+            if getattr(text, key, None) is not None:
+                _refuse(config, f"text_config.{key} is set and whether this wrapper's forward applies it is unknown")
+    multiply = divide = None
+    family = next((f for f in LOGIT_SCALING if config.model_type.startswith(f)), None)
+    if family is not None:
+        key, how = LOGIT_SCALING[family]
+        value = float(getattr(config, key))
+        multiply, divide = (value, None) if how == "multiply" else (None, value)
+    else:
+        for key in SCALE_KEYS:
+            if getattr(config, key, None) is not None:  # MPT: the HF forward ignores logit_scale, the original used it
+                _refuse(config, f"config.{key} = {getattr(config, key)!r}, and whether its forward applies it is unknown")
+    cap = getattr(config, "final_logit_softcapping", None)
+    return multiply, divide, (float(cap) if cap is not None else None)
 
 
 @register("model", "mini_gpt4rec_v2")
@@ -26,6 +73,7 @@ class LLMRecommender(nn.Module):
         self.score_type = score_type
         self.yes_id, self.no_id = answer_token_ids(tokenizer)
         self.collab = collab  # CollabTokens filling the prompt's ID slots, or None
+        self.logit_transform = final_logit_transform(self.causal_lm.config)  # the forward's scaling / soft-cap
 
     @classmethod
     def from_config(cls, model_cfg, dtype=torch.float32, slots=False):
@@ -77,7 +125,19 @@ class LLMRecommender(nn.Module):
         logits = hidden.float() @ rows.T
         if getattr(head, "bias", None) is not None:
             logits = logits + head.bias[[self.yes_id, self.no_id]].float()
+        logits = self.finish_logits(logits)
         return logits[:, 0] - logits[:, 1] if self.score_type == "yes_minus_no" else logits[:, 0]
+
+    def finish_logits(self, logits):
+        """The backbone forward's scaling and soft-capping of lm_head's output, per logit (before Yes - No)."""
+        multiply, divide, cap = self.logit_transform
+        if multiply is not None:
+            logits = logits * multiply
+        if divide is not None:
+            logits = logits / divide
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     def loss(self, scores, labels):
         return F.binary_cross_entropy_with_logits(scores, labels.float())

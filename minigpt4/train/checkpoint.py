@@ -1,8 +1,9 @@
 """Checkpoints hold only what was trained: a peft adapter directory (adapter_config.json +
 adapter_model.safetensors, loadable with `peft.PeftModel.from_pretrained(base, dir)`), `collab_tokens.safetensors`
 when the model fills CoLLM slots (the mapping MLP or prompt table, and the encoder only when it was trained:
-a frozen encoder is read from `rec_config.pretrained_path`), and `recommender.json` (what it was trained for). Loading checks every key and refuses a checkpoint made for another backbone, score, code
-length or slot encoder.
+a frozen encoder is read from `rec_config.pretrained_path`), and `recommender.json` (what it was trained for).
+Loading refuses a checkpoint made for another backbone, score type, LoRA layout, code mode or length, or slot
+encoder, naming the config key to set; a key an older checkpoint does not record is not checked.
 """
 
 import json
@@ -84,15 +85,85 @@ def has_collab(value):
     return (find_checkpoint(value) / COLLAB).is_file()
 
 
-def load_checkpoint(recommender, value, expect):
+# meta key -> the config key that sets it, named in a refusal
+CONFIG_KEYS = {"score_type": "model.score_type", "code_mode": "model.rec_config.code_mode",
+               "code_bits": "model.rec_config.embedding_size",  # the binary encoder's width = bits per code
+               "rec_model": "model.rec_model", "proj_token_num": "model.proj_token_num",
+               "slot_layout": "model.slot_layout", "llama_model": "model.llama_model", "add_bos": "model.add_bos"}
+LORA_KEYS = ("r", "alpha", "target_modules", "layers_to_transform")
+_UNRECORDED = object()
+
+
+def _layout(r, alpha, targets, layers, n_layers):
+    """Like-with-like form of a LoRA layout: sorted target names, absolute layer indices, [] = every layer."""
+    targets = sorted(targets) if isinstance(targets, (list, set, tuple)) else [targets]
+    layers = sorted({int(i) % n_layers for i in (layers or [])})  # config counts negative indices from the top
+    return {"r": int(r), "alpha": int(alpha), "target_modules": targets,
+            "layers_to_transform": [] if layers == list(range(n_layers)) else layers}
+
+
+def lora_layout(recommender):
+    """The model's LoRA layout as a checkpoint records it (meta key `lora`); None without LoRA."""
+    if not hasattr(recommender.llm, "peft_config"):
+        return None
+    c = recommender.llm.peft_config["default"]
+    return _layout(c.r, c.lora_alpha, c.target_modules, c.layers_to_transform,
+                   recommender.causal_lm.config.num_hidden_layers)
+
+
+def _checkpoint_lora(path, meta, n_layers):
+    """The checkpoint's layout: from its adapter_config.json (older checkpoints hold it too), else meta `lora`."""
+    if (path / "adapter_config.json").is_file():
+        c = adapter_lora_config(path)
+        return _layout(c["r"], c["alpha"], c["target_modules"], c["layers_to_transform"], n_layers)
+    return meta.get("lora", _UNRECORDED)
+
+
+def _refusal(value, key, trained, run):
+    if key == "backbone":  # the architecture signature, not a path: say which key chooses it
+        return (f"model.ckpt = {value!r} was trained on a backbone of architecture {trained!r} but this run's "
+                f"model.llama_model has architecture {run!r}; set model.llama_model to the checkpoint's backbone or "
+                f"use a checkpoint trained on {run!r}")
+    name = CONFIG_KEYS.get(key, key)
+    return (f"model.ckpt = {value!r} was trained with {name}={trained!r} but this run has {name}={run!r}; "
+            f"set {name}={trained} or use a checkpoint trained with {run}")
+
+
+def _check_lora(recommender, value, path, meta):
+    trained = _checkpoint_lora(path, meta, recommender.causal_lm.config.num_hidden_layers)
+    run = lora_layout(recommender)
+    if trained is _UNRECORDED or trained == run:
+        return
+    if trained is None or run is None:
+        t, r = trained is not None, run is not None
+        raise ConfigError(f"model.ckpt = {value!r} was trained with model.lora_config.use_lora={t} but this run has "
+                          f"model.lora_config.use_lora={r}; set model.lora_config.use_lora={t}"
+                          + (f" with {_keys(trained, LORA_KEYS)}" if t else "")
+                          + f" or use a checkpoint trained with use_lora={r}")
+    keys = [k for k in LORA_KEYS if trained[k] != run[k]]
+    note = (" (absolute layer indices, [] = every layer)" if "layers_to_transform" in keys else "")
+    raise ConfigError(f"model.ckpt = {value!r} was trained with {_keys(trained, keys)} but this run has "
+                      f"{_keys(run, keys)}{note}; set {_keys(trained, keys)} or use a checkpoint trained with "
+                      f"{_keys(run, keys)}")
+
+
+def _keys(layout, keys):
+    return ", ".join(f"model.lora_config.{k}={layout[k]}" for k in keys)
+
+
+def load_checkpoint(recommender, value, expect, before=None):
     """Load adapter weights (and slot-filling weights, when saved) into `recommender`. `expect` maps meta keys
-    to the values this run needs; any difference is refused with the reason."""
+    to the values this run needs; a key the checkpoint records with another value is refused, as is another
+    LoRA layout than the model's. `before`: the value a key had for checkpoints written before it was recorded
+    (what that code always did); other keys an old checkpoint lacks are not checked. Nothing is loaded before
+    every check has passed."""
     path = find_checkpoint(value)
     meta = read_meta(path)
     for key, want in expect.items():
-        if key in meta and meta[key] != want:
-            raise ConfigError(f"model.ckpt = {value!r} was trained with {key}={meta[key]!r} but this run has "
-                              f"{key}={want!r}; use a checkpoint made for this setting")
+        trained = meta.get(key, (before or {}).get(key, want))
+        if trained != want:
+            raise ConfigError(_refusal(value, key, trained, want))
+    _check_lora(recommender, value, path, meta)
     if (path / COLLAB).is_file():
         _load_collab(recommender, value, path / COLLAB)
     if (path / ADAPTER).is_file():

@@ -7,6 +7,7 @@ saved as `rec_model.pth` (the upstream's raw state-dict format, loadable by `rec
 A split becomes a dict of row tensors built once: `users`, `items`, and `his` (padded history ids) only for
 models with `history_len > 0`; a batch is that dict indexed by row and passed as keyword arguments.
 A model with `set_graph` (LightGCN) gets the graph of the positive train rows before training.
+The results name the rules that chose test_warm / test_cold (`warm_cold_rules`: run.warm_rule / run.cold_rule).
 """
 
 import math
@@ -15,6 +16,7 @@ import time
 import torch
 
 from minigpt4.data.history import padded_history
+from minigpt4.data.splits import warm_cold_rules
 from minigpt4.encoders.factory import attach_graph, build_encoder
 from minigpt4.metrics import evaluate_scores
 from minigpt4.train.run_dir import atomic_write
@@ -100,4 +102,7 @@ def pretrain(cfg, frames, run_dir, log=print):
     model.load_state_dict(torch.load(ckpt, map_location="cpu"))
     built = {"valid_full": valid_inputs}  # its history tensor is already padded; the test splits are new
     results = {split: evaluate(model, df, built.get(split)) for split, df in frames.items() if split != "train"}
-    return model, {"best_epoch": best_epoch, **results}
+    # which rows test_warm / test_cold hold differs between upstream's scripts: name the rules beside the numbers
+    rules = warm_cold_rules(cfg)
+    log(f"test_warm: warm_rule {rules['warm_rule']}; test_cold: cold_rule {rules['cold_rule']}")
+    return model, {"best_epoch": best_epoch, "warm_cold_rules": rules, **results}
