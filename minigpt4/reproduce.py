@@ -547,6 +547,17 @@ def provenance(env):
     return f"Code: commit `{env['git_commit'][:10]}`, clean tree."
 
 
+def warm_cold_note(metrics, steps):
+    """Which rows each step's test_warm / test_cold held (run.warm_rule / run.cold_rule, recorded in metrics.json)."""
+    parts = []
+    for step in dict.fromkeys(s for s in steps if s in metrics):
+        r = metrics[step].get("warm_cold_rules")
+        parts.append(f"{step} {r['warm_rule']} / {r['cold_rule']}" if r else f"{step} not recorded (run before "
+                     "run.warm_rule existed: the dataset builder's rule / not_cold)")
+    return ("Warm / cold rules (run.warm_rule / run.cold_rule): " + "; ".join(parts) + "." if parts
+            else "Warm / cold rules: no finished step yet.")
+
+
 def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None):
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
              f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", "",
@@ -593,6 +604,8 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
             lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {p[0]} | {p[1]} | "
                          f"{_fmt(_diff(m.get('auc'), paper[0]), True)} | {_fmt(_diff(m.get('uauc'), paper[1]), True)} | "
                          f"{m.get('rows', '–')} |")
+        if any(split.startswith("test_") for _, _, split, _, _ in rows):
+            lines += ["", warm_cold_note(metrics, [r[1] for r in rows])]
         lines.append("")
     if same:
         lines += ["## The LLM rows on the same test rows", "",

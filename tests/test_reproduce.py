@@ -262,3 +262,14 @@ def test_report_says_when_its_runs_came_from_an_uncommitted_tree():
     clean = rp.report_markdown("ml-1m", "cpu", {}, env={"git_commit": "b" * 40, "git_dirty": False})
     assert "uncommitted changes" in dirty and "`aaaaaaaaaa`" in dirty
     assert "clean tree" in clean and "uncommitted" not in clean
+
+
+def test_report_names_the_warm_and_cold_rule_of_each_row():
+    metrics = {"mf": {"test_warm": {"auc": 0.7, "uauc": 0.6, "rows": 10},
+                      "warm_cold_rules": {"warm_rule": "train_rows", "cold_rule": "not_cold"}},
+               "binllm": {"test_warm": {"auc": 0.7, "uauc": 0.6, "rows": 10},
+                          "warm_cold_rules": {"warm_rule": "not_cold", "cold_rule": "unseen"}},
+               "tallrec": {"test_warm": {"auc": 0.7, "uauc": 0.6, "rows": 10}}}
+    report = rp.report_markdown("ml-1m", "cpu", metrics)
+    assert "mf train_rows / not_cold" in report and "binllm not_cold / unseen" in report
+    assert "tallrec not recorded" in report
