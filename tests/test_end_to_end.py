@@ -4,6 +4,8 @@ stage 0 `collab` (binary encoder) -> stage 1 `llm` text mode -> stage 2 `llm` co
 adapter and the stage-0 codes) -> `eval` of the stage-2 adapter, which must reproduce its test AUC.
 """
 
+import contextlib
+import io
 import json
 import math
 
@@ -14,6 +16,7 @@ import torch
 
 from minigpt4.cli import main
 from minigpt4.train.checkpoint import read_meta
+from minigpt4.train.runner import RecRunner
 from minigpt4.metrics import evaluate_scores
 from conftest import write_yaml
 
@@ -72,6 +75,17 @@ run:
 """)
 
 
+def _recording_start(train, into):
+    """RecRunner.train that first stores the model's adapter tensors (named as in adapter_model.safetensors)."""
+    from peft import get_peft_model_state_dict
+
+    def recording(self):
+        into.update({k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model.llm).items()})
+        return train(self)
+
+    return recording
+
+
 @pytest.fixture(scope="module")
 def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
@@ -82,8 +96,15 @@ def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
     r["text_results"] = main("llm", "stage 1", ["--cfg-path", str(r["text_yaml"]), "--options", "run.job_id=text"])
     r["codes_yaml"] = _llm_yaml(d, "codes", synthetic_dir, out, tiny_llama, "v3", "prompts/collm_movie.txt",
                                 f", pretrained_path: {out / 'binmf' / 'rec_model.pth'}")
-    r["codes_results"] = main("llm", "stage 2", ["--cfg-path", str(r["codes_yaml"]), "--options",
-                                                 "run.job_id", "codes", "model.ckpt", str(out / "text")])
+    # Stage 2 with the adapter it holds when training starts recorded, and its printed lines kept: the test of
+    # "starts from stage 1" compares that adapter with the stage-1 checkpoint.
+    r["codes_start"], stdout = {}, io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
+        mp.setattr(RecRunner, "train", _recording_start(RecRunner.train, r["codes_start"]))
+        r["codes_results"] = main("llm", "stage 2", ["--cfg-path", str(r["codes_yaml"]), "--options",
+                                                     "run.job_id", "codes", "model.ckpt", str(out / "text")])
+    r["codes_stdout"] = stdout.getvalue()
+    print(r["codes_stdout"])
     r["eval_results"] = main("eval", "eval", ["--cfg-path", str(r["codes_yaml"]), "--options", "run.job_id=eval",
                                               f"model.ckpt={out / 'codes' / 'checkpoint_best'}"])
     return r
@@ -147,6 +168,15 @@ def test_stage1_text_outputs(pipeline, synthetic_dir):
 
 def test_stage2_codes_starts_from_stage1(pipeline):
     run = pipeline["out"] / "codes"
+    assert f"loaded {pipeline['out'] / 'text'} (trained as text" in pipeline["codes_stdout"]
+    # the adapter stage 2 starts training from is the stage-1 checkpoint's, tensor for tensor (not a fresh one:
+    # stage 1 trained lora_B away from its zero init, so a fresh adapter would differ)
+    stage1, start = _adapter(pipeline["out"] / "text"), pipeline["codes_start"]
+    assert set(start) == set(stage1)
+    assert any(k.endswith("lora_B.weight") and stage1[k].abs().sum() > 0 for k in stage1)
+    assert all(torch.equal(start[k], stage1[k]) for k in stage1)
+    # ... and stage 2 trained it further
+    assert not all(torch.equal(stage1[k], v) for k, v in _adapter(run).items())
     meta = read_meta(run / "checkpoint_best")
     assert meta["mode"] == "codes" and meta["code_bits"] == 32 and meta["code_mode"] == "binary"
     metrics = json.loads((run / "metrics.json").read_text())

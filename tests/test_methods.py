@@ -5,8 +5,11 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from minigpt4 import registry
 from minigpt4.cli import main
+from minigpt4.encoders.factory import build_encoder, load_pretrained_encoder
 from minigpt4.train.checkpoint import read_meta
 
 ENCODERS = {"mf": "MF", "lightgcn": "lightgcn", "sasrec": "sasrec", "din": "DIN", "binmf": "hash"}
@@ -44,8 +47,19 @@ def stages(tiny_llama, synthetic_dir, tmp_path_factory):
 def test_stage0_configs_train_their_encoder(stages, name):
     metrics = json.loads((stages["runs"] / name / "metrics.json").read_text())
     assert 0 <= metrics["test"]["auc"] <= 1 and metrics["test_cold"]["rows"] > 0
-    state = torch.load(stages["runs"] / name / "rec_model.pth", weights_only=True)
-    assert state  # a state dict of the configured encoder
+    # rec_model.pth is a state dict of the configured encoder, at the sizes the run used: it loads strictly
+    # (every key, every shape) into that encoder built from the run's saved config ...
+    run_cfg = OmegaConf.load(stages["runs"] / name / "config.yaml")
+    assert run_cfg.model.rec_model == ENCODERS[name]
+    run_cfg.model.rec_config.pretrained_path = str(stages["runs"] / name / "rec_model.pth")
+    encoder = load_pretrained_encoder(run_cfg.model)
+    assert type(encoder) is registry.get("rec_model", ENCODERS[name])
+    # ... and it was trained: its weights are not those the seeded run started from
+    torch.manual_seed(run_cfg.run.seed)
+    init = build_encoder(run_cfg.model).state_dict()
+    trained = encoder.state_dict()
+    assert set(init) == set(trained)
+    assert any(not torch.equal(init[k], trained[k]) for k in init if init[k].is_floating_point())
 
 
 @pytest.mark.parametrize("method", LLM_METHODS)
