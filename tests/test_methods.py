@@ -81,3 +81,27 @@ def test_llm_method_config_trains_and_scores(stages, method):
         assert meta["mode"] == "codes" and meta["code_mode"] == ("ipv4" if method == "binllm_ipv4" else "binary")
     else:
         assert meta["mode"] == "slots" and (runs / method / "checkpoint_best" / "collab_tokens.safetensors").is_file()
+
+
+def test_binllm_training_lifts_auc_well_above_chance(stages):
+    """BinLLM learns from the codes: BinLLM-IO (`ml1m_binllm_io.yaml`, only the user and item codes in the prompt),
+    trained from the bare backbone on the synthetic data, where the stage-0 codes carry strong signal (a logistic
+    regression on the 64 code bits reaches valid AUC 0.79). Valid = valid_small, 141 rows, never trained on.
+
+    The tiny random backbone needs a stronger recipe than the configs' to learn in seconds: LoRA r 16 on q/v in
+    every layer, lr 1e-2 decaying to 1e-3, 500 steps of 16 rows. Measured: untrained 0.52; trained 0.74 with the
+    config's seed (42), 0.72 / 0.73 with seeds 0 / 1."""
+    runs = stages["runs"]
+    options = _common(runs, stages["data"], "binllm_learns") + [
+        f"model.llama_model={stages['llama']}", f"model.rec_config.pretrained_path={runs / 'binmf' / 'rec_model.pth'}",
+        "model.ckpt=", "model.lora_config.layers_to_transform=[]", "model.lora_config.r=16",
+        "model.lora_config.alpha=32", "model.lora_config.dropout=0.0", "run.init_lr=1e-2", "run.min_lr=1e-3",
+        "run.warmup_steps=5", "run.weight_decay=0", "run.max_epoch=1", "run.iters_per_epoch=500",
+        "run.batch_size_train=16", "run.max_train_rows=0", "run.valid_splits=[]", "run.test_splits=[valid]",
+        "run.max_eval_rows=0", "run.batch_size_eval=64", "run.log_freq=100"]
+    cfg = ["--cfg-path", "train_configs/ml1m_binllm_io.yaml", "--options"]
+    # the starting point: the same model before any step (LoRA's B matrices start at zero)
+    before = main("eval", "untrained", cfg + options + ["run.job_id=binllm_untrained"])["valid"]["auc"]
+    after = main("llm", "binllm", cfg + options)["valid"]["auc"]
+    assert before < 0.6
+    assert after >= 0.65 and after - before >= 0.1, (before, after)
