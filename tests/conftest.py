@@ -28,17 +28,15 @@ ML1M_ZIP = Path(__file__).parents[1].parent / "shared/data/ml-1m.zip"
 def tiny_llama(tmp_path_factory):
     """Directory with a seeded, randomly initialised 2-layer LlamaForCausalLM (hidden 32) + SmolLM2 tokenizer."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
+    from helpers import tiny_llama_config
     from minigpt4.llm.embedded import prepare
 
     out = tmp_path_factory.mktemp("tiny_llama")
     tokenizer = AutoTokenizer.from_pretrained(str(prepare("smollm2")))
     tokenizer.save_pretrained(str(out))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = tiny_llama_config(tokenizer, 2)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     # A larger init than the default 0.02 so Yes/No logits of different prompts clearly differ.

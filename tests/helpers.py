@@ -25,9 +25,13 @@ run:
     return load_config(path)
 
 
-def make_recommender(tmp_path, llama_dir, r=4, score_type="yes", perturb_seed=None, targets=("q_proj", "v_proj")):
+def make_recommender(tmp_path, llama_dir, r=4, score_type="yes", perturb_seed=None, targets=("q_proj", "v_proj"),
+                     layers=None, name=None):
+    """The tiny Llama with adapters; `layers`: model.lora_config.layers_to_transform (default: every layer)."""
     cfg = model_cfg(tmp_path, llama_dir, r=r, score_type=score_type, targets=targets,
-                    name=f"model_r{r}_{score_type}_{'_'.join(targets)}.yaml")
+                    name=name or f"model_r{r}_{score_type}_{'_'.join(targets)}.yaml")
+    if layers is not None:
+        cfg.model.lora_config.layers_to_transform = list(layers)
     rec = LLMRecommender.from_config(cfg.model)
     if perturb_seed is not None:  # lora_B starts at zero: give the adapters a visible effect
         g = torch.Generator().manual_seed(perturb_seed)
@@ -52,3 +56,38 @@ def left_pad(seqs, pad_id):
         ids[row, width - len(s):] = torch.tensor(s)
         mask[row, width - len(s):] = 1
     return ids, mask
+
+
+def slot_cfg(tmp_path, llama, rec_model="MF", k=1, extra="", name=None, users=9, items=13):
+    """A config for CoLLM / prompt-tuning slots on the tiny Llama; `extra`: more `model:` lines (indented 2)."""
+    path = Path(tmp_path) / (name or f"{rec_model}_{k}.yaml")
+    path.write_text(f"""\
+model:
+  llama_model: {llama}
+  prompt_path: prompts/collm_movie.txt
+  rec_model: {rec_model}
+  proj_token_num: {k}
+  proj_mid_times: 2
+  freeze_proj: False
+  rec_config: {{embedding_size: 12, embed_size: 12, hidden_units: 12, maxlen: 4}}
+  lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.0}}
+{extra}datasets:
+  synthetic:
+    path: {tmp_path}/unused/
+run:
+  device: cpu
+""")
+    cfg = load_config(path)
+    for section in (cfg.model, cfg.model.rec_config):
+        section.user_num, section.item_num = users, items
+    return cfg
+
+
+def tiny_llama_config(tokenizer, layers):
+    """A tiny random Llama's shape around SmolLM2's tokenizer (hidden 32, 4 heads, MLP 64)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)

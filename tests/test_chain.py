@@ -27,6 +27,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from helpers import tiny_llama_config
 from minigpt4.cli import main
 from minigpt4.train.checkpoint import read_meta
 
@@ -55,7 +56,7 @@ UPSTREAM = [("pretrain_collab.py", "ml1m_binmf", ()), ("train_collm_mf_din.py", 
 @pytest.fixture(scope="module")
 def smollm2_standin(tiny_llama, tmp_path_factory):
     """A binllm cache whose converted `smollm2` is a seeded random 9-layer Llama (hidden 32)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from minigpt4.llm.embedded import EMBEDDED, hf_dir
 
@@ -63,10 +64,7 @@ def smollm2_standin(tiny_llama, tmp_path_factory):
     target = hf_dir(EMBEDDED["smollm2"], cache)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))  # SmolLM2's tokenizer
     tokenizer.save_pretrained(str(target))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=9, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = tiny_llama_config(tokenizer, 9)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(str(target))
     return cache

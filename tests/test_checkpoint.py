@@ -95,16 +95,7 @@ def test_refuses_other_target_modules(saved, tiny_llama, tmp_path):
 
 def _with_lora(tmp_path, tiny_llama, layers, perturb_seed=None, name="layers"):
     """The tiny Llama (2 layers) with r=4 adapters on the given model.lora_config.layers_to_transform."""
-    cfg = model_cfg(tmp_path, tiny_llama, r=4, name=f"{name}.yaml")
-    cfg.model.lora_config.layers_to_transform = list(layers)
-    rec = LLMRecommender.from_config(cfg.model)
-    if perturb_seed is not None:
-        g = torch.Generator().manual_seed(perturb_seed)
-        with torch.no_grad():
-            for n, p in rec.llm.named_parameters():
-                if "lora_" in n:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return rec.eval()
+    return make_recommender(tmp_path, tiny_llama, r=4, perturb_seed=perturb_seed, layers=layers, name=f"{name}.yaml")
 
 
 def test_refuses_other_lora_layers_naming_the_key(tiny_llama, tmp_path):

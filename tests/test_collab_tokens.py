@@ -10,13 +10,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import left_pad
+from helpers import left_pad, slot_cfg
 from minigpt4.batching import TokenizedSplit, tokenize
-from minigpt4.config import ConfigError, load_config
+from minigpt4.config import ConfigError
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
 from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.train.checkpoint import load_checkpoint, save_checkpoint
-from conftest import write_yaml
 
 PROMPT = ('#Question: A user liked <ItemTitleList>, feature <UserID>. Would they enjoy <TargetItemTitle> with '
           'feature <TargetItemID>? \\n#Answer:')
@@ -24,26 +23,7 @@ U, I = 9, 13
 
 
 def _cfg(tmp_path, llama, rec_model="MF", k=1, extra="", name=None):
-    path = write_yaml(tmp_path / (name or f"{rec_model}_{k}.yaml"), f"""\
-model:
-  llama_model: {llama}
-  prompt_path: prompts/collm_movie.txt
-  rec_model: {rec_model}
-  proj_token_num: {k}
-  proj_mid_times: 2
-  freeze_proj: False
-  rec_config: {{embedding_size: 12, embed_size: 12, hidden_units: 12, maxlen: 4}}
-  lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.0}}
-{extra}datasets:
-  synthetic:
-    path: {tmp_path}/unused/
-run:
-  device: cpu
-""")
-    cfg = load_config(path)
-    for section in (cfg.model, cfg.model.rec_config):
-        section.user_num, section.item_num = U, I
-    return cfg
+    return slot_cfg(tmp_path, llama, rec_model, k, extra, name, U, I)
 
 
 def _model(tmp_path, llama, **kw):

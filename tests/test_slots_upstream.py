@@ -21,6 +21,7 @@ from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.prompting import load_prompt
 from minigpt4.tasks import RecTask
 from conftest import write_yaml
+from helpers import slot_cfg
 
 TEXT = ('#Question: A user liked "Heat (1995)", feature <UserID>. Would they enjoy "Casino (1995)" with '
         'feature <TargetItemID>? \\n#Answer:')
@@ -139,24 +140,7 @@ def test_tokenized_split_passes_layout_and_bos(tok):
 
 # ------------------------------------------------------------------------------------------------------- init
 def _model(tmp_path, llama, rec_model, k, slot_init):
-    path = write_yaml(tmp_path / f"{rec_model}_{k}_{slot_init}.yaml", f"""\
-model:
-  llama_model: {llama}
-  prompt_path: prompts/collm_movie.txt
-  rec_model: {rec_model}
-  proj_token_num: {k}
-  slot_init: {slot_init}
-  freeze_proj: False
-  lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.0}}
-datasets:
-  synthetic:
-    path: {tmp_path}/unused/
-run:
-  device: cpu
-""")
-    cfg = load_config(path)
-    for section in (cfg.model, cfg.model.rec_config):
-        section.user_num, section.item_num = U, I
+    cfg = slot_cfg(tmp_path, llama, rec_model, k, f"  slot_init: {slot_init}\n", f"{rec_model}_{k}_{slot_init}.yaml", U, I)
     torch.manual_seed(0)
     return LLMRecommender.from_config(cfg.model, slots=True).eval()
 
