@@ -19,7 +19,7 @@ import re
 import numpy as np
 import torch
 
-from minigpt4.config import ConfigError
+from minigpt4.errors import ConfigError
 from minigpt4.data.history import padded_history
 
 SLOT_PATTERN = re.compile(r"(<UserID>|<TargetItemID>)")

@@ -14,14 +14,11 @@ from pathlib import Path
 import omegaconf
 from omegaconf import OmegaConf
 
+from minigpt4.errors import ConfigError  # noqa: F401  (raised here; importable from here as before)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_LLM = "smollm2"  # the default backbone: SmolLM2-135M, embedded (minigpt4/llm/embedded.py)
 NOT_HAVE = "not_have"  # upstream's literal for "no pretrained collaborative encoder"
-
-
-class ConfigError(ValueError):
-    """A config problem; the message names the key and says how to fix it."""
-
 
 # Backbone-specific settings (LoRA targets and layers, learning rates per method) live in one file per backbone;
 # a config reads them as `${backbone:KEY}` from the file its model.llama_model names.

@@ -9,14 +9,14 @@ literal backslash-n before `#Answer:` so the token sequence matches the upstream
 
 from pathlib import Path
 
+from minigpt4.errors import PromptError  # noqa: F401  (raised here; importable from here as before)
+
 MAX_HISTORY = 10
 EMPTY_HISTORY = "unknown"
 PLACEHOLDERS = ("<ItemTitleList>", "<TargetItemTitle>", "<UserID>", "<TargetItemID>")
 ID_PLACEHOLDERS = ("<UserID>", "<TargetItemID>")
 
 
-class PromptError(ValueError):
-    pass
 
 
 def load_prompt(path, template="{}"):

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from minigpt4 import registry
-from minigpt4.binary_encoder import BinaryEncoder, sign_ste
+from minigpt4.encoders.binary import BinaryEncoder, sign_ste
 
 UPSTREAM_KEYS = {"rec_model.user_embedding.weight", "rec_model.item_embedding.weight", "proj_u.weight",
                  "proj_u.bias", "proj_i.weight", "proj_i.bias"}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from minigpt4.errors import DataError  # noqa: F401  (raised here; importable from here as before)
 from minigpt4.registry import register
 
 FILES = {"train": "train_ood2.pkl", "valid": "valid_small_ood2.pkl", "valid_full": "valid_ood2.pkl",
@@ -23,8 +24,6 @@ SPLITS = tuple(FILES) + ("test_warm", "test_cold")
 COLUMNS = ("uid", "iid", "label", "his", "his_title", "title")
 
 
-class DataError(ValueError):
-    """A data problem; the message names the file, the column and the row."""
 
 
 def _plain(x):

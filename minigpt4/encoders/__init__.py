@@ -1,5 +1,6 @@
-"""CoLLM's collaborative encoders for stage 0 (spec §3.1, §3.3-3.5), one module each; BinLLM's binary
-encoder lives in `minigpt4/binary_encoder.py`. Importing this package registers them as `model.rec_model` names.
+"""The collaborative encoders, one module each: BinLLM's binary encoder (`binary.py`, spec §3.2) and CoLLM's
+(spec §3.1, §3.3-3.5). Importing this package registers them as `model.rec_model` names; `factory.py` builds and
+loads them.
 
 Interface used by the stage-0 loop (`minigpt4/train/collab.py`): `forward(users, items[, his])` returns one logit
 per row; `history_len` (> 0 only for models that read the row's history) says how many history ids a row needs;
@@ -8,4 +9,4 @@ For the CoLLM LLM stage (`minigpt4/llm/collab_tokens.py`): `collab_vectors(users
 (user, item) vectors a prompt's slots receive, each `collab_dim` wide.
 """
 
-from minigpt4.encoders import din, lightgcn, mf, sasrec  # noqa: F401
+from minigpt4.encoders import binary, din, lightgcn, mf, sasrec  # noqa: F401

@@ -4,7 +4,7 @@ The embedding tables are the ones the binary encoder already wraps (padding row 
 state-dict keys are upstream's `user_embedding.weight` and `item_embedding.weight`.
 """
 
-from minigpt4.binary_encoder import MatrixFactorization
+from minigpt4.encoders.binary import MatrixFactorization
 from minigpt4.registry import register
 
 

@@ -19,7 +19,6 @@ The cache is `$BINLLM_CACHE`, else `$XDG_CACHE_HOME/binllm`, else `~/.cache/binl
 """
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minigpt4.config import ConfigError
+from minigpt4.fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,6 @@ def part_files(model):
                               f"`{model.install_command([part.package])}`")
         files.append(path)
     return files
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from minigpt4.data.history import padded_history
 from minigpt4.data.splits import warm_cold_rules
 from minigpt4.encoders.factory import attach_graph, build_encoder
 from minigpt4.metrics import evaluate_scores
-from minigpt4.train.run_dir import atomic_write
+from minigpt4.fileio import atomic_write
 
 
 def model_inputs(model, df):

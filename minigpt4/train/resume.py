@@ -20,7 +20,7 @@ import torch
 
 from minigpt4.config import ConfigError
 from minigpt4.train import distributed as dist
-from minigpt4.train.run_dir import atomic_text, atomic_write
+from minigpt4.fileio import atomic_text, atomic_write
 
 
 def _rng_state():

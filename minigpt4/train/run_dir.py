@@ -7,29 +7,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-
-def atomic_write(path, write):
-    """write(tmp_path) fills a temporary file next to `path`, which then replaces `path` in one rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_text(path, text):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+from minigpt4.fileio import atomic_text, atomic_write  # noqa: F401  (also imported from here by older code)
 
 
 def _clean(x):

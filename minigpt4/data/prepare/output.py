@@ -3,7 +3,6 @@ read first by `minigpt4.data.splits`), then `manifest.json` with row counts, id 
 file. Each file is written to a temporary name and renamed, so an interrupted run never leaves a half file
 under a final name. The counts are printed next to the published ones; a difference is a warning."""
 
-import hashlib
 import json
 import os
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minigpt4.data.splits import validate_split
-from minigpt4.train.run_dir import atomic_write
+from minigpt4.fileio import atomic_write, sha256_file
 
 SUFFIX = "_ood2"
 
@@ -41,14 +40,6 @@ def _write_parquet(df, tmp):
 def _write_json(obj, tmp):
     Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     _readable(tmp)
-
-
-def sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def counts(splits):
@@ -90,8 +81,8 @@ def write_prepared(out_dir, splits, *, dataset, published, inputs, notes=()):
         pkl, parquet = file_names(stem)
         atomic_write(out_dir / pkl, lambda tmp: _write_pickle(df, tmp))
         atomic_write(out_dir / parquet, lambda tmp: _write_parquet(df, tmp))
-        hashes[pkl] = sha256(out_dir / pkl)
-        hashes[parquet] = sha256(out_dir / parquet)
+        hashes[pkl] = sha256_file(out_dir / pkl)
+        hashes[parquet] = sha256_file(out_dir / parquet)
     found = counts(splits)
     manifest = {"dataset": dataset, "inputs": {k: str(v) for k, v in inputs.items()},
                 "splits": {stem: {"rows": found["rows"][stem], "files": list(file_names(stem))}
