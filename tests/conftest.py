@@ -73,9 +73,3 @@ def ml1m_dir(tmp_path_factory):
     if not found:
         pytest.skip(f"{ML1M_ZIP} holds no train_ood2.pkl")
     return found[0]
-
-
-def write_yaml(path, text):
-    path = Path(path)
-    path.write_text(text, encoding="utf-8")
-    return path

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests that need the tiny Llama."""
+"""Helpers shared by the tests (plain functions; the fixtures live in conftest.py)."""
 
 from pathlib import Path
 
@@ -6,6 +6,14 @@ import torch
 
 from minigpt4.config import load_config
 from minigpt4.llm.recommender import LLMRecommender
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_yaml(path, text):
+    path = Path(path)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def model_cfg(tmp_path, llama_dir, r=4, score_type="yes", name="model.yaml", targets=("q_proj", "v_proj")):

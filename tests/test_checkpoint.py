@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from conftest import write_yaml
+from helpers import write_yaml
 from helpers import encode, left_pad, make_recommender, model_cfg
 from minigpt4.cli import main
 from minigpt4.config import ConfigError

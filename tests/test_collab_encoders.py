@@ -21,7 +21,7 @@ from minigpt4.encoders.lightgcn import LightGCN, bipartite_graph
 from minigpt4.encoders.mf import MF
 from minigpt4.encoders.sasrec import SASRec
 from minigpt4.train.collab import model_inputs, score_rows
-from conftest import write_yaml
+from helpers import write_yaml
 
 U, I, L = 7, 11, 6  # users, items (id 0 = padding in both), history length
 

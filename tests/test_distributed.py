@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from minigpt4.batching import TrainBatches
 from minigpt4.cli import main
-from conftest import write_yaml
+from helpers import write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore")

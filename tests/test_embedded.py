@@ -13,7 +13,7 @@ import torch
 from minigpt4.config import ConfigError
 from minigpt4.llm import embedded
 from minigpt4.llm.embedded import EMBEDDED, EmbeddedModel, Part, assemble, model_dir, part_files
-from conftest import write_yaml
+from helpers import write_yaml
 
 CHUNKS = (b"GGUF" + bytes(range(200)), bytes(range(255, 0, -1)) * 3, b"tail bytes")
 

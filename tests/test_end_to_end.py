@@ -18,7 +18,7 @@ from minigpt4.cli import main
 from minigpt4.train.checkpoint import read_meta
 from minigpt4.train.runner import RecRunner
 from minigpt4.metrics import evaluate_scores
-from conftest import write_yaml
+from helpers import write_yaml
 
 ENCODER_KEYS = {"rec_model.user_embedding.weight", "rec_model.item_embedding.weight", "proj_u.weight",
                 "proj_u.bias", "proj_i.weight", "proj_i.bias"}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_yaml
+from helpers import write_yaml
 from test_end_to_end import _llm_yaml
 from minigpt4 import precision
 from minigpt4.cli import main

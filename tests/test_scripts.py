@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def _bootstrap(path, *extra):

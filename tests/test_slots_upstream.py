@@ -20,7 +20,7 @@ from minigpt4.llm.collab_tokens import CollabTokens
 from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.prompting import load_prompt
 from minigpt4.tasks import RecTask
-from conftest import write_yaml
+from helpers import write_yaml
 from helpers import slot_cfg
 
 TEXT = ('#Question: A user liked "Heat (1995)", feature <UserID>. Would they enjoy "Casino (1995)" with '

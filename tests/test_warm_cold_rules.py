@@ -17,7 +17,7 @@ from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config
 from minigpt4.data.splits import (AmazonDataset, DataError, MovieDataset, RecDataset, SyntheticDataset, sample_split,
                                   subsample)
-from conftest import write_yaml
+from helpers import write_yaml
 
 # test rows (uid, iid, not_cold) and which rule takes each; in train user 1 and item 10 have 4 rows, user 2 and
 # item 20 one row, user 3 and item 30 none
