@@ -39,9 +39,36 @@ def locate(llama_model):
     return _path(llama_model)
 
 
-def load_backbone(llama_model, dtype=torch.float32):
+def quantization(bits, dtype, device):
+    """transformers' bitsandbytes settings for a frozen backbone stored in 8 or 4 bits (NF4, computing in `dtype`),
+    or None. Checked before anything loads: bitsandbytes must be installed and the device a CUDA GPU."""
+    if not bits:
+        return None
+    key = f"model.load_in_{bits}bit"
+    if bits not in (4, 8):
+        raise ConfigError(f"k-bit loading takes 8 or 4 bits, got {bits!r}: set model.load_in_8bit or model.load_in_4bit")
+    if torch.device(device).type != "cuda":
+        raise ConfigError(f"{key}: True stores the backbone with bitsandbytes, which needs a CUDA GPU; this run is on "
+                          f"{device}. Set {key}: False (on a GPU short of memory, run.grad_checkpointing: True or "
+                          "run.fsdp: True over several GPUs also help)")
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{key}: True needs the bitsandbytes package: `pip install bitsandbytes`, or set "
+                          f"{key}: False") from None
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def load_backbone(llama_model, dtype=torch.float32, load_in_bits=None, device="cpu"):
+    """load_in_bits (8 or 4): the frozen weights are stored by bitsandbytes on `device`; LoRA stays in full precision."""
+    quant = quantization(load_in_bits, dtype, device)
     directory, gguf_file = locate(llama_model)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map={"": torch.device(device).index or 0})
     tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
     try:
         # PyTorch's fused attention (SDPA); an architecture without it falls back to transformers' default

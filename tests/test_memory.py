@@ -1,0 +1,76 @@
+"""The memory estimate (minigpt4/llm/memory.py): traced on the meta device, it must agree with the same trace on
+real tensors, and respond to each setting the way the memory it predicts does."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from minigpt4.llm.memory import (GIB, LoraShape, _lora, _meta_model, advice, estimate_memory,
+                                 saved_activation_bytes)
+
+CFG = LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=300)
+
+
+def real_model(dtype, lora=LoraShape(r=4)):
+    model = AutoModelForCausalLM.from_config(CFG, dtype=dtype, attn_implementation="sdpa")
+    model.requires_grad_(False)
+    return _lora(model, lora).train()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_meta_trace_matches_real_tensors(dtype):
+    # the attention kernel the dispatcher picks differs between meta and CPU tensors; the rest is the same graph
+    meta = saved_activation_bytes(_lora(_meta_model(CFG, dtype), LoraShape(r=4)).train(), 3, 20)
+    real = saved_activation_bytes(real_model(dtype), 3, 20)
+    assert abs(meta - real) / real < 0.25
+
+
+def test_real_trace_counts_what_autograd_keeps():
+    # forward with batch 2b keeps twice what batch b keeps; the frozen weights are never counted
+    model = real_model(torch.float32)
+    one, two = saved_activation_bytes(model, 2, 16), saved_activation_bytes(model, 4, 16)
+    assert two == pytest.approx(2 * one, rel=0.02)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert one < weights  # a tiny batch keeps less than the model's weights
+
+
+def test_weights_and_trained_parameters():
+    est = estimate_memory(CFG, dtype=torch.bfloat16, lora=LoraShape(r=4), batch=2, seq_len=16)
+    n = sum(p.numel() for p in AutoModelForCausalLM.from_config(CFG).parameters())
+    lora = 4 * (4 * (64 + 64) + 4 * (64 + 32))  # 4 layers of r=4 adapters on q (64->64) and v (64->32)
+    assert est.setting["params"] == n + lora
+    assert est.weights == pytest.approx(n * 2 / GIB)
+    tied = LlamaConfig(**{**CFG.to_dict(), "tie_word_embeddings": True})
+    assert estimate_memory(tied, lora=LoraShape(r=4), batch=2, seq_len=16).weights == pytest.approx(
+        (n - 64 * 300) * 2 / GIB)  # tied input and output embeddings are one tensor
+    assert est.trained == pytest.approx(lora * 16 / GIB)  # fp32 weight, gradient and two AdamW moments
+
+
+def test_settings_move_the_estimate_the_right_way():
+    base = dict(dtype=torch.bfloat16, lora=LoraShape(r=4), batch=4, seq_len=32)
+    plain = estimate_memory(CFG, **base)
+    assert estimate_memory(CFG, **dict(base, batch=8)).activations == pytest.approx(2 * plain.activations, rel=0.02)
+    assert estimate_memory(CFG, **base, grad_checkpointing=True).activations < plain.activations / 2
+    top = estimate_memory(CFG, **dict(base, lora=LoraShape(r=4, layers=(-1,))))
+    assert top.activations < plain.activations / 2  # backward stops at the lowest adapted layer
+    slots = estimate_memory(CFG, **dict(base, lora=LoraShape(r=4, layers=(-1,))), slots=True)
+    assert slots.activations > top.activations  # vectors with gradients at the input: every layer keeps
+    assert estimate_memory(CFG, **base, processes=4, fsdp=True).weights == pytest.approx(plain.weights / 4)
+    assert estimate_memory(CFG, **base, load_in_bits=4).weights < plain.weights
+    scoring = estimate_memory(CFG, **base, train=False)
+    assert scoring.activations == 0 and scoring.trained == 0 and scoring.total < plain.total
+
+
+def test_describe_and_advice():
+    setting = dict(dtype=torch.bfloat16, lora=LoraShape(r=4), batch=64, seq_len=256)
+    est = estimate_memory(CFG, **setting)
+    text = est.describe(available_gib=1.0)
+    assert f"needs ~{est.total:.1f} GiB per GPU" in text and "this GPU has 1.0 GiB" in text
+    room = est.total - est.activations / 2  # fits only once the kept activations shrink
+    found = advice(CFG, est, room / 0.95, **setting)
+    keys = [k for k, _ in found]
+    assert keys[0] == "run.grad_checkpointing: True"
+    assert all(e.fits(room / 0.95) for _, e in found)
+    assert "model.load_in_8bit: True" not in keys  # the weights are not the problem here
+    assert advice(CFG, est, 0.001, **setting) == []
