@@ -116,3 +116,18 @@ def add_lora(model, lora_config):
         return get_peft_model(model, config)
     except ValueError as err:
         raise ConfigError(f"model.lora_config.target_modules = {list(lora_config.target_modules)}: {err}") from None
+
+
+def set_checkpointing(model, on):
+    """Gradient (activation) checkpointing of every decoder layer: backward recomputes each layer's activations
+    instead of keeping them, for about a third more compute. Non-reentrant, so it works with a frozen backbone
+    and LoRA. transformers 5 renamed the calls; a GPU machine's older transformers knows only the old names."""
+    if on:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from minigpt4.llm.backbone import set_checkpointing
+
 GIB = 2**30
 OVERHEAD_GIB = 1.0  # CUDA context + allocator slack: measured as 0.6-1.2 GiB on recent cards, not computable here
 KBIT_BYTES = {8: 1.0, 4: 0.5 + 0.0625}  # bitsandbytes int8; NF4 + one fp32 absmax per 64 weights
@@ -57,15 +59,6 @@ class MemoryEstimate:
 
     def fits(self, available_gib, margin=0.95):
         return self.total <= available_gib * margin
-
-
-def enable_checkpointing(model):
-    """Recompute each decoder layer in backward (non-reentrant: works with frozen inputs and LoRA). transformers
-    5.x renamed the call; older versions, as a GPU machine may have, know only the old name."""
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _meta_model(model_config, dtype):
@@ -149,7 +142,7 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
     transient = one_layer if train else _scoring_transient(model_config, batch, seq_len, dtype)
     if train and grad_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        enable_checkpointing(base)
+        set_checkpointing(base, True)
         activations = saved_activation_bytes(model, batch, seq_len, grad_into_embeddings=slots)
     fmt = f"{load_in_bits}-bit" if load_in_bits else str(dtype).removeprefix("torch.")
     setting = dict(params=n_params, weights_format=fmt, batch=batch, seq_len=seq_len, train=train,

@@ -1,0 +1,299 @@
+"""The GPU check: one prepared run on a GPU machine that has torch, transformers and peft but no network.
+
+    bash scripts/gpu_check.sh                  # on the GPU machine, from the repository root (≈ 8 min on one H100)
+    python scripts/gpu_check.py --smoke ...    # on a CPU: every part at toy sizes (tests/test_gpu_check.py)
+
+It writes runs/gpu_check/report.md and report.json (commit them under results/gpu/<card>/):
+  a. 7B shape: Vicuna-7B's sizes (32 layers, hidden 4096, MLP 11008, 32 heads) with random bf16 weights made on the
+     GPU, so nothing is downloaded and memory and speed are the real model's. LoRA training and scoring on ML-1M
+     prompts with BinLLM codes, our path vs the reference-style path of benchmark.py; samples/s, tokens/s, MFU
+     against the measured bf16 matmul rate, peak memory next to the meta-device estimate (minigpt4/llm/memory.py),
+     with and without gradient checkpointing up to the largest batch that fits; the scoring batch that fills the GPU.
+     The vocabulary is the SmolLM2 tokenizer's (49,152 rows instead of Vicuna's 32,000: +0.4 GiB of bf16 weights).
+  b. bf16 stability: BinLLM stage 2 from the base SmolLM2 (ml1m_binllm_it.yaml) for `--steps` steps in bf16 and in
+     fp32 on the same rows: finite or not, and AUC/UAUC of the same test rows; plus the left-padding probe (a
+     left-padded batch's gradients under each attention kernel), the suspect of the NaN seen at step 14.
+  c. small-model throughput: benchmark.py on SmolLM2 at GPU-sized batches (fp32, bf16, bf16 + compiled scoring).
+
+Files a machine without network needs come from `bash scripts/gpu_pack.sh` (see there): the SmolLM2 GGUF in two
+pieces, the gguf reader's wheel, the tokenizer and ML-1M's processed splits.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import benchmark as bench  # noqa: E402  (the reference-style path and the measuring helpers)
+from minigpt4.batching import TokenizedSplit  # noqa: E402
+from minigpt4.llm.backbone import add_lora, set_checkpointing  # noqa: E402
+from minigpt4.llm.memory import LoraShape, estimate_memory  # noqa: E402
+from minigpt4.llm.recommender import LLMRecommender  # noqa: E402
+from minigpt4.prompting import build_prompts, load_prompt  # noqa: E402
+from minigpt4.text_codes import CodeTable  # noqa: E402
+
+VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6)
+TOY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+           max_position_embeddings=2048)
+
+
+def shape_model(tokenizer, sizes, device):
+    """LLMRecommender over a randomly initialised Llama of the given sizes, made in bf16 directly on `device`."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    vocab = -(-len(tokenizer) // 64) * 64
+    config = LlamaConfig(vocab_size=vocab, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         **sizes)
+    torch.manual_seed(0)
+    with torch.device(device):
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    lm.requires_grad_(False)
+    lm.config.use_cache = False
+    lora = SimpleNamespace(r=8, alpha=16, dropout=0.05, target_modules=["q_proj", "v_proj"], layers_to_transform=[])
+    rec = LLMRecommender(add_lora(lm, lora), tokenizer, "yes").to(device)
+    for p in rec.parameters():  # LoRA weights in fp32 as the framework keeps them; the frozen body stays bf16
+        if p.requires_grad:
+            p.data = p.data.float()
+    return rec, config
+
+
+def try_batches(batches, measure):
+    """measure(batch) for growing batches until one runs out of memory: [(batch, result)]."""
+    out = []
+    for b in batches:
+        try:
+            out.append((b, measure(b)))
+        except torch.OutOfMemoryError:
+            out.append((b, "out of memory"))
+            break
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return out
+
+
+def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
+    sizes = TOY if args.smoke else VICUNA_7B
+    rec, config = shape_model(tokenizer, sizes, device)
+    flops_token = bench.flops_per_token(rec.causal_lm)
+    split = TokenizedSplit(tokenizer, build_prompts(rows, prompt, CodeTable(*bits, mode="binary")), rows, 10**6)
+    amp = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731  (bf16 body, fp32 LoRA)
+    seq = int(np.mean(split.lengths))
+    result = {"sizes": sizes, "vocab": config.vocab_size, "params": sum(p.numel() for p in rec.parameters()),
+              "mean_prompt_tokens": seq, "train": [], "score": []}
+    steps = 2 if args.smoke else args.train_steps_7b
+
+    def train(batch, checkpointing, reference=False):
+        set_checkpointing(rec.causal_lm, checkpointing)
+        opt = torch.optim.AdamW([p for p in rec.parameters() if p.requires_grad], lr=1e-4)
+        def run(n, seed):
+            if reference:
+                with amp():
+                    return bench.reference_train_steps(rec, tokenizer, rows, prompt, bits, "binary", batch, n, device,
+                                                       opt, seed)
+            return bench.our_train_steps(rec, split, batch, n, device, opt, seed, autocast=amp)
+
+        run(1, 99)  # first kernels and allocator growth, untimed
+        tokens, secs, peak = bench.timed(device, run, steps, 0)
+        est = estimate_memory(config, dtype=torch.bfloat16, lora=LoraShape(r=8), batch=batch, seq_len=seq,
+                              grad_checkpointing=checkpointing)
+        del opt
+        return dict(bench.phase(steps * batch, tokens, secs, peak, flops_token, machine, train=True),
+                    estimate_gib=est.total, path="reference" if reference else "ours", checkpointing=checkpointing)
+
+    grid = [1, 2] if args.smoke else [8, 16, 32, 64, 128]
+    for checkpointing in (False, True):
+        for b, r in try_batches(grid, lambda b: train(b, checkpointing)):
+            result["train"].append(r if isinstance(r, dict) else {"batch": b, "checkpointing": checkpointing, "error": r})
+            if isinstance(r, dict):
+                r["batch"] = b
+    ref = try_batches(grid[:1], lambda b: train(b, False, reference=True))
+    result["train"] += [dict(r, batch=b) if isinstance(r, dict) else {"batch": b, "error": r, "path": "reference"}
+                        for b, r in ref]
+    set_checkpointing(rec.causal_lm, False)
+
+    def score(batch):
+        with amp():
+            (_, tokens), secs, peak = bench.timed(device, bench.our_score, rec, split, batch, device)
+        return dict(bench.phase(len(split), tokens, secs, peak, flops_token, machine), batch=batch, path="ours")
+
+    for b, r in try_batches([4, 8] if args.smoke else [64, 128, 256, 512, 1024], score):
+        result["score"].append(r if isinstance(r, dict) else {"batch": b, "error": r})
+    with amp():
+        (_, tokens), secs, peak = bench.timed(device, bench.reference_score, rec, tokenizer, rows, prompt, bits,
+                                              "binary", grid[0] * 8, device)
+    result["score"].append(dict(bench.phase(len(rows), tokens, secs, peak, flops_token, machine),
+                                batch=grid[0] * 8, path="reference"))
+    del rec
+    return result
+
+
+def padding_probe(llama_dir, device):
+    """Gradients of a heavily left-padded bf16 batch under each attention kernel: NaN here, and not with the
+    eager kernel, would point at fully-masked pad rows in the fused kernel (the suspect of the step-14 NaN)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    out = {}
+    for impl in ("sdpa", "eager"):
+        lm = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.bfloat16, attn_implementation=impl).to(device)
+        ids = torch.randint(10, len(tok) - 10, (4, 64), device=device)
+        mask = torch.ones_like(ids)
+        for row, pad in enumerate((0, 16, 48, 63)):  # one row keeps a single real token
+            mask[row, :pad] = 0
+        embeds = lm.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[:, -1].float()
+        logits.logsumexp(-1).sum().backward()
+        out[impl] = {"logits_finite": bool(torch.isfinite(logits).all()),
+                     "grads_finite": bool(torch.isfinite(embeds.grad).all())}
+        del lm
+    return out
+
+
+def part_bf16(args, device, llama_dir):
+    """Stage 0 then stage 2 (BinLLM-IT from the base model) in bf16 and fp32, through the framework's scripts."""
+    runs = Path(args.out) / "runs"
+    common = [f"run.output_dir={runs}", f"run.device={device.type}"]
+    py = [sys.executable]
+    data = [f"datasets.{args.dataset_key}.path={args.data}"]
+    stage0 = py + ["pretrain_collab.py", "--cfg-path", args.binmf_config, "--options", *common, *data,
+                   "run.job_id=binmf"] + (["run.max_epoch=2"] if args.smoke else [])
+    result = {"steps": args.steps, "stage0": subprocess.run(stage0, cwd=ROOT).returncode}
+    for dtype in ("bf16", "fp32"):
+        cmd = py + ["train_binllm.py", "--cfg-path", args.binllm_config, "--options", *common, *data,
+                    f"model.llama_model={llama_dir}", f"model.rec_config.pretrained_path={runs}/binmf/rec_model.pth",
+                    f"run.dtype={dtype}", "run.max_epoch=1", f"run.iters_per_epoch={args.steps}", "run.valid_splits=[]",
+                    "run.test_splits=[test]", f"run.max_eval_rows={args.eval_rows}", f"run.job_id=binllm_{dtype}",
+                    f"run.batch_size_eval={args.eval_batch}"]
+        start = time.perf_counter()
+        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        metrics = runs / f"binllm_{dtype}" / "metrics.json"
+        entry = {"returncode": rc, "seconds": time.perf_counter() - start, "command": " ".join(cmd[1:])}
+        if rc == 0 and metrics.is_file():
+            m = json.loads(metrics.read_text())
+            entry.update({k: m["test"][k] for k in ("auc", "uauc", "rows")}, final_loss=m.get("train", {}).get("loss"))
+        result[dtype] = entry  # returncode 4: the run stopped at a non-finite loss (minigpt4's NaN guard)
+    if "auc" in result["bf16"] and "auc" in result["fp32"]:
+        result["auc_diff"] = result["bf16"]["auc"] - result["fp32"]["auc"]
+    result["padding_probe"] = padding_probe(llama_dir, device)
+    return result
+
+
+def part_small(args, device, llama_dir):
+    out = Path(args.out) / "benchmark_small.json"
+    sizes = ["--train-rows", "16", "--score-rows", "32", "--batch-train", "4", "--batch-eval", "8", "--dtype-rows",
+             "8", "--dtype-steps", "1", "--uauc-rows", "10000"] if args.smoke else \
+        ["--train-rows", "2048", "--score-rows", "8192", "--batch-train", "64", "--batch-eval", "512",
+         "--dtype-rows", "4096", "--dtype-steps", "20"]
+    cmd = [sys.executable, "benchmark.py", "--device", device.type, "--llama", llama_dir, "--data", args.data,
+           "--out", str(out), *sizes]
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    return {"returncode": rc, "command": " ".join(cmd[1:]),
+            **({"report": json.loads(out.read_text())} if rc == 0 and out.is_file() else {})}
+
+
+def markdown(report):
+    lines = [f"# GPU check: {report['device_name']}", "",
+             f"torch {report['torch']}, transformers {report['transformers']}, peft {report['peft']}; measured bf16 "
+             f"matmul {report['matmul_bf16'] / 1e12:.0f} TFLOP/s; command `{report['command']}`", ""]
+    a = report.get("7b_shape")
+    if a:
+        lines += [f"## a. 7B shape ({a['params'] / 1e9:.2f} B parameters, {a['mean_prompt_tokens']} tokens per "
+                  "prompt on average)", "", "| phase | path | batch | checkpointing | samples/s | tokens/s | MFU | "
+                  "peak GiB | estimate GiB |", "|---|---|---|---|---|---|---|---|---|"]
+        for kind in ("train", "score"):
+            for r in a[kind]:
+                if "error" in r:
+                    lines.append(f"| {kind} | {r.get('path', 'ours')} | {r['batch']} | {r.get('checkpointing', '')} "
+                                 f"| {r['error']} | | | | |")
+                    continue
+                lines.append(f"| {kind} | {r['path']} | {r['batch']} | {r.get('checkpointing', '')} | "
+                             f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | "
+                             f"{r['peak_memory_gib']:.1f} | {r.get('estimate_gib', float('nan')):.1f} |")
+        lines.append("")
+    b = report.get("bf16_stability")
+    if b:
+        lines += [f"## b. bf16 stability (BinLLM-IT, {b['steps']} steps)", "", "| dtype | exit | test AUC | UAUC | "
+                  "rows | seconds |", "|---|---|---|---|---|---|"]
+        for dtype in ("bf16", "fp32"):
+            r = b[dtype]
+            lines.append(f"| {dtype} | {r['returncode']} | {r.get('auc', float('nan')):.4f} | "
+                         f"{r.get('uauc', float('nan')):.4f} | {r.get('rows', '')} | {r['seconds']:.0f} |")
+        lines += ["", f"Left-padding probe (bf16 gradients per attention kernel): `{json.dumps(b['padding_probe'])}`", ""]
+    c = report.get("small_model")
+    if c and "report" in c:
+        r = c["report"]
+        lines += ["## c. SmolLM2 throughput", "", f"scoring {r['scoring']['ours']['samples_per_s']:.0f} samples/s "
+                  f"(reference {r['scoring']['reference']['samples_per_s']:.0f}); training "
+                  f"{r['training']['ours']['samples_per_s']:.0f} samples/s (reference "
+                  f"{r['training']['reference']['samples_per_s']:.0f}); precision modes: "
+                  f"`{json.dumps(r.get('precision', {}))[:600]}`", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="the project's GPU check (see the module docstring)")
+    p.add_argument("--smoke", action="store_true", help="toy sizes, any device: checks the script itself")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--parts", default="7b,bf16,small", help="comma-separated subset of 7b,bf16,small")
+    p.add_argument("--llama", default="gpu_cache/smollm2", help="SmolLM2 as a Hugging Face directory")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory for the 7B shape (default: --llama)")
+    p.add_argument("--data", default="gpu_cache/ml-1m")
+    p.add_argument("--dataset-key", default="movie_ood", help="datasets.<key> of the configs")
+    p.add_argument("--binmf-config", default="train_configs/ml1m_binmf.yaml")
+    p.add_argument("--binllm-config", default="train_configs/ml1m_binllm_it.yaml")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--train-steps-7b", type=int, default=5)
+    p.add_argument("--rows-7b", type=int, default=1024)
+    p.add_argument("--eval-rows", type=int, default=5000)
+    p.add_argument("--eval-batch", type=int, default=256)
+    p.add_argument("--out", default="runs/gpu_check")
+    args = p.parse_args(argv)
+    device = torch.device(args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    import peft
+    import transformers
+
+    report = {"command": "python scripts/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+              "matmul_bf16": bench.matmul_flops(device, torch.bfloat16, n=256 if args.smoke else 8192)}
+    parts = args.parts.split(",")
+    if "7b" in parts:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.llama)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        rows = bench.load_rows(args.data, 64 if args.smoke else args.rows_7b, 0)
+        bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
+        report["7b_shape"] = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits,
+                                     report["matmul_bf16"])
+    if "bf16" in parts:
+        report["bf16_stability"] = part_bf16(args, device, args.llama)
+    if "small" in parts:
+        report["small_model"] = part_small(args, device, args.llama)
+    out = Path(args.out)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
+    failed = [k for k in ("bf16", "fp32") if report.get("bf16_stability", {}).get(k, {}).get("returncode", 0) != 0]
+    return 1 if failed or report.get("small_model", {}).get("returncode", 0) != 0 else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
