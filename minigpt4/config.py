@@ -246,13 +246,56 @@ def parse_options(options):
     return [f"{k}={v}" for k, v in zip(options[::2], options[1::2])]
 
 
+# A config may start from other files: `defaults: [base/llm.yaml, datasets/ml1m.yaml]` merges those (paths relative
+# to the including file, each itself possibly layered) in order, then the file's own keys on top, like Hydra's
+# defaults list with `_self_` last. Upstream YAMLs have no such key and load as they are.
+INCLUDE_KEY = "defaults"
+
+
+def compose(cfg_path):
+    """The YAML file with the files its `defaults:` list names merged under it, unresolved and not yet validated
+    (`${backbone:...}` still to resolve): what `OmegaConf.load` returns for a file without that key."""
+    return _compose(Path(cfg_path), ())
+
+
+def _compose(path, chain):
+    if chain:  # an included file: name it and its includer in any error (the top file's errors say it themselves)
+        try:
+            raw = OmegaConf.load(path)
+        except Exception as err:
+            raise ConfigError(f"{chain[-1]}: {INCLUDE_KEY}: {path} cannot be read as YAML: {err}") from None
+    else:
+        raw = OmegaConf.load(path)
+    if not isinstance(raw, omegaconf.DictConfig) or INCLUDE_KEY not in raw:
+        return raw
+    entries = raw.pop(INCLUDE_KEY)
+    if isinstance(entries, omegaconf.Container):
+        entries = OmegaConf.to_container(entries)
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+        raise ConfigError(f"{path}: `{INCLUDE_KEY}:` must be a list of YAML files relative to {path.parent}, e.g. "
+                          f"[base/llm.yaml, datasets/ml1m.yaml]; got {entries!r}")
+    chain = chain + (path,)
+    layers = []
+    for entry in entries:
+        target = path.parent / entry
+        if not target.is_file():
+            raise ConfigError(f"{path}: {INCLUDE_KEY}: {entry!r}: no such file {target} (entries are relative to "
+                              f"the including file's folder, {path.parent})")
+        if any(target.resolve() == seen.resolve() for seen in chain):
+            raise ConfigError(f"{path}: {INCLUDE_KEY}: {entry!r} is already being read, a cycle: "
+                              f"{' -> '.join(map(str, chain + (target,)))}")
+        layers.append(_compose(target, chain))
+    return OmegaConf.merge(*layers, raw)
+
+
 def load_config(cfg_path, options=()):
-    """Read YAML, apply overrides, validate. Returns an OmegaConf object with every key present."""
+    """Read YAML (with the files its `defaults:` names), apply overrides, validate. Returns an OmegaConf object
+    with every key present and nothing left to resolve, so it can be saved, reloaded and frozen as it is."""
     cfg_path = Path(cfg_path)
     if not cfg_path.is_file():
         raise ConfigError(f"--cfg-path {cfg_path}: no such file (configs live in train_configs/)")
     try:
-        raw = OmegaConf.load(cfg_path)
+        raw = compose(cfg_path)
         raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(parse_options(options)))
         raw = OmegaConf.to_container(raw, resolve=True)
     except ConfigError:
@@ -405,7 +448,9 @@ def reference_markdown():
              "Generated from `minigpt4/config.py` (`python eval.py --help-config > docs/CONFIG.md`). Every YAML file has",
              "three sections: `model`, `datasets` (exactly one entry, named by a registered dataset builder:",
              "`movie_ood`, `amazon_ood`, `movie_ood_sasrec`, `amazon_ood_sasrec`, `synthetic`) and `run`. Unknown keys are",
-             "errors. Any key can be overridden on the command line: `--options run.init_lr=1e-3 model.ckpt=...`.", "",
+             "errors. Any key can be overridden on the command line: `--options run.init_lr=1e-3 model.ckpt=...`.",
+             f"A file may start with `{INCLUDE_KEY}: [base/llm.yaml, datasets/ml1m.yaml]`: those files (relative to it,",
+             "themselves possibly layered) are merged first, in order, then the file's own keys (docs/RECIPES.md).", "",
              "| key | default | meaning |", "|---|---|---|"]
     lines += _rows(_MODEL, "model.")
     lines += _rows(_DATASET, "datasets.<name>.")
