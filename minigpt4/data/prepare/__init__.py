@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from minigpt4 import registry
-from minigpt4.data.prepare import amazon_book, movielens  # noqa: F401  (registers the preparers)
+from minigpt4.data.prepare import amazon_book, movielens, movielens100k  # noqa: F401  (registers the preparers)
 from minigpt4.data.prepare.output import write_prepared
 from minigpt4.data.splits import DataError
 
