@@ -3,7 +3,7 @@
 python reproduce.py --dataset ml-1m --budget cpu      # smoke | cpu | full; finished runs are reused
 """
 
-from minigpt4.reproduce import main
+from minigpt4.experiments.reproduce import main
 
 if __name__ == "__main__":
     main()

@@ -5,8 +5,9 @@ schedule without any data."""
 import pytest
 
 from minigpt4 import protocol
-from minigpt4 import reproduce as rp
 from minigpt4.config import REPO_ROOT, load_config
+from minigpt4.experiments.plan import plan
+from minigpt4.experiments.reproduce import main
 
 # Upstream (BinLLM b28bfc4 hash_CF_ml.yaml; CoLLM 48042b1 ML-1M configs): init_lr, max_epoch, iters_per_epoch,
 # per-GPU train batch, eval batch; the global batch is that of the 2-GPU runs.
@@ -40,7 +41,7 @@ def _get(cfg, key):
 @pytest.fixture(scope="module")
 def paper_steps(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper")
-    steps, _, _ = rp.plan("ml-1m", "paper", out, data=out, llama="/models/vicuna-7b")
+    steps, _, _ = plan("ml-1m", "paper", out, data=out, llama="/models/vicuna-7b")
     return {s.name: s for s in steps}
 
 
@@ -69,7 +70,8 @@ def test_paper_budget_wires_upstream_starting_points(paper_steps):
             "tallrec/checkpoint_best")
     # BinLLM's upstream config reads ML-1M through amazon_ood, whose warm rows are not_cold == 1
     assert load_config(paper_steps["binllm"].config, paper_steps["binllm"].overrides).run.warm_rule == "not_cold"
-    assert load_config(paper_steps["binllm_ipv4"].config, paper_steps["binllm_ipv4"].overrides).model.rec_config.code_mode == "ipv4"
+    ipv4 = load_config(paper_steps["binllm_ipv4"].config, paper_steps["binllm_ipv4"].overrides)
+    assert ipv4.model.rec_config.code_mode == "ipv4"
 
 
 def test_code_length_steps_keep_their_length_under_the_protocol(paper_steps):
@@ -88,7 +90,7 @@ def test_encoders_follow_the_upstream_pretraining_scripts(paper_steps):
 
 
 def test_plan_prints_the_upstream_schedule_without_data(tmp_path, capsys):
-    rp.main(["--dataset", "ml-1m", "--budget", "paper", "--llama", str(tmp_path / "vicuna-7b"), "--plan",
+    main(["--dataset", "ml-1m", "--budget", "paper", "--llama", str(tmp_path / "vicuna-7b"), "--plan",
              "--out", str(tmp_path / "out"), "--data", str(tmp_path / "none")])
     out = capsys.readouterr().out
     assert "binllm" in out and "lr 0.0001, up to 200 epochs x 50 steps of 8 rows = 80,000 rows; yes score" in out
@@ -113,7 +115,8 @@ def test_every_setting_names_its_source_and_the_docs_are_current():
 
 
 def test_amazon_paper_plan_loads(tmp_path):
-    steps, _, _ = rp.plan("amazon-book", "paper", tmp_path, data=tmp_path, llama="/models/vicuna-7b")
+    steps, _, _ = plan("amazon-book", "paper", tmp_path, data=tmp_path, llama="/models/vicuna-7b")
     by = {s.name: s for s in steps}
     cfg = load_config(by["collm_mf"].config, by["collm_mf"].overrides)
-    assert (cfg.run.init_lr, cfg.run.iters_per_epoch, cfg.run.batch_size_train, cfg.model.freeze_rec) == (1e-2, 100, 8, False)
+    assert ((cfg.run.init_lr, cfg.run.iters_per_epoch, cfg.run.batch_size_train, cfg.model.freeze_rec)
+            == (1e-2, 100, 8, False))

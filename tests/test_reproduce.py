@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from minigpt4 import cli
-from minigpt4 import reproduce as rp
+from minigpt4.config import REPO_ROOT, load_config
+from minigpt4.experiments.definitions import PAPER, STEPS
+from minigpt4.experiments.plan import plan
+from minigpt4.experiments.report import report_markdown
+from minigpt4.experiments.reproduce import main, parse_args
+from minigpt4.experiments.run import stale_steps
+from minigpt4.experiments.spread import load_test_predictions, same_rows, sample_spread
 
 ONLY = "binmf,tallrec,binllm,icl"
 
@@ -23,7 +29,7 @@ def _argv(out, llama, data, only=ONLY):
 @pytest.fixture(scope="module")
 def first(tiny_llama, synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    done = rp.main(_argv(out, tiny_llama, synthetic_dir))
+    done = main(_argv(out, tiny_llama, synthetic_dir))
     return {"out": out, "done": done, "folder": out / "ml-1m" / "smoke", "llama": tiny_llama, "data": synthetic_dir}
 
 
@@ -72,7 +78,7 @@ def test_dependencies_point_at_this_reproductions_runs(first):
 
 def test_second_invocation_reuses_every_finished_run(first, monkeypatch):
     calls = _counting(monkeypatch)
-    done = rp.main(_argv(first["out"], first["llama"], first["data"]))
+    done = main(_argv(first["out"], first["llama"], first["data"]))
     assert calls == [] and set(done.values()) == {"reused"}
 
 
@@ -84,7 +90,7 @@ def test_interrupted_runs_are_resumed_or_set_aside(first, monkeypatch):
     # A run that left nothing to resume from (ICL scores only): moved aside, then run again.
     (runs / "icl" / "metrics.json").unlink()
     calls = _counting(monkeypatch)
-    done = rp.main(_argv(first["out"], first["llama"], first["data"], only="tallrec,icl"))
+    done = main(_argv(first["out"], first["llama"], first["data"], only="tallrec,icl"))
     assert done == {"tallrec": "resumed", "icl": "ran"} and len(calls) == 2
     assert calls[0][1][:2] == ["--cfg-path", str(runs / "tallrec" / "config.yaml")]
     assert (runs / "tallrec" / "metrics.json").is_file() and (runs / "icl" / "metrics.json").is_file()
@@ -97,35 +103,35 @@ def test_runs_whose_settings_changed_run_again_with_what_reads_them(first, monke
     # so does binllm, which reads binmf's codes; tallrec and icl are reused.
     saved = runs / "binmf" / "config.yaml"
     saved.write_text(saved.read_text(encoding="utf-8").replace("max_epoch: 2", "max_epoch: 5"), encoding="utf-8")
-    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
+    assert main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
     out = capsys.readouterr().out
     assert "run.max_epoch: 5 -> 2" in out and "it reads binmf, which run(s) again" in out
     # until they ran again, the report does not show their old numbers
-    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
+    assert main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
     report = (first["folder"] / "report.md").read_text(encoding="utf-8")
     assert "| BinMF | binmf | to run again |" in report and "| BinLLM | binllm | to run again |" in report
     assert "| TALLRec | tallrec | 0." in report
     calls = _counting(monkeypatch)
-    done = rp.main(_argv(first["out"], first["llama"], first["data"]))
+    done = main(_argv(first["out"], first["llama"], first["data"]))
     assert done == {"binmf": "ran", "tallrec": "reused", "binllm": "ran", "icl": "reused"} and len(calls) == 2
     assert (runs / "binmf.stale-1" / "metrics.json").is_file() and (runs / "binllm.stale-1").is_dir()
     assert "max_epoch: 2" in (runs / "binmf" / "config.yaml").read_text(encoding="utf-8")
     # machine settings given with --options do not make a finished run stale
-    steps, _, _ = rp.plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"],
+    steps, _, _ = plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"],
                           only=["binllm"], options=["run.batch_size_eval=7"])
-    assert rp.stale_steps(steps, runs) == {}
+    assert stale_steps(steps, runs) == {}
     # nor does a precision setting written into the run's config (they belong to the machine)
     saved = runs / "icl" / "config.yaml"
     text = saved.read_text(encoding="utf-8")
     assert "dtype: auto" in text
     saved.write_text(text.replace("dtype: auto", "dtype: bf16").replace("compile: auto", "compile: 'true'"),
                      encoding="utf-8")
-    steps, _, _ = rp.plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"], only=["icl"])
-    assert rp.stale_steps(steps, runs) == {}
+    steps, _, _ = plan("ml-1m", "smoke", first["out"], data=first["data"], llama=first["llama"], only=["icl"])
+    assert stale_steps(steps, runs) == {}
 
 
 def test_cpu_budget_scores_every_llm_row_on_the_full_test_split(tmp_path):
-    steps, _, _ = rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path)
+    steps, _, _ = plan("ml-1m", "cpu", tmp_path, data=tmp_path)
     llm = [s for s in steps if s.stage != "collab"]
     assert len(llm) >= 14
     for step in llm:
@@ -139,44 +145,45 @@ def test_ablation_configs_train_on_binllms_schedule():
 
     keys = ("max_epoch", "iters_per_epoch", "batch_size_train", "init_lr", "min_lr", "warmup_steps", "weight_decay")
     for prefix in ("ml1m", "amazon"):
-        base = load_config(rp.ROOT / "train_configs" / f"{prefix}_binllm.yaml").run
+        base = load_config(REPO_ROOT / "train_configs" / f"{prefix}_binllm.yaml").run
         for method in ("binllm_io", "binllm_it", "binllm_ipv4"):
-            run = load_config(rp.ROOT / "train_configs" / f"{prefix}_{method}.yaml").run
+            run = load_config(REPO_ROOT / "train_configs" / f"{prefix}_{method}.yaml").run
             assert {k: run[k] for k in keys} == {k: base[k] for k in keys}, f"{prefix}_{method}.yaml"
 
 
 def test_bad_inputs_name_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        rp.main(["--dataset", "amazon-book", "--budget", "smoke", "--out", str(tmp_path), "--data", str(tmp_path)])
+        main(["--dataset", "amazon-book", "--budget", "smoke", "--out", str(tmp_path), "--data", str(tmp_path)])
     assert "no processed amazon-book data" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        rp.main(["--budget", "smoke", "--out", str(tmp_path), "--data", str(tmp_path), "--only", "nope"])
+        main(["--budget", "smoke", "--out", str(tmp_path), "--data", str(tmp_path), "--only", "nope"])
     assert "unknown step(s) ['nope']" in capsys.readouterr().err
 
 
 def test_options_go_last_on_llm_steps_only(tmp_path):
-    steps, _, _ = rp.plan("ml-1m", "smoke", tmp_path, data=tmp_path, only=["binllm"],
+    steps, _, _ = plan("ml-1m", "smoke", tmp_path, data=tmp_path, only=["binllm"],
                           options=["run.batch_size_eval=128", "run.device=cuda"])
     by_name = {s.name: s for s in steps}
     assert by_name["binllm"].overrides[-2:] == ["run.batch_size_eval=128", "run.device=cuda"]
     assert by_name["tallrec"].overrides[-2:] == ["run.batch_size_eval=128", "run.device=cuda"]
     assert not any("batch_size_eval" in o for o in by_name["binmf"].overrides)  # stage 0 keeps its own settings
-    args = rp.parse_args(["--options", "run.amp=True", "run.batch_size_eval=64"])
+    args = parse_args(["--options", "run.amp=True", "run.batch_size_eval=64"])
     assert args.options == ["run.amp=True", "run.batch_size_eval=64"]
 
 
 def test_a_named_backbone_gets_its_own_folder_and_settings(tmp_path):
     """--llama gemma3-270m: its runs and report apart from SmolLM2's, every LLM step on Gemma with its profile."""
-    steps, runs, _ = rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path, llama="gemma3-270m", only=["binllm"])
+    steps, runs, _ = plan("ml-1m", "cpu", tmp_path, data=tmp_path, llama="gemma3-270m", only=["binllm"])
     assert runs == tmp_path / "ml-1m" / "cpu-gemma3-270m" / "runs"
     for step in steps:
         if step.stage != "collab":
-            cfg = rp.load_config(step.config, step.overrides)
+            cfg = load_config(step.config, step.overrides)
             assert cfg.model.llama_model == "gemma3-270m"
             assert str(runs) in cfg.run.output_dir
-    assert rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path, llama="smollm2")[1] == tmp_path / "ml-1m" / "cpu" / "runs"
-    assert rp.plan("ml-1m", "full", tmp_path, data=tmp_path, llama="/models/vicuna-7b")[1] == tmp_path / "ml-1m" / "full" / "runs"
-    assert "Backbone of the LLM rows: `gemma3-270m`" in rp.report_markdown("ml-1m", "cpu", {}, llama="gemma3-270m")
+    assert plan("ml-1m", "cpu", tmp_path, data=tmp_path, llama="smollm2")[1] == tmp_path / "ml-1m" / "cpu" / "runs"
+    assert (plan("ml-1m", "full", tmp_path, data=tmp_path, llama="/models/vicuna-7b")[1]
+            == tmp_path / "ml-1m" / "full" / "runs")
+    assert "Backbone of the LLM rows: `gemma3-270m`" in report_markdown("ml-1m", "cpu", {}, llama="gemma3-270m")
 
 
 def test_plan_runs_nothing_and_report_only_rewrites_the_report(first, monkeypatch, capsys):
@@ -185,21 +192,21 @@ def test_plan_runs_nothing_and_report_only_rewrites_the_report(first, monkeypatc
     report.unlink()
     env = first["folder"] / "environment.json"
     env.write_text('{"hardware": "the machine that ran the steps"}')
-    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
+    assert main(_argv(first["out"], first["llama"], first["data"]) + ["--plan"]) == {}
     assert "[done, reused]" in capsys.readouterr().out and not report.exists()
-    assert rp.main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
+    assert main(_argv(first["out"], first["llama"], first["data"]) + ["--report"]) == {}
     assert calls == [] and "| BinLLM | binllm |" in report.read_text(encoding="utf-8")
     # the environment is that of the runs, not of the machine that rewrote the report
     assert json.loads(env.read_text()) == {"hardware": "the machine that ran the steps"}
 
 
 def test_steps_run_after_what_they_read_and_the_papers_rows_first(tmp_path):
-    steps, _, _ = rp.plan("ml-1m", "cpu", tmp_path, data=tmp_path)
+    steps, _, _ = plan("ml-1m", "cpu", tmp_path, data=tmp_path)
     order = [s.name for s in steps]
     for i, s in enumerate(steps):
         assert set(s.depends) <= set(order[:i]), f"{s.name} runs before {s.depends}"
     # A cpu run stopped early has every row of the paper's Tables 2-3 before the rows beyond them.
-    published = {k for k in rp.PAPER["ML-1M"] if k in rp.STEPS}
+    published = {k for k in PAPER["ML-1M"] if k in STEPS}
     last_published = max(order.index(k) for k in published)
     assert all(order.index(k) > last_published for k in ("binllm_ipv4", "collm_lightgcn", "binllm16", "binllm64"))
 
@@ -216,18 +223,18 @@ def test_same_rows_puts_full_and_subsampled_rows_on_the_subsample(tmp_path):
         frame.to_csv(tmp_path / step / "predictions_test.csv", index=False)
     metrics = {"binllm": {"test": {"auc": 0.6, "uauc": 0.6, "rows": len(full)}},
                "icl": {"test": {"auc": 0.4, "uauc": 0.4, "rows": len(sample)}}}
-    result = rp.same_rows(rp.load_test_predictions(tmp_path, metrics), metrics)
+    result = same_rows(load_test_predictions(tmp_path, metrics), metrics)
     same = {step: (auc, uauc, n) for step, auc, uauc, n in result}
     on_sample = full[full["uid"].isin([1, 2])]
     expect = evaluate_scores(on_sample["uid"].to_numpy(), on_sample["label"].to_numpy(), on_sample["score"].to_numpy())
     assert same["binllm"] == (pytest.approx(expect["auc"]), pytest.approx(expect["uauc"]), 6)
     assert same["icl"][2] == 6 and same["icl"][0] == pytest.approx(1 - expect["auc"])
-    report = rp.report_markdown("ml-1m", "cpu", metrics, result)
+    report = report_markdown("ml-1m", "cpu", metrics, result)
     assert f"| BinLLM | binllm | {expect['auc']:.4f} | {expect['uauc']:.4f} | 6 |" in report
     # nothing subsampled (the full budget): no such table
     metrics["icl"]["test"]["rows"] = len(full)
     full.to_csv(tmp_path / "icl" / "predictions_test.csv", index=False)
-    assert rp.same_rows(rp.load_test_predictions(tmp_path, metrics), metrics) == []
+    assert same_rows(load_test_predictions(tmp_path, metrics), metrics) == []
 
 
 def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(tmp_path):
@@ -242,24 +249,24 @@ def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(t
         pd.DataFrame({"uid": users, "iid": np.arange(len(users)), "label": labels, "score": score}).to_csv(
             tmp_path / step / "predictions_test.csv", index=False)
         metrics[step] = {"test": {"auc": 0.5, "uauc": 0.5, "rows": len(users)}}
-    preds = rp.load_test_predictions(tmp_path, metrics)
-    spread = {step: (a, u) for step, a, u in rp.sample_spread(preds, 200, draws=20)}
+    preds = load_test_predictions(tmp_path, metrics)
+    spread = {step: (a, u) for step, a, u in sample_spread(preds, 200, draws=20)}
     assert spread["collm_mf"] == (pytest.approx(0.0), pytest.approx(0.0))
     assert spread["binllm"][0] > 0.01 and spread["binllm"][1] > 0.01
     # a bigger sample varies less; a sample as big as the split does not vary, and is left out
-    bigger = {step: (a, u) for step, a, u in rp.sample_spread(preds, 600, draws=20)}
+    bigger = {step: (a, u) for step, a, u in sample_spread(preds, 600, draws=20)}
     assert bigger["binllm"][0] < spread["binllm"][0]
-    assert rp.sample_spread(preds, len(users), draws=5) == []
+    assert sample_spread(preds, len(users), draws=5) == []
     # the report states it under the same-rows table
     same = [("binllm", 0.55, 0.5, 200), ("collm_mf", 1.0, 1.0, 200)]
-    report = rp.report_markdown("ml-1m", "cpu", metrics, same, rp.sample_spread(preds, 200, draws=20))
+    report = report_markdown("ml-1m", "cpu", metrics, same, sample_spread(preds, 200, draws=20))
     assert (f"| BinLLM | binllm | ±{spread['binllm'][0]:.4f} | ±{spread['binllm'][1]:.4f} | +0.0500 | +0.0000 |"
             in report)
 
 
 def test_report_says_when_its_runs_came_from_an_uncommitted_tree():
-    dirty = rp.report_markdown("ml-1m", "cpu", {}, env={"git_commit": "a" * 40, "git_dirty": True})
-    clean = rp.report_markdown("ml-1m", "cpu", {}, env={"git_commit": "b" * 40, "git_dirty": False})
+    dirty = report_markdown("ml-1m", "cpu", {}, env={"git_commit": "a" * 40, "git_dirty": True})
+    clean = report_markdown("ml-1m", "cpu", {}, env={"git_commit": "b" * 40, "git_dirty": False})
     assert "uncommitted changes" in dirty and "`aaaaaaaaaa`" in dirty
     assert "clean tree" in clean and "uncommitted" not in clean
 
@@ -270,6 +277,82 @@ def test_report_names_the_warm_and_cold_rule_of_each_row():
                "binllm": {"test_warm": {"auc": 0.7, "uauc": 0.6, "rows": 10},
                           "warm_cold_rules": {"warm_rule": "not_cold", "cold_rule": "unseen"}},
                "tallrec": {"test_warm": {"auc": 0.7, "uauc": 0.6, "rows": 10}}}
-    report = rp.report_markdown("ml-1m", "cpu", metrics)
+    report = report_markdown("ml-1m", "cpu", metrics)
     assert "mf train_rows / not_cold" in report and "binllm not_cold / unseen" in report
     assert "tallrec not recorded" in report
+
+
+def _doc_tables():
+    """docs/PAPER_RESULTS.md's tables: {section heading: [[cell, ...], ...]} (header and separator rows left out)."""
+    out, section = {}, None
+    for line in (REPO_ROOT / "docs" / "PAPER_RESULTS.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            section = line[3:]
+        elif line.startswith("|") and not line.startswith("|---"):
+            out.setdefault(section, []).append([c.strip() for c in line.strip("|").split("|")])
+    return {k: rows[1:] for k, rows in out.items()}
+
+
+def test_paper_numbers_are_those_of_docs_paper_results():
+    from minigpt4.experiments.definitions import PAPER_COMPRESSION, PAPER_WARM_COLD, TABLES
+
+    doc = _doc_tables()
+    main_table = next(rows for title, rows in doc.items() if title.startswith("Main comparison"))
+    key_of = {label: key for label, _, _, key, _ in TABLES["main"].rows if key}
+    assert {key_of[r[1]] for r in main_table} == {k for k in key_of.values()}
+    ablations = next(rows for title, rows in doc.items() if title.startswith("Ablations"))
+    ablation_key = {"BinMF": "binmf", "BinLLM-TO": "tallrec", "BinLLM-IO": "binllm_io", "BinLLM-IT": "binllm_it",
+                    "BinLLM (two-step)": "binllm"}
+    rows = [(key_of[r[1]], r[2:]) for r in main_table]
+    rows += [(next(v for k, v in ablation_key.items() if r[0].startswith(k)), r[1:]) for r in ablations]
+    for key, cells in rows:
+        assert PAPER["ML-1M"][key] == (float(cells[0]), float(cells[1])), key
+        assert PAPER["Book"][key] == (float(cells[2]), float(cells[3])), key
+    assert set(PAPER["ML-1M"]) == set(PAPER["Book"]) == {key for key, _ in rows}
+    # Figure 2: per subset, AUC of MF, TALLRec, CoLLM, BinLLM, then their UAUC
+    warm_cold = next(rows for title, rows in doc.items() if title.startswith("Warm / cold"))
+    for r in warm_cold:
+        column, subset = r[0].split()
+        values = [float(c.lstrip("≈")) for c in r[1:]]
+        for i, step in enumerate(("mf", "tallrec", "collm_mf", "binllm")):
+            assert PAPER_WARM_COLD[column][f"{step}/{subset}"] == (values[i], values[i + 4]), r[0]
+    assert sum(len(v) for v in PAPER_WARM_COLD.values()) == len(warm_cold) * 4
+    # Figure 3: AUC binary, AUC dot-decimal, UAUC binary, UAUC dot-decimal
+    compression = next(rows for title, rows in doc.items() if title.startswith("Compression"))
+    for r in compression:
+        v = [float(c.lstrip("≈")) for c in r[1:]]
+        assert PAPER_COMPRESSION[r[0]] == {"binllm": (v[0], v[2]), "binllm_ipv4": (v[1], v[3])}, r[0]
+
+
+def test_malformed_experiment_files_name_the_file_and_key(tmp_path, monkeypatch):
+    from minigpt4.experiments import definitions
+
+    for name in ("steps.yaml", "budgets.yaml", "paper_results.yaml", "tables.yaml"):
+        (tmp_path / name).write_text((definitions.HERE / name).read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(definitions, "HERE", tmp_path)
+    steps = tmp_path / "steps.yaml"
+    good = steps.read_text(encoding="utf-8")
+    steps.write_text(good.replace("binmf: {stage: collab, method: binmf}", "binmf: {stage: colab, method: binmf}"),
+                     encoding="utf-8")
+    with pytest.raises(definitions.ReproduceError, match=r"steps.yaml: steps.binmf.stage is 'colab'; stages are"):
+        definitions._load_steps()
+    steps.write_text(good.replace("encoder: binmf16", "encoder: binmf32"), encoding="utf-8")
+    with pytest.raises(definitions.ReproduceError, match=r"steps.binllm16.encoder 'binmf32' is not a step"):
+        definitions._load_steps()
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(budgets.read_text(encoding="utf-8").replace("    sub_test: [run.max_eval_rows=40]\n", ""),
+                       encoding="utf-8")
+    with pytest.raises(definitions.ReproduceError, match=r"budgets.yaml: key 'budgets.smoke.sub_test' is missing"):
+        definitions._load_budgets()
+    paper = tmp_path / "paper_results.yaml"
+    paper.write_text(paper.read_text(encoding="utf-8").replace("mf: [0.6482, 0.6361]", "mf: [0.6482]"),
+                     encoding="utf-8")
+    with pytest.raises(definitions.ReproduceError, match=r"tables.ML-1M.mf must be \[AUC, UAUC\], got \[0.6482\]"):
+        definitions._load_paper(definitions.DATASETS)
+    tables = tmp_path / "tables.yaml"
+    tables.write_text(tables.read_text(encoding="utf-8").replace("[SASRec, sasrec,", "[SASRec, sasrek,"),
+                      encoding="utf-8")
+    with pytest.raises(definitions.ReproduceError, match=r"tables.main.rows\[2\]: step 'sasrek' is not in steps.yaml"):
+        definitions._load_tables(definitions.STEPS, {"tables": definitions.PAPER,
+                                                     "warm_cold": definitions.PAPER_WARM_COLD,
+                                                     "compression": definitions.PAPER_COMPRESSION})

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from minigpt4.data.rules import is_unseen, is_warm
 from minigpt4.errors import DataError  # noqa: F401  (raised here; importable from here as before)
 from minigpt4.registry import register
 
@@ -75,7 +76,8 @@ def validate_split(df, path):
     first_bad(~df["label"].isin([0, 1]), lambda p: f"label must be 0 or 1, got {_plain(df['label'].iloc[p])!r}")
     first_bad(df["uid"] < 1, lambda p: f"uid must be >= 1 (0 is reserved), got {df['uid'].iloc[p]}")
     first_bad(df["iid"] < 1, lambda p: f"iid must be >= 1 (0 is the padding item), got {df['iid'].iloc[p]}")
-    first_bad(~df["title"].map(lambda t: isinstance(t, str)), lambda p: f"title is not a string: {_plain(df['title'].iloc[p])!r}")
+    first_bad(~df["title"].map(lambda t: isinstance(t, str)),
+              lambda p: f"title is not a string: {_plain(df['title'].iloc[p])!r}")
     for col in ("his", "his_title"):
         first_bad(~df[col].map(lambda h: isinstance(h, (list, tuple, np.ndarray))),
                   lambda p: f"{col} is not a list: {df[col].iloc[p]!r}")
@@ -84,10 +86,10 @@ def validate_split(df, path):
 
 
 # test_warm / test_cold rules (run.warm_rule, run.cold_rule); "dataset" = the builder's `default_warm_rule`
-WARM_RULES = {"train_rows": "user and item each have more than 3 train rows",
+WARM_RULES = {"train_rows": "user and item each have more than 3 train rows",  # rules.is_warm
               "not_cold": "the row's not_cold flag is 1"}
 COLD_RULES = {"not_cold": "the row's not_cold flag is 0",
-              "unseen": "neither the user nor the item occurs in train"}
+              "unseen": "neither the user nor the item occurs in train"}  # rules.is_unseen
 
 
 class RecDataset:
@@ -145,12 +147,6 @@ class RecDataset:
             raise DataError(f"{warm_file}: column {column!r} is missing; the file has {list(df.columns)}")
         return df[df[column] == 1]
 
-    def _train_counts(self, test, cache):
-        """Train rows of each test row's user and item (0 when unseen in train)."""
-        train = self.load("train", cache)
-        users, items = train["uid"].value_counts(), train["iid"].value_counts()
-        return test["uid"].map(users).fillna(0), test["iid"].map(items).fillna(0)
-
     def _warm(self, cache):
         test = self.load("test", cache)
         if self.warm_rule == "not_cold":
@@ -158,8 +154,7 @@ class RecDataset:
         from_file = self._file_flag("warm")  # same rule, as upstream CoLLM read it
         if from_file is not None:
             return from_file
-        user_rows, item_rows = self._train_counts(test, cache)
-        return test[user_rows.gt(3) & item_rows.gt(3)]
+        return test[is_warm(test, self.load("train", cache))]
 
     def _cold(self, cache):
         test = self.load("test", cache)
@@ -168,8 +163,7 @@ class RecDataset:
         from_file = self._file_flag("cold")
         if from_file is not None:
             return from_file
-        user_rows, item_rows = self._train_counts(test, cache)
-        return test[user_rows.eq(0) & item_rows.eq(0)]
+        return test[is_unseen(test, self.load("train", cache))]
 
     def id_counts(self, cache=None):
         """user_num, item_num = max id + 1 over train/valid/test (upstream rule), ids in histories included."""

@@ -15,6 +15,10 @@ Output (``out_dir``)
     timestamp int64 (unix s)   his list[int]   his_title list[str]
     title str   flag float64 (-1 train / 0 valid / 1 test)   not_cold int64
 
+The rules below (histories, ``not_cold``, ``valid_small``, warm / cold) are
+those of the real datasets' preparers, applied by the same functions
+(``data/prepare/common.py``, ``data/rules.py``).
+
 * All interactions are sorted by ``(uid, timestamp)`` and the index is reset to
   ``0..n-1``; the split frames keep those index values.
 * ``his = [0] + iids of the user's label==1 interactions strictly before the
@@ -86,6 +90,8 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from minigpt4.data.prepare.common import finish, warm_cold
+
 __all__ = [
     "THEMES",
     "THEME_WORDS",
@@ -156,8 +162,6 @@ SPLIT_FILES = {
     "test": "test_ood2.pkl",
     "test_warm_cold": "test_warm_cold_ood2.pkl",
 }
-COLUMNS = ["uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold"]
-
 _WORD2THEME = {w: k for k, t in enumerate(THEMES) for w in THEME_WORDS[t]}
 assert len(_WORD2THEME) == sum(len(v) for v in THEME_WORDS.values()), "theme vocabularies overlap"
 assert not set(NEUTRAL_WORDS) & set(_WORD2THEME)
@@ -283,50 +287,22 @@ def _simulate(n_users: int, n_items: int, seed: int, latent_dim: int):
 
 
 def build_frames(n_users: int = 300, n_items: int = 400, seed: int = 0, latent_dim: int = 8) -> dict:
-    """Build the split DataFrames in memory: keys train, valid, valid_small, test, test_warm_cold."""
+    """Build the split DataFrames in memory: keys train, valid, valid_small, test, test_warm_cold.
+
+    Histories, the split into train / valid / test with `not_cold`, valid_small and test_warm_cold follow the
+    preparers' rules (data/prepare/common.py, data/rules.py), so the demo data is built as the real data is."""
     df, titles = _simulate(n_users, n_items, seed, latent_dim)
+    # each user's rows contiguous and in time order (a user's timestamps are distinct): the preparers' walk order
     df = df.sort_values(["uid", "timestamp"], kind="mergesort").reset_index(drop=True)
-
-    # chronological positive histories, spanning splits
-    his_col, his_title_col = [], []
-    cur_uid, his, his_t = None, None, None
-    for uid, iid, lab in zip(df["uid"].tolist(), df["iid"].tolist(), df["label"].tolist()):
-        if uid != cur_uid:
-            cur_uid, his, his_t = uid, [0], [""]
-        his_col.append(list(his))
-        his_title_col.append(list(his_t))
-        if lab == 1:
-            his.append(iid)
-            his_t.append(titles[iid - 1])
-    # object columns (like the upstream pickles; pandas>=3 would otherwise infer "str")
-    df["his"] = pd.Series(his_col, index=df.index, dtype=object)
-    df["his_title"] = pd.Series(his_title_col, index=df.index, dtype=object)
+    # object column (like the upstream pickles; pandas>=3 would otherwise infer "str")
     df["title"] = pd.Series([titles[i - 1] for i in df["iid"].tolist()], index=df.index, dtype=object)
-
     tr_thr = T0 + int(TRAIN_END * SPAN)
     va_thr = T0 + int(VALID_END * SPAN)
     df["flag"] = np.where(df["timestamp"] < tr_thr, -1.0,
                           np.where(df["timestamp"] < va_thr, 0.0, 1.0)).astype(np.float64)
-    is_train = df["flag"] == -1.0
-    train_users = set(df.loc[is_train, "uid"].tolist())
-    train_items = set(df.loc[is_train, "iid"].tolist())
-    warm_pair = df["uid"].isin(train_users) & df["iid"].isin(train_items)
-    df["not_cold"] = (is_train | warm_pair).astype(np.int64)
-    df = df[COLUMNS]
-
-    train = df[df["flag"] == -1.0]
-    valid = df[df["flag"] == 0.0]
-    test = df[df["flag"] == 1.0]
-    valid_small = valid.sample(frac=0.5, random_state=2023)
-    u_cnt = train["uid"].value_counts()
-    i_cnt = train["iid"].value_counts()
-    twc = test.copy()
-    tu = twc["uid"].map(u_cnt).fillna(0)
-    ti = twc["iid"].map(i_cnt).fillna(0)
-    twc["warm"] = ((tu > 3) & (ti > 3)).astype(np.int64)
-    twc["cold"] = ((tu == 0) & (ti == 0)).astype(np.int64)
-    return {"train": train, "valid": valid, "valid_small": valid_small, "test": test,
-            "test_warm_cold": twc}
+    splits = finish(df, valid_small_frac=0.5)  # true_prob is dropped here: the processed columns only
+    return {"train": splits["train"], "valid": splits["valid"], "valid_small": splits["valid_small"],
+            "test": splits["test"], "test_warm_cold": warm_cold(splits["test"], splits["train"])}
 
 
 def _readme(stats: dict, n_users: int, n_items: int, seed: int, latent_dim: int) -> str:

@@ -1,0 +1,166 @@
+"""The experiment definitions, read once from the YAML files next to this module.
+
+`steps.yaml` (datasets, steps and their wiring), `budgets.yaml` (the overrides of each budget, the cpu speeds of the
+time estimate), `paper_results.yaml` (the published numbers, docs/PAPER_RESULTS.md) and `tables.yaml` (the
+report's tables). They are data so that adding a step, a budget or a table row needs no code; this module checks
+their shape and names the file and key of anything malformed.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+STAGES = ("collab", "llm", "eval")
+BUDGET_KINDS = ("collab", "llm", "eval", "full_test", "sub_test")
+PAPER_SOURCES = ("tables", "warm_cold", "compression")
+
+
+class ReproduceError(Exception):
+    """A problem with the reproduction's inputs or one of its steps; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class StepDef:
+    stage: str            # collab | llm | eval: the cli stage (pretrain_collab.py / train_*.py / eval.py)
+    method: str           # the shipped config it runs: train_configs/<prefix>_<method>.yaml
+    options: tuple = ()   # the step's own overrides of that config (a code length)
+    encoder: str = None   # the stage-0 step whose encoder it reads, when not the one of its rec_model
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    note: str
+    rows: tuple           # (label, step or None, split, paper key or None, paper source)
+
+
+def _read(name):
+    path = HERE / name
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ReproduceError(f"{path}: cannot be read as YAML ({err}); restore it from git") from None
+    if not isinstance(data, dict):
+        raise ReproduceError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    return path, data
+
+
+def _need(path, mapping, key, kind, where=""):
+    """mapping[key], checked to be of `kind`, or an error naming the file and key."""
+    at = f"{where}.{key}" if where else key
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ReproduceError(f"{path}: key {at!r} is missing")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise ReproduceError(f"{path}: {at} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _pair(path, where, value):
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+        raise ReproduceError(f"{path}: {where} must be [AUC, UAUC], got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _load_steps():
+    path, raw = _read("steps.yaml")
+    datasets = _need(path, raw, "datasets", dict)
+    for name, ds in datasets.items():
+        for key, kind in (("prefix", str), ("key", str), ("data", str), ("paper", str), ("test_rows", int)):
+            _need(path, ds, key, kind, f"datasets.{name}")
+    steps = {}
+    for name, s in _need(path, raw, "steps", dict).items():
+        stage = _need(path, s, "stage", str, f"steps.{name}")
+        if stage not in STAGES:
+            raise ReproduceError(f"{path}: steps.{name}.stage is {stage!r}; stages are {', '.join(STAGES)}")
+        unknown = set(s) - {"stage", "method", "options", "encoder"}
+        if unknown:
+            raise ReproduceError(f"{path}: steps.{name}: unknown key(s) {sorted(unknown)}; keys are stage, method, "
+                                 "options, encoder")
+        steps[name] = StepDef(stage, _need(path, s, "method", str, f"steps.{name}"), tuple(s.get("options") or ()),
+                              s.get("encoder"))
+    encoders = _need(path, raw, "encoder_steps", dict)
+    for name, s in steps.items():
+        for dep in [s.encoder] if s.encoder else []:
+            if dep not in steps:
+                raise ReproduceError(f"{path}: steps.{name}.encoder {dep!r} is not a step")
+    for rec_model, dep in encoders.items():
+        if dep not in steps:
+            raise ReproduceError(f"{path}: encoder_steps.{rec_model} {dep!r} is not a step")
+    stage1 = _need(path, raw, "stage1_step", str)
+    full = set(_need(path, raw, "full_test_steps", list))
+    for dep in [stage1, *sorted(full)]:
+        if dep not in steps:
+            raise ReproduceError(f"{path}: {dep!r} (stage1_step / full_test_steps) is not a step")
+    return datasets, steps, encoders, stage1, full, _need(path, raw, "llm_test_splits", str)
+
+
+def _load_budgets():
+    path, raw = _read("budgets.yaml")
+    budgets = _need(path, raw, "budgets", dict)
+    for name, budget in budgets.items():
+        for kind in BUDGET_KINDS:
+            _need(path, budget, kind, list, f"budgets.{name}")
+    speed = _need(path, raw, "cpu_speed", dict)
+    for key in ("score_rows_per_s", "train_s_per_row", "default_encoder_min"):
+        _need(path, speed, key, (int, float), "cpu_speed")
+    _need(path, speed, "encoder_min", dict, "cpu_speed")
+    return budgets, speed
+
+
+def _load_paper(datasets):
+    path, raw = _read("paper_results.yaml")
+    out = {}
+    for source in PAPER_SOURCES:
+        section = _need(path, raw, source, dict)
+        out[source] = {column: {key: _pair(path, f"{source}.{column}.{key}", v) for key, v in values.items()}
+                       for column, values in section.items()}
+        missing = {ds["paper"] for ds in datasets.values()} - set(out[source])
+        if missing:
+            raise ReproduceError(f"{path}: {source} has no column(s) {sorted(missing)} (steps.yaml datasets.*.paper)")
+    return out
+
+
+def _load_tables(steps, paper):
+    path, raw = _read("tables.yaml")
+    tables = {}
+    for name, t in _need(path, raw, "tables", dict).items():
+        rows = []
+        for i, row in enumerate(_need(path, t, "rows", list, f"tables.{name}")):
+            where = f"tables.{name}.rows[{i}]"
+            if not (isinstance(row, list) and len(row) == 5):
+                raise ReproduceError(f"{path}: {where} must be [label, step, split, paper key, source], got {row!r}")
+            label, step, split, key, source = row
+            if step is not None and step not in steps:
+                raise ReproduceError(f"{path}: {where}: step {step!r} is not in steps.yaml")
+            if source not in PAPER_SOURCES:
+                raise ReproduceError(f"{path}: {where}: source {source!r}; sources are {', '.join(PAPER_SOURCES)}")
+            if key is not None and not any(key in column for column in paper[source].values()):
+                raise ReproduceError(f"{path}: {where}: paper_results.yaml {source} has no key {key!r}")
+            rows.append((str(label), step, split, key, source))
+        tables[name] = Table(_need(path, t, "title", str, f"tables.{name}"), t.get("note") or "", tuple(rows))
+    return tables
+
+
+DATASETS, STEPS, ENCODER_STEP, STAGE1_STEP, FULL_TEST_STEPS, LLM_TEST_SPLITS = _load_steps()
+BUDGETS, CPU_SPEED = _load_budgets()
+_PAPER_ALL = _load_paper(DATASETS)
+PAPER = _PAPER_ALL["tables"]  # {paper column: {key: (AUC, UAUC)}}: BinLLM Tables 2-3
+PAPER_WARM_COLD = _PAPER_ALL["warm_cold"]
+PAPER_COMPRESSION = _PAPER_ALL["compression"]
+TABLES = _load_tables(STEPS, _PAPER_ALL)
+
+# The name a step has in the first table that lists it.
+STEP_LABEL = {}
+for _table in TABLES.values():
+    for _label, _step, *_ in _table.rows:
+        STEP_LABEL.setdefault(_step, _label)
+
+
+def paper_value(dataset, source, key):
+    """(AUC, UAUC) the paper gives for a report row, or None (no published number)."""
+    if key is None:
+        return None
+    return _PAPER_ALL[source][DATASETS[dataset]["paper"]].get(key)

@@ -1,0 +1,158 @@
+"""The plan of a reproduction: the ordered steps of a dataset and budget, each a shipped config with its
+`--options` (the step's own, the wiring to this reproduction's runs, the budget's, the machine's), and the plan as
+`--plan` prints it, with the time estimate."""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from minigpt4 import protocol
+from minigpt4.config import EMBEDDED_LLM, REPO_ROOT, backbone_profile, compose, load_config
+from minigpt4.experiments.definitions import (
+    BUDGETS,
+    CPU_SPEED,
+    DATASETS,
+    ENCODER_STEP,
+    FULL_TEST_STEPS,
+    LLM_TEST_SPLITS,
+    STAGE1_STEP,
+    STEPS,
+    ReproduceError,
+)
+
+
+@dataclass
+class Step:
+    name: str
+    stage: str            # collab | llm | eval: the cli stage (pretrain_collab.py / train_*.py / eval.py)
+    config: str           # the shipped config it runs
+    overrides: list       # --options, in order: the config's own changes, wiring, budget
+    depends: list = field(default_factory=list)
+    full_test: bool = True
+    machine_keys: tuple = ()  # keys set by --options: machine settings, ignored when judging a run stale
+
+
+def budget_folder(budget, llama):
+    """`cpu`, or `cpu-gemma3-270m` for another named backbone (one with its own train_configs/backbones/ file), so
+    each backbone's runs and report live apart. A directory or file backbone keeps the budget's folder."""
+    if llama and llama != EMBEDDED_LLM and backbone_profile(llama).stem == llama:
+        return f"{budget}-{llama}"
+    return budget
+
+
+def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
+    """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction.
+
+    `options` (key=value) go last on every LLM and eval step, after the budget: settings of the machine, such as
+    run.batch_size_eval or run.amp, that change speed, not the protocol."""
+    if dataset not in DATASETS:
+        raise ReproduceError(f"--dataset {dataset!r}: choose one of {sorted(DATASETS)}")
+    if budget not in BUDGETS:
+        raise ReproduceError(f"--budget {budget!r}: choose one of {sorted(BUDGETS)}")
+    ds, b = DATASETS[dataset], BUDGETS[budget]
+    runs = Path(out) / dataset / budget_folder(budget, llama) / "runs"
+    data = Path(data or REPO_ROOT / ds["data"])
+    steps = {}
+    for name, spec in STEPS.items():
+        stage, extra = spec.stage, list(spec.options)
+        config = REPO_ROOT / "train_configs" / f"{ds['prefix']}_{spec.method}.yaml"
+        if not config.is_file():
+            raise ReproduceError(f"step {name}: config {config} is missing (every method needs one per dataset)")
+        common = [f"datasets.{ds['key']}.path={data}", f"run.output_dir={runs}", f"run.job_id={name}"]
+        # the paper budget's settings of this method, then the step's own (a code length) again on top
+        upstream = protocol.overrides(dataset, stage, spec.method) + extra if budget == "paper" else []
+        depends, wiring = [], []
+        if stage != "collab":
+            model = OmegaConf.merge(compose(config), OmegaConf.from_dotlist(upstream)).get("model", {})
+            # Wire the dependencies to this reproduction's runs, never to the configs' default paths.
+            if model.get("ckpt"):
+                depends.append(STAGE1_STEP)
+                wiring.append(f"model.ckpt={runs / STAGE1_STEP / 'checkpoint_best'}")
+            if model.get("rec_config", {}).get("pretrained_path"):
+                enc = spec.encoder or ENCODER_STEP[model.rec_model]
+                depends.append(enc)
+                wiring.append(f"model.rec_config.pretrained_path={runs / enc / 'rec_model.pth'}")
+            if llama:
+                wiring.append(f"model.llama_model={llama}")
+            wiring.append(LLM_TEST_SPLITS)
+        full = stage == "collab" or name in FULL_TEST_STEPS
+        kind = [] if stage == "collab" else b["full_test" if full else "sub_test"]
+        mine = [] if stage == "collab" else list(options)
+        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + upstream + kind + mine,
+                           depends, full, tuple(o.split("=", 1)[0] for o in mine))
+    if only:
+        unknown = [s for s in only if s not in steps]
+        if unknown:
+            raise ReproduceError(f"--only: unknown step(s) {unknown}; steps are {list(steps)}")
+        wanted, todo = set(), list(only)
+        while todo:  # a listed step brings the steps it reads
+            s = todo.pop()
+            if s not in wanted:
+                wanted.add(s)
+                todo.extend(steps[s].depends)
+        steps = {k: v for k, v in steps.items() if k in wanted}
+    return list(steps.values()), runs, data
+
+
+def check_data(dataset, data):
+    if not any((data / f"train_ood2.{ext}").is_file() for ext in ("pkl", "parquet")):
+        raise ReproduceError(
+            f"no processed {dataset} data in {data} (train_ood2.pkl is missing): build it with prepare_data.py "
+            f"(README, 'Preparing data') or pass --data DIR pointing at the processed files")
+
+
+def estimate_minutes(step, dataset):
+    """Rough minutes of a step under the cpu budget (see CPU_SPEED)."""
+    cfg = OmegaConf.merge(compose(step.config), OmegaConf.from_dotlist(step.overrides))
+    if step.stage == "collab":
+        return CPU_SPEED["encoder_min"].get(cfg.model.rec_model, CPU_SPEED["default_encoder_min"])
+    run = cfg.run
+    train = 0 if step.stage == "eval" else run.max_epoch * run.iters_per_epoch * run.batch_size_train
+    n_test = DATASETS[dataset]["test_rows"]
+    # warm and cold are rows of the scored test rows: each prompt is scored once (the runner's memo)
+    scored = min(run.max_eval_rows or n_test, n_test)
+    return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
+
+
+def print_plan(steps, dataset, budget, runs, stale=None, llama=None):
+    stale = stale or {}
+    print(f"reproduction of {dataset}, budget {budget}: {len(steps)} steps under {runs}")
+    total, train_rows, score_rows = 0.0, 0, 0
+    for i, s in enumerate(steps, 1):
+        done = (runs / s.name / "metrics.json").is_file() and s.name not in stale
+        est = ""
+        if budget == "cpu" and not done:
+            m = estimate_minutes(s, dataset)
+            total += m
+            est = f" ~{m:.0f} min"
+        state = "done, reused" if done else "to run again" if s.name in stale else "to run"
+        print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
+              f" [{state}]{est}")
+        if budget == "paper" and s.stage != "collab":
+            cfg = load_config(s.config, s.overrides)
+            sch = protocol.schedule(dataset, s.stage, cfg)
+            if s.stage == "llm":
+                print(f"      lr {cfg.run.init_lr:g}, up to {sch['epochs']} epochs x {cfg.run.iters_per_epoch} "
+                      f"steps of {sch['batch']} rows = {sch['train_rows']:,} rows; {cfg.model.score_type} score; "
+                      f"valid_small after every epoch, patience {sch['patience']}; "
+                      f"test {protocol.SIZES[dataset]['test']:,} rows")
+            if not done:
+                train_rows += sch["train_rows"]
+                score_rows += sch["score_rows"]
+        if s.name in stale:
+            print(f"      {stale[s.name]}")
+    if budget == "cpu":
+        print(f"estimated time of the steps to run: ~{total / 60:.1f} h on 2 CPU cores (rough, see CPU_SPEED)")
+    if budget == "paper":
+        body, how = protocol.body_parameters(llama)
+        hours = protocol.gpu_hours(dataset, train_rows, score_rows, body)
+        print(f"upper bound of the LLM steps to run: {train_rows:,} rows trained, {score_rows:,} rows scored "
+              f"(every epoch run; early stopping usually ends sooner). Backbone: {how}.")
+        print("GPU-hours, projected from the dense bf16 peak at "
+              f"{protocol.ASSUMED_MFU['train']:.0%} (training) / {protocol.ASSUMED_MFU['score']:.0%} (scoring) "
+              "utilisation, assumed, not measured:")
+        print("   " + "; ".join(f"{gpu} ~{h:,.0f} h" for gpu, h in hours.items()))
+        print("   the encoders (stage 0) add minutes; docs/PAPER_PROTOCOL.md lists every setting and its source")
+    sys.stdout.flush()

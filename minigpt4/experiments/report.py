@@ -1,0 +1,178 @@
+"""The report of a reproduction, next to its `runs/`: `report.md` (ours next to the paper's numbers, table by
+table), `results.csv` (every scored split of every finished step), `environment.json` (the machine and code the
+runs came from) and the figures (figures.py)."""
+
+import csv
+import io
+import json
+import os
+import platform
+
+from minigpt4.config import EMBEDDED_LLM
+from minigpt4.experiments.definitions import DATASETS, PAPER, STEP_LABEL, STEPS, TABLES, paper_value
+from minigpt4.experiments.figures import write_figures
+from minigpt4.experiments.spread import load_test_predictions, same_rows, sample_spread
+from minigpt4.fileio import atomic_text
+from minigpt4.train.run_dir import environment
+
+
+def collect(runs, steps, stale=()):
+    """{step: metrics dict} of every finished run that is not stale (its numbers no longer describe the plan)."""
+    out = {}
+    for s in steps:
+        f = runs / s / "metrics.json"
+        if s in stale:
+            continue
+        if f.is_file():
+            out[s] = json.loads(f.read_text(encoding="utf-8"))
+    return out
+
+
+def _fmt(x, signed=False):
+    if x is None:
+        return "–"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def provenance(env):
+    """One line on the code a report's runs came from (environment.json's commit and whether the tree was clean)."""
+    if not env or not env.get("git_commit"):
+        return "Code: unknown (no git commit recorded)."
+    if env.get("git_dirty"):
+        return (f"**Code: commit `{env['git_commit'][:10]}` plus uncommitted changes** (environment.json: git_dirty "
+                "true), so no commit reproduces these runs exactly.")
+    return f"Code: commit `{env['git_commit'][:10]}`, clean tree."
+
+
+def warm_cold_note(metrics, steps):
+    """Which rows each step's test_warm / test_cold held (run.warm_rule / run.cold_rule, recorded in metrics.json)."""
+    parts = []
+    for step in dict.fromkeys(s for s in steps if s in metrics):
+        r = metrics[step].get("warm_cold_rules")
+        parts.append(f"{step} {r['warm_rule']} / {r['cold_rule']}" if r else f"{step} not recorded (run before "
+                     "run.warm_rule existed: the dataset builder's rule / not_cold)")
+    return ("Warm / cold rules (run.warm_rule / run.cold_rule): " + "; ".join(parts) + "." if parts
+            else "Warm / cold rules: no finished step yet.")
+
+
+def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None):
+    lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
+             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", "",
+             "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs/PAPER_RESULTS.md). "
+             "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
+             "The budget's overrides are listed in `minigpt4/experiments/budgets.yaml`; each run's resolved config "
+             "is `runs/<step>/config.yaml`.", ""]
+    if budget == "smoke":
+        lines += ["**Smoke budget: a few training steps on tiny samples; it checks the pipeline, its numbers mean "
+                  "nothing.**", ""]
+    done = sum(step in metrics for step in STEPS)
+    lines += [f"Steps finished: {done} of {len(STEPS)}"
+              + (f" (the others show `not run`{' or `to run again`' if stale else ''}; the same command continues the "
+                 "reproduction)." if done < len(STEPS)
+                 else "."), ""]
+    if budget != "smoke":
+        target, ours = PAPER[DATASETS[dataset]["paper"]]["binllm"], metrics.get("binllm", {}).get("test")
+        paper = f"{target[0]:.4f} / {target[1]:.4f} test AUC / UAUC"
+        head = (f"Target of the cpu budget: BinLLM at or above the paper's {paper} (Vicuna-7B). " if budget == "cpu"
+                else f"The paper's BinLLM (Vicuna-7B): {paper}. ")
+        lines += [head
+                  + (f"Ours: {ours['auc']:.4f} / {ours['uauc']:.4f}, that is {ours['auc'] - target[0]:+.4f} / "
+                     f"{ours['uauc'] - target[1]:+.4f} from it, over {ours['rows']} test rows."
+                     if ours else "BinLLM has not finished yet."), ""]
+    for table in TABLES.values():
+        lines += [f"## {table.title}", ""]
+        if table.note:
+            lines += [table.note, ""]
+        lines += ["| method | step | ours AUC | ours UAUC | paper AUC | paper UAUC | Δ AUC | Δ UAUC | rows |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, step, split, key, source in table.rows:
+            paper = paper_value(dataset, source, key) or (None, None)
+            # values read off a figure keep the 3 decimals they were read with
+            figure = source in ("warm_cold", "compression")
+            p = [("≈" + f"{v:.3f}" if figure else _fmt(v)) if v is not None else "–" for v in paper]
+            if step is None:
+                lines.append(f"| {label} | – | not implemented | not implemented | {p[0]} | {p[1]} | – | – | – |")
+                continue
+            m = metrics.get(step, {}).get(split)
+            if m is None:
+                # e.g. a split this run did not score
+                why = ("to run again" if step in stale else "not run") if step not in metrics else f"no {split}"
+                lines.append(f"| {label} | {step} | {why} | {why} | {p[0]} | {p[1]} | – | – | – |")
+                continue
+            delta = [_fmt(_diff(m.get(metric), paper[i]), True) for i, metric in enumerate(("auc", "uauc"))]
+            lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {p[0]} | {p[1]} | "
+                         f"{delta[0]} | {delta[1]} | {m.get('rows', '–')} |")
+        if any(split.startswith("test_") for _, _, split, _, _ in table.rows):
+            lines += ["", warm_cold_note(metrics, [r[1] for r in table.rows])]
+        lines.append("")
+    if same:
+        lines += ["## The LLM rows on the same test rows", "",
+                  f"Every finished LLM row on the same {same[0][3]} test rows: the subsample the subsampled rows "
+                  "were scored on, with the predictions of the rows scored on the full split restricted to its "
+                  "(user, item) pairs. Compare the rows of this table with each other, not with the tables above: "
+                  "the subsample holds whole users, so its warm/cold mix differs from the full split's.", "",
+                  "| method | step | AUC | UAUC | rows |", "|---|---|---|---|---|"]
+        lines += [f"| {STEP_LABEL.get(step, step)} | {step} | {auc:.4f} | {uauc:.4f} | {n} |"
+                  for step, auc, uauc, n in same]
+        lines.append("")
+        if spread:
+            on_sample = {step: (auc, uauc) for step, auc, uauc, _ in same}
+            lines += [f"How much the draw of the sample alone moves a row: the standard deviation of the full-test "
+                      f"rows' AUC / UAUC over 50 redraws of a {same[0][3]}-row sample of whole test users, and how "
+                      "far this sample puts them from their full-split values. A subsampled row's difference from "
+                      "the paper means little within about twice that spread.", "",
+                      "| method | step | sd AUC | sd UAUC | this sample − full split, AUC | UAUC |",
+                      "|---|---|---|---|---|---|"]
+            for step, sd_auc, sd_uauc in spread:
+                full, here = metrics[step]["test"], on_sample.get(step)
+                shift = (f"{here[0] - full['auc']:+.4f} | {here[1] - full['uauc']:+.4f}" if here else "– | –")
+                lines.append(f"| {STEP_LABEL.get(step, step)} | {step} | ±{sd_auc:.4f} | ±{sd_uauc:.4f} | {shift} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def results_csv(metrics):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step", "split", "auc", "uauc", "rows", "users"])
+    for step, splits in metrics.items():
+        for split, m in splits.items():
+            if isinstance(m, dict) and "auc" in m:
+                w.writerow([step, split, m.get("auc"), m.get("uauc"), m.get("rows"), m.get("users")])
+    return buf.getvalue()
+
+
+def environment_info(dataset, budget, llama, options=()):
+    import torch  # here: a plan never needs it, and it takes seconds to load
+
+    info = environment(seed=None)
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available()
+            else [])
+    info.update(dataset=dataset, budget=budget, options=list(options),
+                backbone=llama or "the configs' model.llama_model (smollm2: the embedded SmolLM2-135M)",
+                hardware={"machine": platform.machine(), "processor": platform.processor(),
+                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": gpus})
+    return info
+
+
+def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stale=()):
+    """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
+    describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
+    `stale`: finished steps whose numbers no longer describe the plan (stale_steps); reported as to run again."""
+    metrics = collect(folder / "runs", list(STEPS), stale)
+    preds = load_test_predictions(folder / "runs", metrics)
+    same = same_rows(preds, metrics)
+    spread = sample_spread(preds, same[0][3]) if same else []
+    env = folder / "environment.json"
+    if ran_here or not env.is_file():
+        atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
+    info = json.loads(env.read_text(encoding="utf-8"))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info))
+    atomic_text(folder / "results.csv", results_csv(metrics))
+    write_figures(folder, dataset, metrics)
+    print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "
+          f"compression.png, code_length.png)")

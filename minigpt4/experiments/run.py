@@ -1,0 +1,106 @@
+"""Running a plan like make: a step whose `metrics.json` exists is reused, an interrupted LLM run resumes from
+its last resume point, and a finished run whose settings no longer match the plan (or that reads a run that
+runs again) is set aside and run again. Each step runs in this process through `minigpt4.cli.main`."""
+
+import sys
+
+from omegaconf import OmegaConf
+
+from minigpt4 import cli
+from minigpt4.config import load_config
+from minigpt4.experiments.definitions import ReproduceError
+
+# Keys in which a run's config.yaml differs from its plan by design: the user / item counts the runner derives
+# from the splits, the resume point a resumed run was given, and the precision settings, which belong to the
+# machine (bf16 moves scores within rounding; each run's metrics.json records what it computed in).
+DERIVED_KEYS = {"model.user_num", "model.item_num", "model.rec_config.user_num", "model.rec_config.item_num",
+                "run.resume_ckpt_path", "run.dtype", "run.amp", "run.compile"}
+
+
+def _aside(path, why="incomplete"):
+    n = 1
+    while path.with_name(f"{path.name}.{why}-{n}").exists():
+        n += 1
+    target = path.with_name(f"{path.name}.{why}-{n}")
+    path.rename(target)
+    return target
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(step, path):
+    """The settings in which the run in `path` differs from what the plan would run now: {key: (then, now)}.
+
+    A shipped config edited after its step ran, or a budget that changed, would otherwise leave a stale row in the
+    report. Machine settings given with --options and the keys the runner derives from the data are ignored.
+    Empty when the run left no config.yaml to compare with."""
+    saved = path / "config.yaml"
+    if not saved.is_file():
+        return {}
+    then = _flat(OmegaConf.to_container(OmegaConf.load(saved)))
+    now = _flat(OmegaConf.to_container(load_config(step.config, step.overrides)))
+    ignore = DERIVED_KEYS | set(step.machine_keys)
+    return {k: (then.get(k), now.get(k)) for k in sorted(set(then) | set(now))
+            if k not in ignore and then.get(k) != now.get(k)}
+
+
+def stale_steps(steps, runs):
+    """{step: why} for the runs that exist but must run again: their settings changed (changed_keys), or a step
+    they read will run (again), so what they read would change under them."""
+    stale, will_run = {}, set()
+    for step in steps:
+        path = runs / step.name
+        changed = changed_keys(step, path) if path.exists() else {}
+        reread = [d for d in step.depends if d in will_run]
+        if changed:
+            shown = "; ".join(f"{k}: {then!r} -> {now!r}" for k, (then, now) in list(changed.items())[:4])
+            more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+            stale[step.name] = f"settings changed since it ran: {shown}{more}"
+        elif reread and path.exists():
+            stale[step.name] = f"it reads {', '.join(reread)}, which run(s) again"
+        if step.name in stale or not (path / "metrics.json").is_file():
+            will_run.add(step.name)
+    return stale
+
+
+def run_step(step, runs, stale=None):
+    """Run one step unless its metrics.json exists; returns 'reused', 'resumed' or 'ran'. `stale`: why an existing
+    run must run again (stale_steps); it is moved aside first, kept for inspection."""
+    path = runs / step.name
+    if stale and path.exists():
+        print(f"[{step.name}] {stale}: the old run moved to {_aside(path, 'stale')}")
+    if (path / "metrics.json").is_file():
+        print(f"[{step.name}] reusing {path}")
+        return "reused"
+    missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
+    if missing:
+        raise ReproduceError(f"step {step.name} needs the finished run(s) {missing} under {runs}")
+    argv = ["--cfg-path", step.config, "--options", *step.overrides]
+    how = "ran"
+    if path.exists():
+        # No metrics.json: the run was interrupted. An LLM training run that saved a resume point continues from
+        # it with its own resolved config; anything else starts again, the old directory kept for inspection.
+        if step.stage == "llm" and (path / "resume" / "latest").is_file() and (path / "config.yaml").is_file():
+            argv = ["--cfg-path", str(path / "config.yaml"), "--options", f"run.resume_ckpt_path={path}"]
+            how = "resumed"
+            print(f"[{step.name}] resuming the interrupted run {path}")
+        else:
+            print(f"[{step.name}] {path} has no metrics.json and no resume point: moved to {_aside(path)}")
+    print(f"[{step.name}] {step.stage}: {step.config} --options {' '.join(step.overrides)}")
+    sys.stdout.flush()
+    try:
+        cli.main(step.stage, f"reproduce: {step.name}", argv)
+    except SystemExit as err:
+        raise ReproduceError(f"step {step.name} ({step.config}) stopped with status {err.code}; its message is "
+                             f"above. Fix it and run the same command again: finished steps are reused") from None
+    if not (path / "metrics.json").is_file():
+        raise ReproduceError(f"step {step.name} finished without writing {path / 'metrics.json'}")
+    return how

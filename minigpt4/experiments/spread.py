@@ -1,0 +1,60 @@
+"""Putting the LLM rows of a report on common ground: the rows scored on the whole test split and those scored
+on a subsample, compared on the same rows (`same_rows`), and how much the draw of the subsample alone moves a row
+(`sample_spread`)."""
+
+import numpy as np
+import pandas as pd
+
+from minigpt4.data.splits import subsample
+from minigpt4.experiments.definitions import FULL_TEST_STEPS, STEPS
+from minigpt4.metrics import evaluate_scores
+
+
+def load_test_predictions(runs, metrics):
+    """{step: its predictions_test.csv} of every finished LLM row, in STEPS order: read once per report."""
+    return {s: pd.read_csv(runs / s / "predictions_test.csv") for s in STEPS
+            if s in metrics and STEPS[s].stage != "collab" and (runs / s / "predictions_test.csv").is_file()}
+
+
+def same_rows(preds, metrics):
+    """Every finished LLM row on the test subsample the subsampled rows were scored on: [(step, auc, uauc, rows)].
+    `preds`: load_test_predictions().
+
+    The subsampled rows (cpu budget) and the full-test rows score different rows, and the subsample is not a
+    miniature of the test split (it holds whole users, so its warm/cold mix differs). Restricting the full-test
+    rows' predictions to the subsample's (user, item) pairs puts every LLM row on the same rows. Empty when no
+    subsampled row has finished or nothing was subsampled."""
+    sampled = [s for s in preds if s not in FULL_TEST_STEPS]
+    full = [s for s in preds if s in FULL_TEST_STEPS]
+    if not sampled or not full:
+        return []
+    pairs = preds[sampled[0]][["uid", "iid"]]
+    if len(pairs) >= metrics[full[0]]["test"]["rows"]:
+        return []
+    out = []
+    for step, frame in preds.items():
+        rows = pairs.merge(frame, on=["uid", "iid"], validate="one_to_one")
+        m = evaluate_scores(rows["uid"].to_numpy(), rows["label"].to_numpy(), rows["score"].to_numpy())
+        out.append((step, m["auc"], m["uauc"], len(rows)))
+    return out
+
+
+def sample_spread(preds, n, draws=50):
+    """How much drawing the test subsample alone moves a row: [(step, sd AUC, sd UAUC)] of each full-test LLM row
+    over `draws` redraws (seeds 0..draws-1) of an n-row subsample of whole users, the way the runner draws it.
+    `preds`: load_test_predictions().
+
+    The subsampled rows' differences from the paper (which scored the whole split) are only meaningful beyond this
+    spread; the full-test rows' predictions measure it for free."""
+    out = []
+    for step, frame in preds.items():
+        if step not in FULL_TEST_STEPS or n >= len(frame):
+            continue
+        values = []
+        for seed in range(draws):
+            d = subsample(frame, n, seed)
+            m = evaluate_scores(d["uid"].to_numpy(), d["label"].to_numpy(), d["score"].to_numpy())
+            values.append((m["auc"], m["uauc"]))
+        sd = np.nanstd(np.array(values, dtype=float), axis=0)
+        out.append((step, float(sd[0]), float(sd[1])))
+    return out
