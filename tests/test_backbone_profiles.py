@@ -40,13 +40,14 @@ def test_one_key_switches_every_backbone_setting(tmp_path, monkeypatch):
     (tmp_path / "other.yaml").write_text("target_modules: [q_proj, k_proj, v_proj]\nlayers_to_transform: [-2, -1]\n"
                                          "init_lr: {tallrec: 3e-4, binllm: 5e-4, collm: 6e-4, softprompt: 7e-4, "
                                          "personprompt: 8e-4}\n")
-    monkeypatch.setattr(config, "BACKBONES_DIR", tmp_path)
+    monkeypatch.setattr(config.backbones, "BACKBONES_DIR", tmp_path)  # where the resolver reads it
     cfg = load_config(config.REPO_ROOT / "train_configs/ml1m_binllm.yaml", ["model.llama_model=other"])
     assert cfg.run.init_lr == 5e-4
     assert list(cfg.model.lora_config.layers_to_transform) == [-2, -1]
     assert list(cfg.model.lora_config.target_modules) == ["q_proj", "k_proj", "v_proj"]
     # an explicit option still wins over the profile
-    cfg = load_config(config.REPO_ROOT / "train_configs/ml1m_binllm.yaml", ["model.llama_model=other", "run.init_lr=1e-5"])
+    cfg = load_config(config.REPO_ROOT / "train_configs/ml1m_binllm.yaml",
+                      ["model.llama_model=other", "run.init_lr=1e-5"])
     assert cfg.run.init_lr == 1e-5
     smol = load_config(config.REPO_ROOT / "train_configs/ml1m_tallrec.yaml")
     assert smol.run.init_lr == 2e-3 and len(smol.model.lora_config.layers_to_transform) == 8

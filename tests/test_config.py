@@ -299,3 +299,37 @@ def test_cuda_device_sets_tf32_as_configured(tf32, monkeypatch):
         assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+def test_the_loaded_config_is_typed_by_the_schema(small):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ValidationError
+
+    from minigpt4.config import Config, RecConfig
+
+    cfg = load_config(small)
+    assert OmegaConf.get_type(cfg) is Config and OmegaConf.get_type(cfg.model.rec_config) is RecConfig
+    with pytest.raises(ValidationError):
+        cfg.run.max_epoch = "ten"
+    with pytest.raises(ConfigAttributeError):
+        cfg.run.max_epochs = 3
+
+
+def test_interpolations_resolve_into_typed_keys_with_the_errors_of_literal_values(small):
+    cfg = load_config(small, ["run.max_epoch=${run.patience}", "run.init_lr=${run.job_id}", "run.job_id='2e-3'"])
+    assert cfg.run.max_epoch == 20 and isinstance(cfg.run.max_epoch, int)  # the schema's default, read after merge
+    assert cfg.run.init_lr == 2e-3 and isinstance(cfg.run.init_lr, float)
+    with pytest.raises(ConfigError, match=r"^run\.max_epoch must be a int, got 'ten' \(str\)$"):
+        load_config(small, ["run.max_epoch=${run.job_id}", "run.job_id=ten"])
+    with pytest.raises(ConfigError, match=r"^run\.dtype must be one of \['auto', 'fp32', 'bf16'\], got 'fp16'$"):
+        load_config(small, ["run.dtype=${run.job_id}", "run.job_id=fp16"])
+
+
+@pytest.mark.parametrize("option, message", [
+    ("run.job_id='???'", r"run\.job_id is \?\?\?"),
+    ("model.lora_config.layers_to_transform=[a]", r"layers_to_transform must be a list of int, got \['a'\]"),
+    ("model.lora_config.target_modules=[1]", r"target_modules must be a list of str"),
+])
+def test_values_omegaconf_would_misread_are_errors(small, option, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(small, [option])
