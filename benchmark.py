@@ -265,7 +265,8 @@ def precision_modes(args, device, tok, rows, prompt, table, machine, flops_token
                                     machine[p.name], train=True)
         out[mode] = res
         del model, forward
-        line = f"{mode}: scoring {res['scoring']['samples_per_s']:.2f} samples/s (first batch {res['first_batch_s']:.0f} s)"
+        line = (f"{mode}: scoring {res['scoring']['samples_per_s']:.2f} samples/s "
+                f"(first batch {res['first_batch_s']:.0f} s)")
         if "training" in res:
             line += f", training {res['training']['samples_per_s']:.2f} samples/s"
         print(line, flush=True)
@@ -327,7 +328,8 @@ def prompt_lengths(tokenizer, rows, table_bits):
     out["text_only"] = TokenizedSplit(tokenizer, build_prompts(rows, text, None), rows, 10**6).lengths.mean()
     for mode in ("binary", "ipv4"):
         table = CodeTable(*table_bits, mode=mode)
-        out[mode] = TokenizedSplit(tokenizer, build_prompts(rows, load_prompt(PROMPT), table), rows, 10**6).lengths.mean()
+        prompts = build_prompts(rows, load_prompt(PROMPT), table)
+        out[mode] = TokenizedSplit(tokenizer, prompts, rows, 10**6).lengths.mean()
     return {k: float(v) for k, v in out.items()}
 
 
@@ -420,7 +422,8 @@ def run(args):
     if device.type == "cuda":  # first kernels (cuBLAS handles, autotuning) are slow: one untimed batch per path
         head = score_rows.iloc[:args.batch_eval]
         with ours_p.autocast():
-            our_score(fast, TokenizedSplit(tok, build_prompts(head, prompt, table), head, 10**6), args.batch_eval, device)
+            head_split = TokenizedSplit(tok, build_prompts(head, prompt, table), head, 10**6)
+            our_score(fast, head_split, args.batch_eval, device)
         reference_score(rec, tok, head, prompt, bits, "binary", args.batch_eval, device)
     with ours_p.autocast():
         (ours, o_tokens), o_s, o_mem = timed(device, our_score, fast, split, args.batch_eval, device)
@@ -433,7 +436,8 @@ def run(args):
                          "reference": phase(len(split), r_tokens, r_s, r_mem, flops_token, machine["fp32"]),
                          "ours_metrics": {k: m_fast[k] for k in ("auc", "uauc")}, "reference_metrics": m_ref,
                          "max_abs_score_diff": float(np.max(np.abs(ours - ref)))}
-    report["scoring"]["speedup"] = report["scoring"]["ours"]["samples_per_s"] / report["scoring"]["reference"]["samples_per_s"]
+    scoring = report["scoring"]
+    scoring["speedup"] = scoring["ours"]["samples_per_s"] / scoring["reference"]["samples_per_s"]
     print(f"scoring: ours {report['scoring']['ours']['samples_per_s']:.2f} samples/s, reference "
           f"{report['scoring']['reference']['samples_per_s']:.2f} -> x{report['scoring']['speedup']:.2f}; "
           f"AUC {m_fast['auc']:.6f} vs {m_ref['auc']:.6f}, UAUC {m_fast['uauc']:.6f} vs {m_ref['uauc']:.6f}")

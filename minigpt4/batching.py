@@ -19,8 +19,8 @@ import re
 import numpy as np
 import torch
 
-from minigpt4.errors import ConfigError
 from minigpt4.data.history import padded_history
+from minigpt4.errors import ConfigError
 
 SLOT_PATTERN = re.compile(r"(<UserID>|<TargetItemID>)")
 

@@ -47,4 +47,5 @@ def bce_with_logits(labels, scores):
 def evaluate_scores(users, labels, scores):
     """All metrics of one split, as logged and written to metrics.json."""
     u, info = uauc(users, labels, scores)
-    return {"auc": auc(labels, scores), "uauc": u, "loss": bce_with_logits(labels, scores), "rows": int(len(labels)), **info}
+    return {"auc": auc(labels, scores), "uauc": u, "loss": bce_with_logits(labels, scores), "rows": int(len(labels)),
+            **info}

@@ -76,7 +76,8 @@ class Precision:
         if self.device_type != "cpu" or self.dtype != torch.bfloat16:
             # fp32 on a CPU is bound by matrix products, which compile leaves as they are: 1.42 vs 1.40 samples/s
             # after 280 s of compiling. On GPUs compile has not been measured here.
-            return False, f"run.compile: auto compiles bf16 scoring on a CPU only, not {self.name} on {self.device_type}"
+            return False, (f"run.compile: auto compiles bf16 scoring on a CPU only, not {self.name} on "
+                           f"{self.device_type}")
         return True, f"run.compile: auto, bf16 on a CPU and {rows} rows to score"
 
     def describe(self):

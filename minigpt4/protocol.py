@@ -6,7 +6,6 @@ The settings live in `minigpt4/protocols/paper.yaml` (key -> [value, source]); t
 """
 
 import json
-import math
 from pathlib import Path
 
 import yaml
@@ -124,7 +123,8 @@ def markdown():
              "Generated from `minigpt4/protocols/paper.yaml` (`python -m minigpt4.protocol > docs/PAPER_PROTOCOL.md`).",
              "Each row is an `--options` value the `paper` budget sets on top of the step's shipped config, and where",
              "the upstream code sets it: BinLLM (github zyang1580/BinLLM, commit b28bfc4, `B:`) and CoLLM (github",
-             "zyang1580/CoLLM, commit 48042b1, `C:`); [UPSTREAM.md](UPSTREAM.md) has the upstream tables. It is the budget",
+             "zyang1580/CoLLM, commit 48042b1, `C:`); [UPSTREAM.md](UPSTREAM.md) has the upstream tables. "
+             "It is the budget",
              "for a 7B backbone on GPUs (`--llama /path/to/vicuna-7b`). What it does not copy: the warm-up restarting",
              "every epoch (ours counts global steps), fp16 autocast with a loss scaler (ours: `run.dtype`, bf16 on",
              "GPUs that have it), and the early-stopping counter kept on rank 0 only (ours is broadcast).", ""]
@@ -135,11 +135,13 @@ def markdown():
             for key, (value, source) in table.items():
                 lines.append(f"| {where} | `{key}` | `{option(key, value).split('=', 1)[1]}` | {source} |")
         lines.append("")
-    lines += ["Steps not listed (`binllm_io`, `binllm_it`, `binllm_ipv4`, `binllm16`, `binllm64`, `binmf16`, `binmf64`) read",
+    lines += ["Steps not listed (`binllm_io`, `binllm_it`, `binllm_ipv4`, `binllm16`, `binllm64`, `binmf16`, "
+              "`binmf64`) read",
               "the entry of the method they extend; the code length of `binmf16`/`binllm16` etc. is set after it.", "",
               "## Time", "",
               "`--plan` prints each step's upper bounds (every epoch run; early stopping usually ends sooner) and an",
-              "estimate per GPU type: FLOPs (4 per weight and token to train LoRA, 2 to score) over the dense bf16 peak",
+              "estimate per GPU type: FLOPs (4 per weight and token to train LoRA, 2 to score) over the dense "
+              "bf16 peak",
               f"at {ASSUMED_MFU['train']:.0%} / {ASSUMED_MFU['score']:.0%} utilisation for training / scoring, with "
               "prompts of ~250 tokens. The utilisation is",
               "assumed: no 7B backbone has been measured here yet."]

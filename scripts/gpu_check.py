@@ -115,7 +115,8 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
     grid = [1, 2] if args.smoke else [8, 16, 32, 64, 128]
     for checkpointing in (False, True):
         for b, r in try_batches(grid, lambda b: train(b, checkpointing)):
-            result["train"].append(r if isinstance(r, dict) else {"batch": b, "checkpointing": checkpointing, "error": r})
+            failed = {"batch": b, "checkpointing": checkpointing, "error": r}
+            result["train"].append(r if isinstance(r, dict) else failed)
             if isinstance(r, dict):
                 r["batch"] = b
     ref = try_batches(grid[:1], lambda b: train(b, False, reference=True))
@@ -230,7 +231,8 @@ def markdown(report):
             r = b[dtype]
             lines.append(f"| {dtype} | {r['returncode']} | {r.get('auc', float('nan')):.4f} | "
                          f"{r.get('uauc', float('nan')):.4f} | {r.get('rows', '')} | {r['seconds']:.0f} |")
-        lines += ["", f"Left-padding probe (bf16 gradients per attention kernel): `{json.dumps(b['padding_probe'])}`", ""]
+        probe = json.dumps(b["padding_probe"])
+        lines += ["", f"Left-padding probe (bf16 gradients per attention kernel): `{probe}`", ""]
     c = report.get("small_model")
     if c and "report" in c:
         r = c["report"]

@@ -15,11 +15,13 @@ from minigpt4.llm.embedded import prepare  # noqa: E402
 FACTS = [("Star Wars (1977) was directed by", "Lucas"), ("Jaws (1975) was directed by", "Spielberg"),
          ("The Godfather (1972) was directed by", "Coppola"), ("Pulp Fiction (1994) was directed by", "Tarantino"),
          ("Titanic (1997) was directed by", "Cameron"), ("Psycho (1960) was directed by", "Hitchcock"),
-         ("Toy Story (1995) was made by the animation studio", "Pixar"), ("Schindler's List (1993) was directed by", "Spielberg"),
+         ("Toy Story (1995) was made by the animation studio", "Pixar"),
+         ("Schindler's List (1993) was directed by", "Spielberg"),
          ("The Terminator (1984) stars Arnold", "Schwarzenegger"), ("Casablanca (1942) stars Humphrey", "Bogart")]
 for name in sys.argv[1:]:
     d = str(prepare(name))
-    tok = AutoTokenizer.from_pretrained(d); lm = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(d)
+    lm = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     hits = 0
     for prompt, answer in FACTS:
         ids = tok(prompt, return_tensors="pt")

@@ -1,6 +1,7 @@
 """How much a test AUC / UAUC moves when the test users are redrawn: a bootstrap over whole users.
 
-python scripts/user_bootstrap.py runs/<run>/predictions_test.csv [--draws 200] [--versus runs/<other>/predictions_test.csv]
+python scripts/user_bootstrap.py runs/<run>/predictions_test.csv [--draws 200]
+                                 [--versus runs/<other>/predictions_test.csv]
 Prints the row's AUC / UAUC and their standard deviations over `draws` resamples (with replacement) of the
 split's users, each user bringing all of its rows. Two rows scored on the same split differ by more than noise
 only when the difference clearly exceeds this spread. `--versus` is the paired comparison: both runs scored the

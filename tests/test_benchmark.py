@@ -52,7 +52,8 @@ def test_benchmark_writes_its_report(tiny_llama, synthetic_dir, tmp_path):
         for side in ("ours", "reference"):
             m = report[path][side]
             assert m["samples_per_s"] > 0 and m["tokens_per_s"] > 0 and 0 < m["mfu"] and m["peak_memory_gib"] > 0
-    assert report["scoring"]["ours_metrics"]["auc"] == pytest.approx(report["scoring"]["reference_metrics"]["auc"], abs=1e-4)
+    scoring = report["scoring"]
+    assert scoring["ours_metrics"]["auc"] == pytest.approx(scoring["reference_metrics"]["auc"], abs=1e-4)
     assert set(report["tokens_per_prompt"]) == {"text_only", "binary", "ipv4"}
     assert report["tokens_per_prompt"]["ipv4"] < report["tokens_per_prompt"]["binary"]
     assert 0 <= report["shared_prefix_fraction"] <= 1 and report["uauc"]["abs_diff"] < 1e-9

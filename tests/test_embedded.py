@@ -10,10 +10,10 @@ import importlib.util
 import pytest
 import torch
 
+from helpers import write_yaml
 from minigpt4.config import ConfigError
 from minigpt4.llm import embedded
 from minigpt4.llm.embedded import EMBEDDED, EmbeddedModel, Part, assemble, model_dir, part_files
-from helpers import write_yaml
 
 CHUNKS = (b"GGUF" + bytes(range(200)), bytes(range(255, 0, -1)) * 3, b"tail bytes")
 

@@ -7,8 +7,6 @@ ordered the same way. A new module must be given a layer here (by its dotted nam
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "minigpt4"
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from minigpt4.llm.memory import (GIB, LoraShape, _lora, _meta_model, advice, estimate_memory,
-                                 saved_activation_bytes)
+from minigpt4.llm.memory import GIB, LoraShape, _lora, _meta_model, advice, estimate_memory, saved_activation_bytes
 
 CFG = LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=300)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_end_to_end import _llm_yaml
 
 from helpers import write_yaml
-from test_end_to_end import _llm_yaml
 from minigpt4 import precision
 from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config

@@ -6,8 +6,16 @@ import pytest
 
 from minigpt4.config import REPO_ROOT
 from minigpt4.data.splits import read_split
-from minigpt4.prompting import (EMPTY_HISTORY, PromptError, build_prompts, fill_prompt, history_text, load_prompt,
-                                target_text, uses_ids)
+from minigpt4.prompting import (
+    EMPTY_HISTORY,
+    PromptError,
+    build_prompts,
+    fill_prompt,
+    history_text,
+    load_prompt,
+    target_text,
+    uses_ids,
+)
 from minigpt4.text_codes import CodeTable
 
 PROMPTS = REPO_ROOT / "prompts"

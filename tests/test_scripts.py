@@ -19,11 +19,13 @@ def test_user_bootstrap_spread(tmp_path):
     uid = np.repeat(np.arange(40), 10)
     label = rng.integers(0, 2, len(uid))
     perfect = tmp_path / "perfect.csv"
-    pd.DataFrame({"uid": uid, "iid": 0, "label": label, "score": label + 0.1 * rng.random(len(uid)) - 0.05}).to_csv(perfect, index=False)
+    score = label + 0.1 * rng.random(len(uid)) - 0.05
+    pd.DataFrame({"uid": uid, "iid": 0, "label": label, "score": score}).to_csv(perfect, index=False)
     out = _bootstrap(perfect, "--draws", "30")
     assert out.returncode == 0 and "AUC 1.0000 (sd 0.0000)" in out.stdout and "40 users" in out.stdout
     noisy = tmp_path / "noisy.csv"
-    pd.DataFrame({"uid": uid, "iid": 0, "label": label, "score": label + 2 * rng.random(len(uid))}).to_csv(noisy, index=False)
+    score = label + 2 * rng.random(len(uid))
+    pd.DataFrame({"uid": uid, "iid": 0, "label": label, "score": score}).to_csv(noisy, index=False)
     sd = float(_bootstrap(noisy, "--draws", "30").stdout.split("AUC ")[1].split("sd ")[1].split(")")[0])
     assert 0.005 < sd < 0.1
 

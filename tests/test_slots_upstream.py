@@ -14,14 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import slot_cfg, write_yaml
 from minigpt4.batching import TokenizedSplit, decode, tokenize
 from minigpt4.config import ConfigError, load_config
 from minigpt4.llm.collab_tokens import CollabTokens
 from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.prompting import load_prompt
 from minigpt4.tasks import RecTask
-from helpers import write_yaml
-from helpers import slot_cfg
 
 TEXT = ('#Question: A user liked "Heat (1995)", feature <UserID>. Would they enjoy "Casino (1995)" with '
         'feature <TargetItemID>? \\n#Answer:')
@@ -140,7 +139,8 @@ def test_tokenized_split_passes_layout_and_bos(tok):
 
 # ------------------------------------------------------------------------------------------------------- init
 def _model(tmp_path, llama, rec_model, k, slot_init):
-    cfg = slot_cfg(tmp_path, llama, rec_model, k, f"  slot_init: {slot_init}\n", f"{rec_model}_{k}_{slot_init}.yaml", U, I)
+    cfg = slot_cfg(tmp_path, llama, rec_model, k, f"  slot_init: {slot_init}\n", f"{rec_model}_{k}_{slot_init}.yaml",
+                   U, I)
     torch.manual_seed(0)
     return LLMRecommender.from_config(cfg.model, slots=True).eval()
 

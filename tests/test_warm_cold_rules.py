@@ -12,12 +12,19 @@ import zlib
 import pandas as pd
 import pytest
 
+from helpers import write_yaml
 from minigpt4 import registry
 from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config
-from minigpt4.data.splits import (AmazonDataset, DataError, MovieDataset, RecDataset, SyntheticDataset, sample_split,
-                                  subsample)
-from helpers import write_yaml
+from minigpt4.data.splits import (
+    AmazonDataset,
+    DataError,
+    MovieDataset,
+    RecDataset,
+    SyntheticDataset,
+    sample_split,
+    subsample,
+)
 
 # test rows (uid, iid, not_cold) and which rule takes each; in train user 1 and item 10 have 4 rows, user 2 and
 # item 20 one row, user 3 and item 30 none
@@ -154,7 +161,8 @@ def test_stage0_metrics_name_the_rules(synthetic_dir, tmp_path):
     cfg = _cfg(tmp_path, "synthetic", synthetic_dir, "  max_epoch: 1\n  job_id: mf\n")
     results = main("collab", "stage 0", ["--cfg-path", str(cfg), "--options", "run.cold_rule=unseen"])
     metrics = json.loads((tmp_path / "runs" / "mf" / "metrics.json").read_text())
-    assert metrics["warm_cold_rules"] == results["warm_cold_rules"] == {"warm_rule": "train_rows", "cold_rule": "unseen"}
+    rules = {"warm_rule": "train_rows", "cold_rule": "unseen"}
+    assert metrics["warm_cold_rules"] == results["warm_cold_rules"] == rules
     twc = pd.read_pickle(synthetic_dir / "test_warm_cold_ood2.pkl")
     assert metrics["test_cold"]["rows"] == int(twc["cold"].sum())
     assert metrics["test_warm"]["rows"] == int(twc["warm"].sum())

@@ -55,7 +55,8 @@ class LightGCN(nn.Module):
     def set_graph(self, graph):
         n = self.user_num + self.item_num
         if tuple(graph.shape) != (n, n):
-            raise ValueError(f"graph is {tuple(graph.shape)}, expected ({n}, {n}) for {self.user_num} users + {self.item_num} items")
+            raise ValueError(f"graph is {tuple(graph.shape)}, expected ({n}, {n}) for {self.user_num} users + "
+                             f"{self.item_num} items")
         self.graph = graph.to(self.embedding_user.weight.device)
 
     def computer(self):

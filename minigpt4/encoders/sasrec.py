@@ -53,7 +53,8 @@ class SASRec(nn.Module):
         self.forward_layers = nn.ModuleList()
         for _ in range(num_blocks):
             self.attention_layernorms.append(nn.LayerNorm(hidden_units, eps=1e-8))
-            self.attention_layers.append(nn.MultiheadAttention(hidden_units, num_heads, dropout=dropout_rate, batch_first=True))
+            self.attention_layers.append(nn.MultiheadAttention(hidden_units, num_heads, dropout=dropout_rate,
+                                                               batch_first=True))
             self.forward_layernorms.append(nn.LayerNorm(hidden_units, eps=1e-8))
             self.forward_layers.append(PointWiseFeedForward(hidden_units, dropout_rate))
         self.last_layernorm = nn.LayerNorm(hidden_units, eps=1e-8)

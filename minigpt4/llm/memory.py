@@ -75,8 +75,9 @@ def _lora(model, lora):
 
     n = model.config.num_hidden_layers
     layers = sorted({i % n for i in lora.layers}) or None
-    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=2 * lora.r, target_modules=list(lora.target_modules),
-                                            lora_dropout=lora.dropout, layers_to_transform=layers, task_type="CAUSAL_LM"))
+    config = LoraConfig(r=lora.r, lora_alpha=2 * lora.r, target_modules=list(lora.target_modules),
+                        lora_dropout=lora.dropout, layers_to_transform=layers, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
 
 
 def _storages(tensors):
