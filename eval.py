@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint (model.ckpt) on run.test_splits. Usage: python eval.py --cfg-path train_configs/X.yaml [--options key=value ...]"""
+"""Evaluate a checkpoint (model.ckpt) on run.test_splits (minigpt4/recipes/finetune_llm.py).
+
+Usage: python eval.py --cfg-path train_configs/X.yaml [--options key=value ...]"""
 
 from minigpt4.cli import script_main
 

@@ -1,4 +1,6 @@
-"""Stage 2: BinLLM, LoRA with user/item codes written into the prompt. Usage: python train_binllm.py --cfg-path train_configs/X.yaml [--options key=value ...]"""
+"""Stage 2: BinLLM, LoRA with user/item codes written into the prompt (minigpt4/recipes/finetune_llm.py).
+
+Usage: python train_binllm.py --cfg-path train_configs/X.yaml [--options key=value ...]"""
 
 from minigpt4.cli import script_main
 

@@ -77,7 +77,9 @@ model:
   proj_token_num: {k}
   proj_mid_times: 2
   freeze_proj: False
-  rec_config: {{embedding_size: 12, embed_size: 12, hidden_units: 12, maxlen: 4}}
+  user_num: {users}
+  item_num: {items}
+  rec_config: {{embedding_size: 12, embed_size: 12, hidden_units: 12, maxlen: 4, user_num: {users}, item_num: {items}}}
   lora_config: {{use_lora: True, r: 4, alpha: 8, target_modules: [q_proj, v_proj], dropout: 0.0}}
 {extra}datasets:
   synthetic:
@@ -85,10 +87,7 @@ model:
 run:
   device: cpu
 """)
-    cfg = load_config(path)
-    for section in (cfg.model, cfg.model.rec_config):
-        section.user_num, section.item_num = users, items
-    return cfg
+    return load_config(path)  # the counts written out, as a run's saved config.yaml carries them
 
 
 def tiny_llama_config(tokenizer, layers):

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from helpers import tiny_llama_config
 from minigpt4.cli import main
+from minigpt4.config import compose
 from minigpt4.train.checkpoint import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,8 @@ SIZES = {
     "collab": ["run.max_epoch=2", "run.device=cpu"],
     "llm": ["run.max_epoch=1", "run.iters_per_epoch=2", "run.batch_size_train=2", "run.batch_size_eval=16",
             "run.warmup_steps=1", "run.max_train_rows=50", "run.max_eval_rows=16", "run.device=cpu"],
-    "eval": ["run.batch_size_eval=16", "run.max_eval_rows=40", "run.device=cpu"],  # 40: test_warm and test_cold both get rows
+    # 40 rows: test_warm and test_cold both get some
+    "eval": ["run.batch_size_eval=16", "run.max_eval_rows=40", "run.device=cpu"],
 }
 
 # The chains as documented: (script, config, the documented --options).
@@ -90,7 +92,7 @@ class Workspace:
 
     def run_dir(self, script, config, options=()):
         """The run directory the command wrote, read from the resolved config it saved."""
-        cfg = OmegaConf.load(CONFIGS / f"{config}.yaml")
+        cfg = compose(CONFIGS / f"{config}.yaml")  # the shipped file with the files its `defaults:` names
         job = dict(o.split("=", 1) for o in options).get("run.job_id", cfg.run.job_id)
         return self.cwd / cfg.run.output_dir / job
 

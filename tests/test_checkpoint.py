@@ -9,13 +9,20 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from helpers import write_yaml
-from helpers import encode, left_pad, make_recommender, model_cfg
+from helpers import encode, left_pad, make_recommender, model_cfg, write_yaml
 from minigpt4.cli import main
 from minigpt4.config import ConfigError
 from minigpt4.llm.recommender import LLMRecommender
-from minigpt4.train.checkpoint import (ADAPTER, COLLAB, META, find_checkpoint, load_checkpoint, lora_layout, read_meta,
-                                       save_checkpoint)
+from minigpt4.train.checkpoint import (
+    ADAPTER,
+    COLLAB,
+    META,
+    find_checkpoint,
+    load_checkpoint,
+    lora_layout,
+    read_meta,
+    save_checkpoint,
+)
 
 TEXTS = ['#Question: liked "A (1990)", "B (1991)". Enjoy "C (1992)"? \\n#Answer:',
          '#Question: liked unknown. Enjoy "Heat (1995)"? \\n#Answer:']
@@ -384,7 +391,8 @@ def test_keys_an_old_checkpoint_lacks_take_what_the_old_code_did(tmp_path):
     (ckpt / META).write_text(json.dumps({"backbone": "b", "score_type": "yes"}))
     (ckpt / "collab_tokens.safetensors").write_bytes(b"")
     before = {"add_bos": True, "slot_layout": "contiguous"}
-    with pytest.raises(ConfigError, match=r"model.slot_layout='contiguous' but this run has model.slot_layout='upstream'"):
+    refusal = r"model.slot_layout='contiguous' but this run has model.slot_layout='upstream'"
+    with pytest.raises(ConfigError, match=refusal):
         load_checkpoint(None, str(ckpt), {"slot_layout": "upstream"}, before)
     with pytest.raises(ConfigError, match=r"model.add_bos=True but this run has model.add_bos=False"):
         load_checkpoint(None, str(ckpt), {"add_bos": False}, before)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from helpers import write_yaml
 from minigpt4 import registry
 from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config
@@ -21,7 +22,6 @@ from minigpt4.encoders.lightgcn import LightGCN, bipartite_graph
 from minigpt4.encoders.mf import MF
 from minigpt4.encoders.sasrec import SASRec
 from minigpt4.train.collab import model_inputs, score_rows
-from helpers import write_yaml
 
 U, I, L = 7, 11, 6  # users, items (id 0 = padding in both), history length
 
@@ -41,7 +41,8 @@ def _models():
     torch.manual_seed(0)
     lgcn = LightGCN(U, I, embed_size=8, gcn_layers=2)
     lgcn.set_graph(bipartite_graph([1, 2, 2, 3, 5], [1, 1, 4, 7, 9], [1, 1, 1, 1, 0], U, I))
-    return {"MF": MF(U, I, 8), "lightgcn": lgcn, "sasrec": SASRec(I, hidden_units=8, maxlen=L, num_blocks=2, num_heads=2),
+    return {"MF": MF(U, I, 8), "lightgcn": lgcn,
+            "sasrec": SASRec(I, hidden_units=8, maxlen=L, num_blocks=2, num_heads=2),
             "DIN": DIN(U, I, embedding_size=12, maxlen=L)}
 
 
@@ -246,8 +247,8 @@ def test_config_errors_name_the_key(tmp_path, rec_model, rec_config, message):
 def test_upstream_collm_rec_configs_load(tmp_path):
     # the rec_config blocks of CoLLM's ML-1M LightGCN/SASRec/DIN YAML files (spec §8, table C)
     for rec_model, rc in [
-        ("lightgcn", "{embedding_size: 64, dataset: ml1m, gcn_layers: 2, keep_prob: 0.6, A_n_fold: 100, A_split: False, "
-                     "dropout: False, pretrain: 0, init_emb: 1e-1, embed_size: 64}"),
+        ("lightgcn", "{embedding_size: 64, dataset: ml1m, gcn_layers: 2, keep_prob: 0.6, A_n_fold: 100, "
+                     "A_split: False, dropout: False, pretrain: 0, init_emb: 1e-1, embed_size: 64}"),
         ("sasrec", "{embedding_size: 64, dataset: ml1m, embed_size: 64, hidden_units: 64, num_blocks: 2, num_heads: 4, "
                    "dropout_rate: 0.2, l2_emb: 1e-4, maxlen: 25}"),
         ("DIN", "{embedding_size: 192, dataset: ml1m, embed_size: 192, drop: 0.2, l2_emb: 1e-4, maxlen: 10}"),
@@ -298,14 +299,13 @@ run:
     # the saved state dict loads strictly into a fresh encoder built from the config and reproduces the test AUC
     state = torch.load(run / "rec_model.pth", map_location="cpu", weights_only=True)
     from minigpt4.config import load_config as load
-    from minigpt4.tasks import RecTask
     from minigpt4.encoders.factory import attach_graph, build_encoder
+    from minigpt4.tasks import RecTask
     from minigpt4.train.collab import evaluate
 
     c = load(cfg)
     task = RecTask(c)
-    task.set_id_counts()
-    model = build_encoder(c.model)
+    model = build_encoder(c.model, task.id_counts())
     model.load_state_dict(state)
     attach_graph(model, task.rows("train"))
     assert evaluate(model, task.rows("test"))["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)

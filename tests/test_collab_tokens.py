@@ -8,12 +8,11 @@ encoders kept in eval mode, and checkpoints of the slot weights.
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from helpers import left_pad, slot_cfg
 from minigpt4.batching import TokenizedSplit, tokenize
 from minigpt4.config import ConfigError
-from minigpt4.llm.collab_tokens import CollabTokens, place_slots
+from minigpt4.llm.collab_tokens import place_slots
 from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.train.checkpoint import load_checkpoint, save_checkpoint
 

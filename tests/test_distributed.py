@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from helpers import write_yaml
 from minigpt4.batching import TrainBatches
 from minigpt4.cli import main
-from helpers import write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -132,7 +132,8 @@ def test_length_buckets_reduce_padding():
     rows = _Rows(400)
     def padding(bucket):
         batches = TrainBatches(rows, 8, seed=1, bucket=bucket)
-        return sum(int(rows.lengths[b].max() * len(b) - rows.lengths[b].sum()) for b in (next(batches) for _ in range(50)))
+        drawn = (next(batches) for _ in range(50))
+        return sum(int(rows.lengths[b].max() * len(b) - rows.lengths[b].sum()) for b in drawn)
     assert padding(50) < padding(0) / 4
 
 

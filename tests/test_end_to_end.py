@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from minigpt4.cli import main
-from minigpt4.train.checkpoint import read_meta
-from minigpt4.train.runner import RecRunner
-from minigpt4.metrics import evaluate_scores
 from helpers import write_yaml
+from minigpt4 import registry
+from minigpt4.cli import main
+from minigpt4.metrics import evaluate_scores
+from minigpt4.train.checkpoint import read_meta
 
 ENCODER_KEYS = {"rec_model.user_embedding.weight", "rec_model.item_embedding.weight", "proj_u.weight",
                 "proj_u.bias", "proj_i.weight", "proj_i.bias"}
@@ -76,12 +76,13 @@ run:
 
 
 def _recording_start(train, into):
-    """RecRunner.train that first stores the model's adapter tensors (named as in adapter_model.safetensors)."""
+    """The training loop (`run.runner`), first storing the model's adapter tensors (named as in
+    adapter_model.safetensors)."""
     from peft import get_peft_model_state_dict
 
-    def recording(self):
-        into.update({k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model.llm).items()})
-        return train(self)
+    def recording(cfg, d, model, *args):
+        into.update({k: v.detach().clone() for k, v in get_peft_model_state_dict(model.llm).items()})
+        return train(cfg, d, model, *args)
 
     return recording
 
@@ -100,7 +101,9 @@ def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
     # "starts from stage 1" compares that adapter with the stage-1 checkpoint.
     r["codes_start"], stdout = {}, io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
-        mp.setattr(RecRunner, "train", _recording_start(RecRunner.train, r["codes_start"]))
+        # run.runner names the loop the recipe runs: replace it by name, as a config could
+        loops = registry._REGISTRY["runner"]
+        mp.setitem(loops, "rec_runner_base", _recording_start(loops["rec_runner_base"], r["codes_start"]))
         r["codes_results"] = main("llm", "stage 2", ["--cfg-path", str(r["codes_yaml"]), "--options",
                                                      "run.job_id", "codes", "model.ckpt", str(out / "text")])
     r["codes_stdout"] = stdout.getvalue()
@@ -443,3 +446,70 @@ def test_same_seed_repeats_bit_identically(pipeline):
     logs = [[{k: v for k, v in json.loads(line).items() if k not in ("time",) and "per_s" not in k}
              for line in (out / j / "log.jsonl").read_text().splitlines()] for j in ("text", "text_again")]
     assert logs[0] == logs[1]
+
+
+def test_config_is_read_only_in_a_run_and_its_saved_copy_reproduces_it(pipeline, monkeypatch):
+    """The recipe gets a read-only config: what the run derives (evaluate, id counts, the checkpoint's LoRA shape,
+    the job id) is in `Derived`, never written back. The run directory's config.yaml carries those values: it
+    loads, and evaluating with it gives the same predictions."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ReadonlyConfigError
+
+    from minigpt4.config import load_config
+    from minigpt4.recipes import finetune_llm
+
+    seen = {}
+    derive = finetune_llm.derive_llm
+
+    def capture(cfg, stage, task):
+        seen["cfg"], seen["d"] = cfg, derive(cfg, stage, task)
+        return seen["d"]
+
+    monkeypatch.setattr(finetune_llm, "derive_llm", capture)
+    # the YAML asks for r=16 and says nothing of evaluate or the counts; the checkpoint has r=4
+    main("eval", "eval", ["--cfg-path", str(pipeline["codes_yaml"]), "--options", "run.job_id=eval_frozen",
+                          "model.lora_config.r=16", f"model.ckpt={pipeline['out'] / 'codes'}"])
+    cfg, d = seen["cfg"], seen["d"]
+    writes = [lambda: setattr(cfg.run, "evaluate", True), lambda: setattr(cfg.model, "user_num", 1),
+              lambda: setattr(cfg.model.rec_config, "item_num", 1), lambda: setattr(cfg.run, "job_id", "x"),
+              lambda: cfg.model.lora_config.update({"r": 4}), lambda: cfg.run.test_splits.append("valid")]
+    for write in writes:
+        with pytest.raises(ReadonlyConfigError):
+            write()
+    assert (cfg.run.evaluate, cfg.model.user_num, cfg.model.rec_config.item_num, cfg.model.lora_config.r) == \
+        (False, -100, -100, 16)
+    assert d.evaluate and d.lora.r == 4 and d.user_num == 41 and d.item_num > 0 and d.mode == "codes"
+    run = pipeline["out"] / "eval_frozen"
+    saved = load_config(run / "config.yaml")  # a valid config, with the derived values in it
+    assert saved.run.evaluate and saved.run.job_id == "eval_frozen" and saved.model.lora_config.r == 4
+    assert (saved.model.user_num, saved.model.item_num) == (saved.model.rec_config.user_num,
+                                                            saved.model.rec_config.item_num) == d.counts
+    differs = {k for k, v in _flat(OmegaConf.to_container(saved)).items()
+               if _flat(OmegaConf.to_container(cfg)).get(k) != v}
+    assert differs == {"run.evaluate", "model.lora_config.r", "model.user_num", "model.item_num",
+                       "model.rec_config.user_num", "model.rec_config.item_num"}
+    again = main("eval", "eval", ["--cfg-path", str(run / "config.yaml"), "--options", "run.job_id=eval_again"])
+    pd.testing.assert_frame_equal(pd.read_csv(run / "predictions_test.csv"),
+                                  pd.read_csv(pipeline["out"] / "eval_again" / "predictions_test.csv"))
+    assert again["test"]["auc"] == pipeline["codes_results"]["test"]["auc"]
+    # a training stage's saved config loads too (test_distributed resumes a run from it)
+    text = load_config(pipeline["out"] / "text" / "config.yaml")
+    assert text.run.job_id == "text" and not text.run.evaluate and text.model.user_num == 41
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+@pytest.mark.parametrize("option, kind", [("run.runner=nope", "runner"), ("run.task=nope", "task"),
+                                          ("model.arch=nope", "model"), ("run.lr_sched=nope", "lr_scheduler")])
+def test_an_unknown_registered_name_is_an_error(pipeline, option, kind):
+    """The config names the task, model, loop (run.runner) and schedule by registered name; the recipe looks
+    them up, and a name nobody registered fails, listing the known ones."""
+    with pytest.raises(KeyError, match=f"no {kind} named 'nope' is registered"):
+        main("llm", "x", ["--cfg-path", str(pipeline["text_yaml"]), "--options", f"run.job_id=unknown_{kind}", option])
+    if kind != "lr_scheduler":  # looked up before any work; the schedule when training starts
+        assert not (pipeline["out"] / f"unknown_{kind}").exists()

@@ -128,7 +128,8 @@ def test_bf16_backbone_keeps_fp32_adapters_and_scores(tiny_llama, tmp_path, rec)
     r16.score_type = "yes_minus_no"
     with torch.no_grad():
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = r16.causal_lm.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
+        decoder = r16.causal_lm.get_decoder()
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
         rows = r16.causal_lm.get_output_embeddings().weight[[r16.yes_id, r16.no_id]].float()
         want = hidden.float() @ rows.T
         torch.testing.assert_close(r16(ids, mask), want[:, 0] - want[:, 1], atol=1e-5, rtol=1e-6)

@@ -98,7 +98,6 @@ def test_parquet_split_reads_like_the_pickle(synthetic_dir, tmp_path):
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tiny_llama, synthetic_dir, tmp_path,
                                                                          monkeypatch, capsys):
     from helpers import write_yaml
-
     from minigpt4.cli import main
     from minigpt4.llm.recommender import LLMRecommender
     from minigpt4.train.checkpoint import find_checkpoint, read_meta

@@ -14,8 +14,12 @@ def _cfg(out, job_id="job"):
     return OmegaConf.create({"run": {"output_dir": str(out), "job_id": job_id, "seed": 1}})
 
 
+def _run_dir(out, job_id="job", **kw):
+    return RunDir(out / job_id, _cfg(out, job_id), **kw)
+
+
 def test_layout_and_no_overwrite(tmp_path):
-    rd = RunDir(_cfg(tmp_path))
+    rd = _run_dir(tmp_path)
     assert rd.path == tmp_path / "job"
     assert OmegaConf.load(rd.path / "config.yaml").run.seed == 1
     rd.log({"epoch": 0, "valid_auc": np.float32(0.5), "rows": np.int64(3)}, step=1)
@@ -32,20 +36,29 @@ def test_layout_and_no_overwrite(tmp_path):
     assert list(pred.columns) == ["uid", "iid", "label", "score"] and pred["score"].tolist() == [0.25, -1.5]
     rd.close()
     with pytest.raises(FileExistsError, match="never overwritten"):
-        RunDir(_cfg(tmp_path))
+        _run_dir(tmp_path)
     assert not [p for p in rd.path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
 def test_non_main_rank_writes_nothing(tmp_path):
-    rd = RunDir(_cfg(tmp_path, "other"), is_main=False)
+    rd = _run_dir(tmp_path, "other", is_main=False)
     rd.log({"epoch": 0}, step=0)
     rd.write_json("metrics.json", {})
     assert not (tmp_path / "other").exists()
 
 
 def test_default_job_id_is_a_timestamp(tmp_path):
-    rd = RunDir(_cfg(tmp_path, ""))
-    assert rd.path.parent == tmp_path and rd.path.name.isdigit() and len(rd.path.name) == 14
+    from minigpt4.recipes.derived import derive_collab
+
+    class Task:  # just enough of RecTask
+        def id_counts(self):
+            return 3, 4
+
+    cfg = OmegaConf.create({"model": {"rec_model": "MF"}, "run": {"output_dir": str(tmp_path), "job_id": ""}})
+    OmegaConf.set_readonly(cfg, True)
+    d = derive_collab(cfg, Task())
+    assert d.run_path.parent == tmp_path and d.job_id.isdigit() and len(d.job_id) == 14
+    assert d.run_path.name == d.job_id and cfg.run.job_id == ""  # derived, not written into the config
 
 
 def test_atomic_text_replaces(tmp_path):
@@ -63,7 +76,7 @@ def test_environment_records_seed_versions_and_commit(tmp_path):
     from minigpt4.train.run_dir import RunDir
 
     cfg = OmegaConf.create({"run": {"output_dir": str(tmp_path), "job_id": "env", "seed": 123}})
-    rd = RunDir(cfg)
+    rd = RunDir(tmp_path / "env", cfg)
     env = json.loads((rd.path / "environment.json").read_text())
     assert env["seed"] == 123 and env["libraries"]["torch"] and env["python"]
     assert env["git_commit"] is None or len(env["git_commit"]) == 40
@@ -72,7 +85,7 @@ def test_environment_records_seed_versions_and_commit(tmp_path):
 def test_predictions_keep_every_bit_of_the_scores(tmp_path):
     from minigpt4.metrics import evaluate_scores
 
-    rd = RunDir(_cfg(tmp_path))
+    rd = _run_dir(tmp_path)
     # float32 scores that differ in the 7th significant digit: rounding them would tie the pair and move the AUC
     scores = np.array([2.4628601, 2.4628604, -1.9358701, -1.93587], dtype=np.float32)
     labels, users = np.array([0, 1, 1, 0]), np.array([1, 1, 2, 2])

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minigpt4 import registry
-from minigpt4.train.runner import param_groups
+from minigpt4.train.optim import param_groups
 
 RUN = OmegaConf.create({"init_lr": 1e-3, "min_lr": 1e-4, "warmup_lr": 1e-5, "warmup_steps": 10,
                         "max_epoch": 4, "iters_per_epoch": 25})

@@ -1,8 +1,10 @@
 """Build a collaborative encoder from `model.rec_model` / `model.rec_config`, load its pretrained state dict, give
-a graph model its train graph. Used by stage 0 (`train/collab.py`), the CoLLM slots (`llm/collab_tokens.py`) and
-BinLLM's code table (`tasks.py`), so it sits below all three."""
+a graph model its train graph. Used by stage 0 (`recipes/pretrain_encoder.py`), the CoLLM slots
+(`llm/collab_tokens.py`) and BinLLM's code table (`recipes/derived.py`), so it sits below them. The user / item
+counts come from the data: the callers pass them (`counts`), nothing writes them into the config."""
 
 import torch
+from omegaconf import OmegaConf
 
 from minigpt4 import registry
 from minigpt4.config import ConfigError, require_path
@@ -16,23 +18,35 @@ def encoder_class(model_cfg):
     try:
         return registry.get("rec_model", model_cfg.rec_model)
     except KeyError:
-        hint = " (a prompt-tuning table: it trains in the LLM stage, it has no stage 0)" if model_cfg.rec_model in PROMPT_TABLES else ""
+        table = model_cfg.rec_model in PROMPT_TABLES
+        hint = " (a prompt-tuning table: it trains in the LLM stage, it has no stage 0)" if table else ""
         raise ConfigError(f"model.rec_model = {model_cfg.rec_model!r} is not a collaborative encoder{hint} "
                           f"(known: {', '.join(registry.names('rec_model'))})") from None
 
 
-def build_encoder(model_cfg):
-    return encoder_class(model_cfg).from_config(model_cfg.rec_config)
+def sized_rec_config(rec_config, counts=None):
+    """`model.rec_config` with the user / item counts an encoder is built for: `counts` = (user_num, item_num),
+    derived from the data by the recipe, merged into a copy; None: the counts the config itself carries (a run's
+    saved config.yaml, a hand-written one)."""
+    if counts is None:
+        return rec_config
+    user_num, item_num = counts
+    return OmegaConf.merge(rec_config, {"user_num": int(user_num), "item_num": int(item_num)})
 
 
-def load_pretrained_encoder(model_cfg):
+def build_encoder(model_cfg, counts=None):
+    """counts: (user_num, item_num), see `sized_rec_config`."""
+    return encoder_class(model_cfg).from_config(sized_rec_config(model_cfg.rec_config, counts))
+
+
+def load_pretrained_encoder(model_cfg, counts=None):
     """The configured encoder with the state dict of `rec_config.pretrained_path` (as pretrain_collab.py wrote
     it), checked strictly; a file made for other sizes is a ConfigError that says so."""
-    rc = model_cfg.rec_config
+    rc = sized_rec_config(model_cfg.rec_config, counts)
     path = require_path("model.rec_config.pretrained_path", rc.pretrained_path,
                         f"Create it with `python pretrain_collab.py` for rec_model {model_cfg.rec_model} "
                         "(it writes <run dir>/rec_model.pth).", is_dir=False)
-    encoder = build_encoder(model_cfg)
+    encoder = build_encoder(model_cfg, counts)
     try:
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except RuntimeError as err:

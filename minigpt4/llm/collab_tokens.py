@@ -25,8 +25,7 @@ from torch import nn
 
 from minigpt4 import registry
 from minigpt4.config import NOT_HAVE, ConfigError
-from minigpt4.encoders.factory import PROMPT_TABLES, build_encoder, load_pretrained_encoder
-
+from minigpt4.encoders.factory import PROMPT_TABLES, build_encoder, load_pretrained_encoder, sized_rec_config
 
 
 def place_slots(embeds, input_ids, slot_vectors):
@@ -37,7 +36,8 @@ def place_slots(embeds, input_ids, slot_vectors):
         return embeds
     index = (-input_ids - 1).clamp(min=0)  # text positions read slot 0 and are then discarded by `where`
     if int(index.max()) >= slot_vectors.shape[1]:
-        raise ValueError(f"a batch marks slot {int(index.max())} but only {slot_vectors.shape[1]} slot vectors were given")
+        raise ValueError(f"a batch marks slot {int(index.max())} but only {slot_vectors.shape[1]} slot vectors "
+                         "were given")
     picked = slot_vectors.to(embeds.dtype).gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
     return torch.where(is_slot.unsqueeze(-1), picked, embeds)
 
@@ -53,7 +53,8 @@ class CollabTokens(nn.Module):
         self.history_len = getattr(encoder, "history_len", 0)
         if encoder is not None:
             d = encoder.collab_dim
-            self.proj = nn.Sequential(nn.Linear(d, d * mid_times), nn.ReLU(), nn.Linear(d * mid_times, hidden_size * token_num))
+            self.proj = nn.Sequential(nn.Linear(d, d * mid_times), nn.ReLU(),
+                                      nn.Linear(d * mid_times, hidden_size * token_num))
         elif init == "upstream":
             # The upstream's Linear(rows, H * k, bias=False) weight [H * k, rows], initialised as nn.Linear does
             # (kaiming_uniform_ with a = sqrt(5)), transposed into the table: row r = the Linear's column r.
@@ -71,20 +72,23 @@ class CollabTokens(nn.Module):
         self.encoder_frozen = False
 
     @classmethod
-    def from_config(cls, model_cfg, hidden_size, init_std=0.02):
-        name, rc, k = model_cfg.rec_model, model_cfg.rec_config, model_cfg.proj_token_num
+    def from_config(cls, model_cfg, hidden_size, init_std=0.02, counts=None):
+        """counts: (user_num, item_num) derived from the data; None: those `model_cfg.rec_config` carries."""
+        name, k = model_cfg.rec_model, model_cfg.proj_token_num
+        rc = sized_rec_config(model_cfg.rec_config, counts)
         init = {"init_std": init_std, "init": model_cfg.slot_init}  # init_std: only read by slot_init token_scale
         if name == "soft_prompt":  # one block for all users (row 0), one for all items (row 1)
             return cls(hidden_size, k, table_rows=2, user_offset=None, item_offset=None, **init)
         if name in PROMPT_TABLES:  # user u -> row u, item i -> row user_num + i
             return cls(hidden_size, k, table_rows=rc.user_num + rc.item_num, item_offset=rc.user_num, **init)
         if name == "hash":
-            raise ConfigError("model.rec_model = hash writes codes as text (run.mode v3); CoLLM slots (run.mode v2 with "
-                              "<UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or personlized_prompt")
+            raise ConfigError("model.rec_model = hash writes codes as text (run.mode v3); CoLLM slots (run.mode v2 "
+                              "with <UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or "
+                              "personlized_prompt")
         if rc.pretrained_path not in ("", NOT_HAVE):
-            encoder = load_pretrained_encoder(model_cfg)
+            encoder = load_pretrained_encoder(model_cfg, counts)
         else:
-            encoder = build_encoder(model_cfg)
+            encoder = build_encoder(model_cfg, counts)
             if model_cfg.freeze_rec:
                 print(f"warning: model.rec_config.pretrained_path is {rc.pretrained_path!r}: the frozen {name} "
                       "encoder keeps its random initialisation (upstream's random-encoder baseline)")

@@ -19,7 +19,6 @@ from minigpt4.llm.backbone import add_lora, answer_token_ids, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
 from minigpt4.registry import register
 
-
 # Families whose transformers forward scales lm_head's output by a config value (read in transformers 5.24's
 # modeling files): model_type prefix -> (config key, "multiply" | "divide").
 LOGIT_SCALING = {"cohere": ("logit_scale", "multiply"),  # cohere, cohere2, cohere2_moe, cohere_compass
@@ -59,7 +58,8 @@ def final_logit_transform(config):
     else:
         for key in SCALE_KEYS:
             if getattr(config, key, None) is not None:  # MPT: the HF forward ignores logit_scale, the original used it
-                _refuse(config, f"config.{key} = {getattr(config, key)!r}, and whether its forward applies it is unknown")
+                _refuse(config, f"config.{key} = {getattr(config, key)!r}, and whether its forward applies it is "
+                                "unknown")
     cap = getattr(config, "final_logit_softcapping", None)
     return multiply, divide, (float(cap) if cap is not None else None)
 
@@ -76,11 +76,14 @@ class LLMRecommender(nn.Module):
         self.logit_transform = final_logit_transform(self.causal_lm.config)  # the forward's scaling / soft-cap
 
     @classmethod
-    def from_config(cls, model_cfg, dtype=torch.float32, slots=False):
-        """slots: the prompt has CoLLM ID slots, so build the module that fills them (`model.rec_model`)."""
+    def from_config(cls, model_cfg, dtype=torch.float32, slots=False, lora=None, counts=None):
+        """slots: the prompt has CoLLM ID slots, so build the module that fills them (`model.rec_model`).
+        lora: the LoRA settings to use instead of `model_cfg.lora_config` (eval.py: the checkpoint's shape).
+        counts: (user_num, item_num) of the data, for the slot module; None: those `model_cfg.rec_config` carries."""
         backbone, tokenizer = load_backbone(model_cfg.llama_model, dtype=dtype)
-        if model_cfg.lora_config.use_lora:
-            backbone = add_lora(backbone, model_cfg.lora_config)
+        lora = model_cfg.lora_config if lora is None else lora
+        if lora.use_lora:
+            backbone = add_lora(backbone, lora)
             if model_cfg.freeze_lora:
                 backbone.requires_grad_(False)
         collab = None
@@ -88,7 +91,7 @@ class LLMRecommender(nn.Module):
             embed = backbone.get_input_embeddings()
             # The scale tokens enter the decoder at: Gemma multiplies its table by sqrt(hidden) (embed_scale).
             init_std = float(embed.weight.float().std()) * float(getattr(embed, "embed_scale", 1.0))
-            collab = CollabTokens.from_config(model_cfg, embed.weight.shape[1], init_std=init_std)
+            collab = CollabTokens.from_config(model_cfg, embed.weight.shape[1], init_std=init_std, counts=counts)
             collab.freeze(encoder=model_cfg.freeze_rec, mapping=model_cfg.freeze_proj)
         return cls(backbone, tokenizer, model_cfg.score_type, collab)
 

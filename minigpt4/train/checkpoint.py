@@ -171,6 +171,41 @@ def load_checkpoint(recommender, value, expect, before=None):
     return meta
 
 
+def run_meta(model_cfg, recommender, mode, codes=None):
+    """What this run's checkpoints record (`recommender.json`); `load_start` checks a loaded one against it."""
+    m = model_cfg
+    meta = {"llama_model": m.llama_model, "backbone": recommender.backbone_signature(), "mode": mode,
+            "score_type": m.score_type, "prompt_path": m.prompt_path, "lora": lora_layout(recommender),
+            "add_bos": m.add_bos}
+    if codes is not None:
+        meta.update(code_mode=m.rec_config.code_mode, code_bits=codes.bits_per_code)
+    if recommender.collab is not None:
+        meta.update(rec_model=m.rec_model, proj_token_num=m.proj_token_num, slot_layout=m.slot_layout)
+    return meta
+
+
+def load_start(recommender, model_cfg, meta, evaluate=False):
+    """Load `model.ckpt`, the checkpoint a stage starts from (or eval.py scores), refusing one trained for
+    another run. backbone: the architecture, wherever its files lie. mode and prompt_path differ legitimately
+    between stage 1 (text) and stage 2 (codes or slots); the score type may not. The LoRA layout is compared with
+    the model's by load_checkpoint."""
+    value = model_cfg.ckpt
+    expect = {k: meta[k] for k in ("backbone", "score_type", "add_bos")}
+    if "code_bits" in meta:  # checked only against a checkpoint that had codes (stage 1 has none)
+        expect.update(code_mode=meta["code_mode"], code_bits=meta["code_bits"])
+    if recommender.collab is not None and has_collab(value):
+        expect.update({k: meta[k] for k in ("rec_model", "proj_token_num")})
+        if model_cfg.proj_token_num > 1:  # with one position per slot both layouts are the same prompt
+            expect.update(slot_layout=meta["slot_layout"])
+    # checkpoints older than these keys: every prompt began with BOS, and k > 1 slots were contiguous
+    loaded = load_checkpoint(recommender, value, expect, before={"add_bos": True, "slot_layout": "contiguous"})
+    print(f"loaded {value} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
+    if evaluate and recommender.collab is not None and not has_collab(value):
+        raise ConfigError(f"model.ckpt = {value!r} has no trained slot weights (collab_tokens.safetensors): "
+                          "evaluate the checkpoint of the CoLLM / prompt-tuning stage, not of stage 1")
+    return loaded
+
+
 def _load_collab(recommender, value, file):
     if recommender.collab is None:
         raise ConfigError(f"model.ckpt = {value!r} holds CoLLM slot weights ({COLLAB}) but this run's prompt has no "
@@ -196,7 +231,8 @@ def _load_adapter(recommender, value, file):
         result = set_peft_model_state_dict(recommender.llm, state)
     except RuntimeError as err:  # tensor shapes differ: another rank or another backbone
         raise ConfigError(f"model.ckpt = {value!r} does not fit this model: {str(err).splitlines()[0]}; check "
-                          "model.lora_config and model.llama_model against the checkpoint's adapter_config.json") from None
+                          "model.lora_config and model.llama_model against the checkpoint's "
+                          "adapter_config.json") from None
     expected = {k for k, _ in recommender.llm.named_parameters() if "lora_" in k}
     missing = sorted(k for k in result.missing_keys if "lora_" in k)
     if missing or result.unexpected_keys:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from minigpt4.config import ConfigError
-from minigpt4.train import distributed as dist
 from minigpt4.fileio import atomic_text, atomic_write
+from minigpt4.train import distributed as dist
+from minigpt4.train.sharding import restore_state, trained_state
 
 
 def _rng_state():
@@ -91,5 +92,20 @@ def load(value):
     return progress, trained, best, torch.load(own_file, weights_only=False)
 
 
-def restore_rng(own):
+def save_point(run_dir, progress, model, best, optimizer, batches, trained=None):
+    """`save` from the training loop, on every rank. trained: the model's trained tensors when the caller already
+    gathered them (an epoch's new best); else gathered here (a collective under FSDP)."""
+    save(run_dir, progress, trained if trained is not None else trained_state(model), best, optimizer, batches)
+
+
+def restore(value, model, optimizer, batches):
+    """Continue from the newest resume point of run directory `value`: the trained weights, optimizer state,
+    position in the training batches and RNG states are restored; returns (progress, best epoch's tensors)."""
+    progress, trained, best, own = load(value)
+    restore_state(model, trained)
+    optimizer.load_state_dict(own["optimizer"])
+    batches.load_state(own["batches"])
     _set_rng_state(own["rng"])
+    if dist.is_main():
+        print(f"resumed {value} at epoch {progress['epoch']} step {progress['step']}")
+    return progress, best

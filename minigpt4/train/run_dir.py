@@ -1,6 +1,7 @@
-"""The run directory `{run.output_dir}/{job_id}/`: resolved config, what the run ran on (`environment.json`:
-command, seed, library versions, git commit), JSON-lines metric log, TensorBoard scalars, metrics.json and
-predictions. Every file is written atomically (temporary file + rename)."""
+"""The run directory `{run.output_dir}/{job_id}/`: the config that reproduces the run (`config.yaml`, derived
+values included), what the run ran on (`environment.json`: command, seed, library versions, git commit),
+JSON-lines metric log, TensorBoard scalars, metrics.json and predictions. Every file is written atomically
+(temporary file + rename)."""
 
 import json
 import os
@@ -54,26 +55,25 @@ def environment(seed):
             "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 
 
-class RunDir:
-    @staticmethod
-    def free_path(cfg):
-        """The run directory this config will write; an error if it exists (checked before heavy work)."""
-        if not cfg.run.job_id:
-            cfg.run.job_id = time.strftime("%Y%m%d%H%M%S")
-        path = Path(cfg.run.output_dir) / cfg.run.job_id
-        if path.exists():
-            raise FileExistsError(f"run directory {path} exists; runs are never overwritten: "
-                                  "choose another run.job_id or remove the directory")
-        return path
+def free_path(path):
+    """`path`, or an error when it exists: runs are never overwritten (checked before any heavy work)."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"run directory {path} exists; runs are never overwritten: "
+                              "choose another run.job_id or remove the directory")
+    return path
 
-    def __init__(self, cfg, is_main=True, resume_step=None):
-        """resume_step: continue the existing run directory `cfg.run.resume_ckpt_path` from this step; log lines
-        of later steps (written after the resume point, before the run was killed) are dropped."""
-        self.is_main = is_main
-        self.path = Path(cfg.run.output_dir) / cfg.run.job_id if cfg.run.job_id else None
+
+class RunDir:
+    def __init__(self, path, config=None, is_main=True, resume_step=None):
+        """A new run directory `path`, made by the main process with `config.yaml` (`config`: the config that
+        reproduces the run, derived values included) and `environment.json`; other ranks write nothing.
+
+        resume_step: continue the existing run directory `path` from this step; log lines of later steps
+        (written after the resume point, before the run was killed) are dropped."""
+        self.is_main, self.path = is_main, Path(path)
         self._tb = None
         if resume_step is not None:
-            self.path = Path(cfg.run.resume_ckpt_path)
             log = self.path / "log.jsonl"
             if is_main and log.is_file():
                 keep = [line for line in log.read_text(encoding="utf-8").splitlines()
@@ -81,10 +81,9 @@ class RunDir:
                 atomic_text(log, "".join(line + "\n" for line in keep))
             return
         if is_main:
-            self.path = self.free_path(cfg)
-            self.path.mkdir(parents=True)
-            atomic_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg))
-            atomic_text(self.path / "environment.json", json.dumps(environment(cfg.run.seed), indent=2) + "\n")
+            free_path(self.path).mkdir(parents=True)
+            atomic_text(self.path / "config.yaml", OmegaConf.to_yaml(config))
+            atomic_text(self.path / "environment.json", json.dumps(environment(config.run.seed), indent=2) + "\n")
 
     def log(self, record, step=None):
         """Append one JSON line to log.jsonl and mirror numeric values to TensorBoard."""

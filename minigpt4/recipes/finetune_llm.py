@@ -1,0 +1,183 @@
+"""Stages 1 and 2 (train_collm_mf_din.py, train_binllm.py) and eval.py: an LLM recommender that scores a prompt by
+its Yes logit, fine-tuned with LoRA and, for CoLLM, the slot weights. Stage 1 (TALLRec) and stage 2 (BinLLM codes,
+CoLLM slots) differ only in their config; eval.py (or run.evaluate) scores model.ckpt and trains nothing.
+
+Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
+- config: `cfg` is read-only; what the run derives from it and the data is one frozen `Derived` (`d`).
+- loop: AdamW (`run.init_lr`, `run.weight_decay`, `run.beta2`), the `run.lr_sched` schedule on the global step,
+  `d.accum` micro-batches per step, `run.iters_per_epoch` steps per epoch, validation after each epoch, early
+  stopping after `run.patience` epochs without a better valid AUC. Several processes (torchrun): DDP, or FSDP
+  with `run.fsdp`; the rows of a step depend only on the global batch, so N processes x batch b train like one
+  process x batch N*b. Valid metrics are taken on rank 0 and broadcast, so every rank stops alike; rank 0 writes.
+- files: `{run.output_dir}/{job_id}/`: config.yaml, log.jsonl, checkpoint_best/ (the best epoch's adapter),
+  resume/ (resume points), predictions_<split>.csv, metrics.json.
+"""
+
+import json
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from minigpt4 import registry
+from minigpt4.batching import TrainBatches, decode
+from minigpt4.encoders.factory import attach_graph
+from minigpt4.precision import resolve_precision
+from minigpt4.recipes.derived import derive_llm, pick_device, saved_config, seed_everything
+from minigpt4.train import distributed as dist
+from minigpt4.train import resume
+from minigpt4.train.checkpoint import load_start, run_meta, save_checkpoint
+from minigpt4.train.optim import param_groups, wrap_for_training
+from minigpt4.train.run_dir import RunDir
+from minigpt4.train.scoring import Scorer, log, on_device
+from minigpt4.train.sharding import restore_state, trained_state
+
+
+def main(cfg, stage):
+    """stage `llm` trains (unless run.evaluate), `eval` scores model.ckpt; `cfg` is read-only. Returns metrics."""
+    # ------------------------------------------------------------------------------------------------- config
+    run = cfg.run
+    task_class = registry.get("task", run.task)  # rec_pretrain: tasks.RecTask
+    model_class = registry.get("model", cfg.model.arch)  # mini_gpt4rec_v2: llm.recommender.LLMRecommender
+    train_loop = registry.get("runner", run.runner)  # rec_runner_base: `train` below
+    _, _, local_rank = dist.init(run.device, run.dist_timeout_minutes)
+    seed_everything(run.seed)  # the same on every rank: identical initial weights, also when sharded
+    device = pick_device(cfg, local_rank)
+    # --------------------------------------------------------------------------------------------------- data
+    task = task_class(cfg)  # the dataset's splits as rows
+    d = derive_llm(cfg, stage, task)  # counts, mode, prompt, codes, LoRA, job id: every input checked first
+    precision = resolve_precision(run, device)
+    # -------------------------------------------------------------------------------------------------- model
+    model = model_class.from_config(cfg.model, dtype=precision.dtype, slots=d.mode == "slots", lora=d.lora,
+                                    counts=d.counts)
+    if model.collab is not None and model.collab.encoder is not None:
+        attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
+    model = model.to(device)
+    meta = run_meta(cfg.model, model, d.mode, d.codes)  # written beside each checkpoint, checked on loading
+    if cfg.model.ckpt:
+        load_start(model, cfg.model, meta, d.evaluate)  # stage 1's adapter for stage 2; eval's checkpoint
+    # the splits' prompts as token batches (with the model's tokenizer); CoLLM's SASRec / DIN read history ids
+    history_len = model.collab.history_len if model.collab is not None else 0
+    names = [*run.test_splits] if d.evaluate else [*run.train_splits, *run.valid_splits, *run.test_splits]
+    splits = task.token_splits(model.tokenizer, d.prompt, names, d.codes, history_len, mode=d.mode)
+    run_dir = RunDir(d.run_path, saved_config(cfg, d), dist.is_main(), d.resume_step)  # inputs all checked
+    dist.barrier()
+    print(f"run directory: {run_dir.path}; mode {d.mode}; backbone {cfg.model.llama_model}; device {device}"
+          + (f"; slots filled by {cfg.model.rec_model}" if d.mode == "slots" else ""))
+    print(precision.describe())
+    example = splits[names[0]]
+    print(f"example prompt ({example.lengths[0]} tokens): {decode(model.tokenizer, example.input_ids[0])}")
+    scorer = Scorer(model, splits, device, precision, run.batch_size_eval)
+    # --------------------------------------------------------------------------------------------------- loop
+    results = {}
+    if not d.evaluate and any(p.requires_grad for p in model.parameters()):
+        results["train"], best_state = train_loop(cfg, d, model, scorer, run_dir, meta)
+        if best_state is not None:
+            restore_state(model, best_state)  # the final test scores the best epoch's adapter
+    # --------------------------------------------------------------------------------------------- evaluation
+    results.update(scorer.test(run.test_splits, run_dir))
+    results["precision"] = {"dtype": precision.name, "why": precision.reason, **scorer.compiled_info}
+    results["warm_cold_rules"] = task.warm_cold_rules()  # which rows test_warm / test_cold hold
+    if {"test_warm", "test_cold"} & set(run.test_splits):
+        print(f"test_warm / test_cold rules: {results['warm_cold_rules']}")
+    # -------------------------------------------------------------------------------------------------- files
+    run_dir.write_json("metrics.json", results)
+    print(json.dumps({s: {k: round(v, 4) for k, v in m.items() if k in ("auc", "uauc")}
+                      for s, m in results.items() if s in run.test_splits}))
+    run_dir.close()
+    return results
+
+
+@registry.register("runner", "rec_runner_base")  # `run.runner` names this loop
+def train(cfg, d, model, scorer, run_dir, meta):
+    """Train the model's trainable parameters; returns (summary, the best epoch's trained tensors or None)."""
+    run, device, world = cfg.run, scorer.device, dist.world_size()
+    n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    train_model, wrap = wrap_for_training(model, run.fsdp, device)  # DDP, FSDP (in place) or the model itself
+    scorer.sharded = wrap == "FSDP"  # sharded: scoring forwards are collectives too
+    optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
+    lr_at = registry.get("lr_scheduler", run.lr_sched)  # linear_warmup_cosine_lr: run.warmup_lr -> init_lr -> min_lr
+    batches = TrainBatches(scorer.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), d.accum,
+                           run.length_buckets)
+    log(f"training {n_trained:,} parameters; world size {world} ({wrap}), batch {run.batch_size_train} per process "
+        f"x {d.accum} accumulation = global batch {run.batch_size_train * d.accum * world}; lr {run.lr_sched} "
+        f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
+        f"{run.max_epoch} epochs x {run.iters_per_epoch} steps")
+    valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
+    ckpt = run_dir.path / "checkpoint_best"
+    state = {"epoch": 0, "iter": 0, "step": 0, "losses": [], "best": -math.inf, "best_epoch": -1, "bad": 0,
+             "stopped": False}
+    best_state = None  # the best epoch's trained tensors, restored in memory before the final test
+    if d.resume_step is not None:
+        state, best_state = resume.restore(run.resume_ckpt_path, model, optimizer, batches)
+    epoch = state["epoch"]
+    while epoch < run.max_epoch and not state["stopped"]:
+        model.train()
+        start, first_iter = time.time(), state["iter"]
+        for _ in tqdm(range(first_iter, run.iters_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=10,
+                      disable=not dist.is_main()):
+            step = state["step"]
+            lr = lr_at(step, run)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for _ in range(d.accum):
+                batch = next(batches)
+                with scorer.autocast():
+                    scores = train_model(**on_device(batch, device))
+                loss = model.loss(scores, batch["labels"].to(device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at epoch {epoch} step {step}; training stopped. The last good "
+                        f"checkpoint is {ckpt} (resume point: {run_dir.path / 'resume'}). "
+                        "Lower run.init_lr, or use run.dtype: fp32 if this ran in bf16.")
+                (loss / d.accum).backward()
+                step_loss += loss.item() / d.accum
+            state["losses"].append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"], state["iter"] = step + 1, state["iter"] + 1
+            if state["step"] % run.log_freq == 0:
+                log(f"epoch {epoch} step {state['step']} loss {np.mean(state['losses'][-run.log_freq:]):.4f} "
+                    f"lr {lr:.3g}")
+            mid_epoch = state["iter"] < run.iters_per_epoch  # an epoch's end writes its own below
+            if run.save_every_steps and state["step"] % run.save_every_steps == 0 and mid_epoch:
+                resume.save_point(run_dir.path, state, model, best_state, optimizer, batches)
+        seen = (run.iters_per_epoch - first_iter) * d.accum * run.batch_size_train * world
+        train_speed = seen / (time.time() - start)
+        if valid is None:
+            metrics, improved = {}, True
+        else:
+            metrics = dist.broadcast_object(scorer.evaluate(valid)[0])  # one decision, taken on rank 0
+            improved = metrics["auc"] > state["best"]
+        if improved:
+            state.update(best=metrics.get("auc", state["best"]), best_epoch=epoch, bad=0)
+            best_state = trained_state(model)  # a collective under FSDP: every rank calls it
+            if dist.is_main():
+                save_checkpoint(model, ckpt, {**meta, "epoch": epoch, "step": state["step"],
+                                              "valid_auc": metrics.get("auc")}, best_state)
+        else:
+            state["bad"] += 1
+        record = {"epoch": epoch, "step": state["step"], "train_loss": float(np.mean(state["losses"])), "lr": lr,
+                  "train_samples_per_s": train_speed, **{f"{valid}_{k}": v for k, v in metrics.items()},
+                  "best_epoch": state["best_epoch"]}
+        run_dir.log(record, step=state["step"])
+        scored = (f"{valid} auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} loss {metrics['loss']:.4f} "
+                  f"({metrics['samples_per_s']:.1f} samples/s)" if metrics else "no valid split: adapter saved")
+        log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({train_speed:.1f} samples/s) | {scored} | "
+            f"lr {lr:.3g}{' | best' if improved and metrics else ''}")
+        state["stopped"] = state["bad"] >= run.patience
+        if state["stopped"]:
+            log(f"early stop: valid auc has not improved for {state['bad']} evaluations (run.patience)")
+        else:
+            epoch += 1
+        state.update(epoch=epoch, iter=0, losses=[])
+        resume.save_point(run_dir.path, state, model, best_state, optimizer, batches, best_state if improved else None)
+    print(f"rank {dist.rank()}: training finished at epoch {min(epoch, run.max_epoch - 1)} step {state['step']}",
+          flush=True)
+    dist.barrier()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"best_valid_auc": state["best"], "best_epoch": state["best_epoch"], "steps": state["step"],
+            "peak_gpu_memory_gib": peak}, best_state

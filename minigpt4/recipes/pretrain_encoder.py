@@ -1,0 +1,101 @@
+"""Stage 0 (pretrain_collab.py): train a collaborative encoder on (uid, iid, label) rows. The binary encoder
+(`rec_model: hash`) gives BinLLM its codes; MF, LightGCN, SASRec and DIN give CoLLM its slot vectors.
+
+Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
+- config: `cfg` is read-only; what the run derives (user / item counts, job id) is a frozen `Derived`.
+- loop: Adam with coupled L2 (`run.weight_decay`) and BCE over shuffled batches of train; after every epoch the
+  *full* valid split is scored and the best state dict kept; early stop after `run.patience` epochs without a
+  better valid AUC. The binary encoder's `beta` (how often a bit is binary, not tanh) grows by `beta_step`.
+- files: `{run.output_dir}/{job_id}/`: config.yaml, log.jsonl, `rec_model.pth` (the best epoch's raw state dict,
+  the upstream's format, read by `model.rec_config.pretrained_path`), metrics.json (valid_full and every test
+  split, with the warm / cold rules that chose test_warm / test_cold).
+"""
+
+import math
+import time
+
+import torch
+
+from minigpt4 import registry
+from minigpt4.data.splits import warm_cold_rules
+from minigpt4.encoders.factory import attach_graph, build_encoder
+from minigpt4.fileio import atomic_write
+from minigpt4.recipes.derived import derive_collab, saved_config, seed_everything
+from minigpt4.train import distributed as dist
+from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, take
+from minigpt4.train.run_dir import RunDir
+
+SPLITS = ("train", "valid_full", "test", "test_warm", "test_cold")
+
+
+def main(cfg):
+    """Train `model.rec_model` as `cfg` (read-only) says; returns metrics.json's content."""
+    # ------------------------------------------------------------------------------------------------- config
+    run = cfg.run
+    dist.init(run.device, run.dist_timeout_minutes)
+    seed_everything(run.seed)
+    # --------------------------------------------------------------------------------------------------- data
+    task = registry.get("task", run.task)(cfg)  # `rec_pretrain`: the dataset's splits as rows
+    d = derive_collab(cfg, task)  # user / item counts, job id; checks rec_model and that the run directory is new
+    frames = {s: task.rows(s) for s in SPLITS}
+    run_dir = RunDir(d.run_path, saved_config(cfg, d), dist.is_main())
+    print(f"run directory: {run_dir.path}; {cfg.model.rec_model} on {len(frames['train'])} train rows, "
+          f"{d.user_num} users / {d.item_num} items")
+    # -------------------------------------------------------------------------------------------------- model
+    torch.manual_seed(run.seed)
+    model = build_encoder(cfg.model, d.counts)
+    attach_graph(model, frames["train"])  # LightGCN propagates over the positive train rows
+    inputs, labels = model_inputs(model, frames["train"])
+    valid_inputs = model_inputs(model, frames["valid_full"])[0]
+    # --------------------------------------------------------------------------------------------------- loop
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.init_lr, weight_decay=run.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    generator = torch.Generator().manual_seed(run.seed)
+    best, best_epoch, bad = -math.inf, -1, 0
+    ckpt = run_dir.path / "rec_model.pth"
+    for epoch in range(run.max_epoch):
+        model.train()
+        start, total = time.time(), 0.0
+        order = torch.randperm(len(labels), generator=generator)
+        for first, end in batch_bounds(len(labels), run.batch_size_train):
+            idx = order[first:end]
+            loss = loss_fn(model(**take(inputs, idx)), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        valid = evaluate(model, frames["valid_full"], valid_inputs)
+        record = {"epoch": epoch, "train_loss": total / len(labels), "valid_auc": valid["auc"],
+                  "valid_uauc": valid["uauc"], "beta": round(getattr(model, "beta", 0.0), 6),
+                  "seconds": time.time() - start}
+        if valid["auc"] > best:
+            best, best_epoch, bad = valid["auc"], epoch, 0
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+        else:
+            bad += 1
+        record["best_epoch"] = best_epoch
+        run_dir.log(record, step=epoch)
+        if epoch % 10 == 0 or bad == 0:
+            print(f"epoch {epoch}: loss {record['train_loss']:.4f} valid auc {valid['auc']:.4f} "
+                  f"uauc {valid['uauc']:.4f} beta {record['beta']}{' | best' if bad == 0 else ''}")
+        if hasattr(model, "update_beta"):
+            model.update_beta(epoch, cfg.model.rec_config.beta_step)
+        if bad >= run.patience:
+            print(f"early stop at epoch {epoch}: no better valid auc for {bad} epochs; best epoch {best_epoch}")
+            break
+    # --------------------------------------------------------------------------------------------- evaluation
+    model.load_state_dict(torch.load(ckpt, map_location="cpu"))
+    built = {"valid_full": valid_inputs}  # its history tensor is already padded; the test splits are new
+    scored = {split: evaluate(model, frames[split], built.get(split)) for split in SPLITS[1:]}
+    # which rows test_warm / test_cold hold differs between upstream's scripts: name the rules beside the numbers
+    rules = warm_cold_rules(cfg)
+    print(f"test_warm: warm_rule {rules['warm_rule']}; test_cold: cold_rule {rules['cold_rule']}")
+    results = {"best_epoch": best_epoch, "warm_cold_rules": rules, **scored}
+    # -------------------------------------------------------------------------------------------------- files
+    run_dir.write_json("metrics.json", results)
+    for split, m in scored.items():
+        print(f"{split}: auc {m['auc']:.4f} uauc {m['uauc']:.4f} ({m['rows']} rows)")
+    print(f"encoder state dict: {run_dir.path / 'rec_model.pth'}")
+    run_dir.close()
+    return results
