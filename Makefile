@@ -49,7 +49,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" -n auto tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmark.py --profile

@@ -53,6 +53,7 @@ def test_one_key_switches_every_backbone_setting(tmp_path, monkeypatch):
     assert smol.run.init_lr == 2e-3 and len(smol.model.lora_config.layers_to_transform) == 8
 
 
+@pytest.mark.slow
 def test_shipped_configs_differ_between_backbones_only_in_profile_keys():
     for f in SHIPPED:
         if not _reads(f):

@@ -12,6 +12,8 @@ from minigpt4.metrics import evaluate_scores, uauc
 from minigpt4.prompting import build_prompts, load_prompt
 from minigpt4.text_codes import CodeTable
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 
 @pytest.fixture(scope="module")
 def rec(tiny_llama):

@@ -32,6 +32,8 @@ from minigpt4.cli import main
 from minigpt4.config import compose
 from minigpt4.train.checkpoint import read_meta
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "train_configs"
 STAGE = {"pretrain_collab.py": "collab", "train_collm_mf_din.py": "llm", "train_binllm.py": "llm", "eval.py": "eval"}

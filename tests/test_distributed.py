@@ -22,7 +22,7 @@ from minigpt4.batching import TrainBatches
 from minigpt4.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]  # `make test-fast` leaves these out
 
 
 def _free_port():

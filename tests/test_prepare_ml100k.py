@@ -277,6 +277,7 @@ def test_line_loop_reads_what_the_vectorised_pass_reads(tmp_path, monkeypatch, p
             pd.testing.assert_frame_equal(splits[stem], prepared[name][1][stem])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not WHEEL.is_file(), reason=f"{WHEEL} absent (`make` downloads it)")
 def test_the_real_wheel():
     splits, notes = movielens100k.MovieLens100K().build(argparse.Namespace(raw=WHEEL))  # not written: seconds

@@ -47,6 +47,7 @@ def test_target_is_stripped_and_quoted():
     assert target_text(np.str_("Heat (1995)")) == '"Heat (1995)"'
 
 
+@pytest.mark.slow
 def test_spec_worked_example_ml1m_train_row_12(ml1m_dir):
     train = read_split(ml1m_dir / "train_ood2.pkl")
     # The spec's "row 12" is both the index label and the position (train starts the concatenated frame).

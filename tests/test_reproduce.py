@@ -18,6 +18,8 @@ from minigpt4.experiments.reproduce import main, parse_args
 from minigpt4.experiments.run import stale_steps
 from minigpt4.experiments.spread import load_test_predictions, same_rows, sample_spread
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 ONLY = "binmf,tallrec,binllm,icl"
 
 

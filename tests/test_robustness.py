@@ -25,6 +25,7 @@ trees = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dic
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(tree=trees, options=st.lists(st.text(max_size=20), max_size=3))
 def test_config_loader_only_raises_config_errors(tmp_path, tree, options):

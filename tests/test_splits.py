@@ -113,6 +113,7 @@ def ml1m(ml1m_dir, tmp_path_factory):
     return MovieDataset(d), {}
 
 
+@pytest.mark.slow
 def test_ml1m_id_counts(ml1m):
     ds, cache = ml1m
     assert ds.id_counts(cache) == (839, 3256)

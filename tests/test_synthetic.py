@@ -243,6 +243,7 @@ def _theme_match_auc(df):
     return roc_auc_score(df.loc[m, "label"].values, x)
 
 
+@pytest.mark.slow
 def test_collaborative_and_title_signal(default):
     _, stats, fr = default
     mf = _fit_mf_auc(fr["train"], fr["test"], stats["users"], stats["items"])

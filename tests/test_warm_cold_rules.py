@@ -175,6 +175,7 @@ def test_stage0_metrics_name_the_rules(synthetic_dir, tmp_path):
     (MovieDataset, "not_cold", "unseen", 4153, 26),
     (AmazonDataset, "train_rows", "unseen", 3522, 26),
 ])
+@pytest.mark.slow
 def test_ml1m_counts(ml1m_dir, builder, warm_rule, cold_rule, n_warm, n_cold):
     ds = builder(ml1m_dir, warm_rule, cold_rule)
     warm, cold, test = ds.load("test_warm"), ds.load("test_cold"), ds.load("test")

@@ -48,7 +48,8 @@ def restore_state(model, state):
     for name in sorted(state):
         target = current[name]
         if isinstance(target, DTensor):
-            local = distribute_tensor(state[name].to(target.device_mesh.device_type), target.device_mesh, target.placements)
+            mesh = target.device_mesh
+            local = distribute_tensor(state[name].to(mesh.device_type), mesh, target.placements)
             target.copy_(local)
         else:
             target.copy_(state[name].to(target.device))
