@@ -1,4 +1,4 @@
-"""Reproduce the paper's tables from one command (see README, "Reproducing the paper").
+"""Reproduce the paper's tables from one command (docs/REPRODUCE.md).
 
 python reproduce.py --dataset ml-1m --budget cpu      # smoke | cpu | full; finished runs are reused
 """

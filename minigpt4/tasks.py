@@ -16,7 +16,7 @@ class RecTask:
         name, ds = dataset_cfg(cfg)
         # test_warm / test_cold follow run.warm_rule / run.cold_rule (splits.WARM_RULES, COLD_RULES)
         self.dataset = registry.get("dataset", name)(ds.path, cfg.run.warm_rule, cfg.run.cold_rule).ensure()
-        require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (README, 'Data').",
+        require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (docs/DATA.md).",
                      is_dir=True)
         self._frames = {}
         self.llm_mode = None  # token_splits' default run mode (text, slots or codes) when none is passed

@@ -43,7 +43,7 @@ def read_split(path):
         validate_split(df, parquet)
         return df
     if not path.is_file():
-        raise DataError(f"{path}: missing. Unzip the processed dataset there (see README, 'Data'), or "
+        raise DataError(f"{path}: missing. Unzip the processed dataset there (docs/DATA.md), or "
                         f"generate synthetic data with `python -m minigpt4.data.synthetic --out {path.parent}`")
     try:
         df = pd.read_pickle(path)

@@ -100,7 +100,8 @@ def check_data(dataset, data):
     if not any((data / f"train_ood2.{ext}").is_file() for ext in ("pkl", "parquet")):
         raise ReproduceError(
             f"no processed {dataset} data in {data} (train_ood2.pkl is missing): build it with prepare_data.py "
-            f"(README, 'Preparing data') or pass --data DIR pointing at the processed files")
+            "(docs/DATA.md, 'Preparing data from the original files') or pass --data DIR pointing at the processed "
+            "files")
 
 
 def estimate_minutes(step, dataset):
