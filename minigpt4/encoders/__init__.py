@@ -3,8 +3,8 @@
 loads them.
 
 Interface used by the stage-0 recipe (`minigpt4/recipes/pretrain_encoder.py`): `forward(users, items[, his])`
-returns one logit per row; `history_len` (> 0 only for models that read the row's history) says how many history ids a row needs;
-a model with `set_graph` is given the bipartite graph of the positive train rows before training.
+returns one logit per row; `history_len` (> 0 only for models that read the row's history) says how many history
+ids a row needs; a model with `set_graph` is given the bipartite graph of the positive train rows before training.
 For the CoLLM LLM stage (`minigpt4/llm/collab_tokens.py`): `collab_vectors(users, items[, his])` returns the
 (user, item) vectors a prompt's slots receive, each `collab_dim` wide.
 """
