@@ -122,7 +122,8 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
     params = _storages(model.parameters())
     trained = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    frozen_bytes = sum(b for k, b in params.items() if k not in _storages(trained))
+    trained_storages = _storages(trained)  # once: the generator below would rebuild it per parameter
+    frozen_bytes = sum(b for k, b in params.items() if k not in trained_storages)
     if load_in_bits:
         linear = sum(m.weight.numel() for name, m in model.named_modules()
                      if isinstance(m, torch.nn.Linear) and ".layers." in name and "lora_" not in name)
