@@ -28,9 +28,12 @@ SLOT_PATTERN = re.compile(r"(<UserID>|<TargetItemID>)")
 def tokenize(tokenizer, prompts, slot_tokens=0, slot_layout="upstream", add_bos=True):
     """Prompt strings -> lists of token ids, slots marked by negative ids. add_bos: BOS first (spec §2.3, upstream
     `"<s>" + prompt`) when the tokenizer has one (`model.add_bos`)."""
+    prompts = list(prompts)
+    if not prompts:  # an empty split (a test subsample with no warm user): tokenizers reject an empty batch
+        return []
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     if not slot_tokens:
-        return [bos + x for x in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        return [bos + x for x in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     if slot_layout not in ("upstream", "contiguous"):
         raise ConfigError(f"model.slot_layout must be upstream or contiguous, got {slot_layout!r}")
     k = slot_tokens

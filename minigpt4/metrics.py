@@ -17,18 +17,23 @@ def auc(labels, scores):
     return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 
-def uauc(users, labels, scores):
-    """Returns (uauc, info) with info = {"users": used, "one_sample_users": n, "one_class_users": n}."""
+def _per_user(users, labels, scores):
+    """Per user: r (sum of the positives' ranks within the user, ties averaged, as the Mann-Whitney statistic
+    needs), p and n (positives, negatives) and size; indexed by user."""
     df = pd.DataFrame({"u": np.asarray(users), "y": np.asarray(labels).astype(np.int64),
                        "s": np.asarray(scores, dtype=np.float64)})
     g = df.groupby("u", sort=False)
     size = g["y"].transform("size").to_numpy()
     pos = g["y"].transform("sum").to_numpy()
-    neg = size - pos
-    # Rank of each score within its user (ties get the average rank, as the Mann-Whitney statistic needs).
     rank = g["s"].rank(method="average").to_numpy()
-    per = pd.DataFrame({"u": df["u"], "r": rank * df["y"].to_numpy(), "p": pos, "n": neg, "size": size})
-    per = per.groupby("u", sort=False).agg(r=("r", "sum"), p=("p", "first"), n=("n", "first"), size=("size", "first"))
+    per = pd.DataFrame({"u": df["u"], "r": rank * df["y"].to_numpy(), "p": pos, "n": size - pos, "size": size})
+    return per.groupby("u", sort=False).agg(r=("r", "sum"), p=("p", "first"), n=("n", "first"),
+                                            size=("size", "first"))
+
+
+def uauc(users, labels, scores):
+    """Returns (uauc, info) with info = {"users": used, "one_sample_users": n, "one_class_users": n}."""
+    per = _per_user(users, labels, scores)
     one_sample = int((per["size"] == 1).sum())
     valid = (per["p"] > 0) & (per["n"] > 0)
     one_class = int((~valid & (per["size"] > 1)).sum())
@@ -49,3 +54,48 @@ def evaluate_scores(users, labels, scores):
     u, info = uauc(users, labels, scores)
     return {"auc": auc(labels, scores), "uauc": u, "loss": bce_with_logits(labels, scores), "rows": int(len(labels)),
             **info}
+
+
+def redraw_spread(users, labels, scores, draws=200, seed=0):
+    """How much AUC and UAUC would move if another set of users had been scored: the standard deviation of each
+    over `draws` bootstrap redraws of the scored users (whole users, with replacement, as a test subsample holds
+    whole users). Returns (sd AUC, sd UAUC)."""
+    sd = np.nanstd(_redraws(users, labels, scores, draws, seed), axis=0)
+    return float(sd[0]), float(sd[1])
+
+
+def redraw_difference(users, labels, scores_a, scores_b, draws=200, seed=0):
+    """Two models scored on the same rows: the standard deviation of their AUC and UAUC differences (a - b) over
+    the same redraws of the users as `redraw_spread`. Both models see the same users in a redraw, so this is
+    smaller than either model's own spread; a difference below about twice it is not a finding."""
+    a = _redraws(users, labels, scores_a, draws, seed)
+    b = _redraws(users, labels, scores_b, draws, seed)
+    sd = np.nanstd(a - b, axis=0)
+    return float(sd[0]), float(sd[1])
+
+
+def _redraws(users, labels, scores, draws, seed):
+    """[draws, 2] (AUC, UAUC) of bootstrap redraws of whole users; the same seed draws the same users."""
+    users, labels = np.asarray(users), np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    ids, inverse = np.unique(users, return_inverse=True)
+    # a user's AUC does not depend on who else is drawn, so each redraw's UAUC is a weighted mean of these
+    per = _per_user(users, labels, scores)
+    user_auc = pd.Series(np.nan, index=ids)
+    user_auc[per.index] = ((per["r"] - per["p"] * (per["p"] + 1) / 2) / (per["p"] * per["n"])).where(
+        (per["p"] > 0) & (per["n"] > 0))
+    user_auc = user_auc.to_numpy()
+    usable = ~np.isnan(user_auc)
+    rng = np.random.default_rng(seed)
+    values = np.full((draws, 2), np.nan)
+    for d in range(draws):
+        times = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))  # a user drawn twice counts twice
+        w = times[inverse]
+        kept = w > 0
+        y = labels[kept]
+        if y.min() != y.max():
+            values[d, 0] = roc_auc_score(y, scores[kept], sample_weight=w[kept])
+        u_w = times * usable
+        if u_w.sum():
+            values[d, 1] = np.sum(np.nan_to_num(user_auc) * u_w) / u_w.sum()
+    return values

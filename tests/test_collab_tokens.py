@@ -48,6 +48,16 @@ def tok(tiny_llama):
     return AutoTokenizer.from_pretrained(str(tiny_llama))
 
 
+@pytest.mark.parametrize("k", [0, 2])
+def test_an_empty_split_tokenizes_to_nothing(tok, k):
+    """A small test subsample can hold no warm user (ML-100K: 13% of test rows are warm, in few users); its
+    test_warm is empty and must score as 0 rows, not stop the run (the tokenizer itself rejects an empty batch)."""
+    with pytest.raises(Exception):
+        tok([], add_special_tokens=False)
+    assert tokenize(tok, [], slot_tokens=k) == []
+    assert tokenize(tok, iter([]), slot_tokens=k) == []
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_tokenize_marks_slots_with_negative_ids(tok, k):
     text = _texts()[0]

@@ -104,6 +104,7 @@ def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
     r["codes_start"], stdout = {}, io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
         # run.runner names the loop the recipe runs: replace it by name, as a config could
+        registry.get("runner", "rec_runner_base")  # registers the runners (a kind loads on first lookup)
         loops = registry._REGISTRY["runner"]
         mp.setitem(loops, "rec_runner_base", _recording_start(loops["rec_runner_base"], r["codes_start"]))
         r["codes_results"] = main("llm", "stage 2", ["--cfg-path", str(r["codes_yaml"]), "--options",
@@ -133,6 +134,14 @@ def test_stage0_collab(pipeline, synthetic_dir):
         assert 0.0 <= metrics[split]["auc"] <= 1.0, split
     assert metrics["test"]["rows"] == len(fr["test"])
     assert metrics == json.loads(json.dumps(pipeline["collab_results"]))
+    # every scored row is written as the LLM stages write them, and the metrics follow from the file
+    for split in ("valid_full", "test", "test_warm", "test_cold"):
+        pred = pd.read_csv(run / f"predictions_{split}.csv")
+        assert len(pred) == metrics[split]["rows"], split
+        m = evaluate_scores(pred["uid"].to_numpy(), pred["label"].to_numpy(), pred["score"].to_numpy())
+        assert (m["auc"], m["uauc"]) == pytest.approx((metrics[split]["auc"], metrics[split]["uauc"]), abs=1e-6)
+    test = pd.read_csv(run / "predictions_test.csv")
+    assert test[["uid", "iid", "label"]].values.tolist() == fr["test"][["uid", "iid", "label"]].values.tolist()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [rec["epoch"] for rec in log] == [0, 1, 2, 3]
     # the saved encoder is the best epoch's: its valid AUC is the best logged one

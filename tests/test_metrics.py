@@ -78,3 +78,49 @@ def test_evaluate_scores_fields():
     p = 1 / (1 + np.exp(-scores))
     assert m["loss"] == pytest.approx(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
     assert bce_with_logits([1], [1000.0]) == pytest.approx(0.0, abs=1e-9)  # stable for large logits
+
+
+def _scored(users, seed):
+    rng = np.random.default_rng(seed)
+    u = np.repeat(np.arange(users), 20)
+    y = rng.integers(0, 2, u.size)
+    return u, y, y * 0.8 + rng.normal(size=u.size)
+
+
+def test_redraw_spread_shrinks_as_one_over_root_users():
+    from minigpt4.metrics import redraw_spread
+
+    few, many = redraw_spread(*_scored(25, 0)), redraw_spread(*_scored(400, 0))
+    assert all(f > 0 for f in few)
+    for f, m in zip(few, many):  # 16x the users: a quarter of the spread, within bootstrap noise
+        assert 2.5 < f / m < 6.5
+
+
+def test_redraw_spread_is_zero_when_every_redraw_ranks_perfectly():
+    from minigpt4.metrics import redraw_spread
+
+    u, y, _ = _scored(30, 1)
+    assert redraw_spread(u, y, y.astype(float), draws=20) == (0.0, 0.0)
+
+
+def test_redraw_spread_redraws_whole_users():
+    """Users whose rows are all right and users whose rows are all wrong: resampling rows within the scored users
+    would keep every user and hardly move UAUC; resampling whole users moves it by about 0.5/sqrt(users)."""
+    from minigpt4.metrics import redraw_spread
+
+    u, y, _ = _scored(40, 2)
+    flip = np.where(u % 2 == 0, 1.0, -1.0)
+    _, sd_uauc = redraw_spread(u, y, flip * y, draws=300)
+    assert 0.05 < sd_uauc < 0.11  # 0.5 / sqrt(40) = 0.079
+
+
+def test_redraw_difference_of_two_models_on_the_same_users():
+    from minigpt4.metrics import redraw_difference, redraw_spread
+
+    u, y, s = _scored(40, 3)
+    rng = np.random.default_rng(4)
+    other = s + 0.3 * rng.normal(size=s.size)  # a second model that mostly agrees with the first
+    assert redraw_difference(u, y, s, s) == (0.0, 0.0)
+    diff = redraw_difference(u, y, s, other)
+    # the users a redraw picks move both models alike, so the difference moves less than either model
+    assert all(0 < d < 0.7 * min(a, b) for d, a, b in zip(diff, redraw_spread(u, y, s), redraw_spread(u, y, other)))

@@ -8,7 +8,7 @@ Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
   better valid AUC. The binary encoder's `beta` (how often a bit is binary, not tanh) grows by `beta_step`.
 - files: `{run.output_dir}/{job_id}/`: config.yaml, log.jsonl, `rec_model.pth` (the best epoch's raw state dict,
   the upstream's format, read by `model.rec_config.pretrained_path`), metrics.json (valid_full and every test
-  split, with the warm / cold rules that chose test_warm / test_cold).
+  split, with the warm / cold rules that chose test_warm / test_cold), predictions_<split>.csv (every scored row).
 """
 
 import math
@@ -20,9 +20,10 @@ from minigpt4 import registry
 from minigpt4.data.splits import warm_cold_rules
 from minigpt4.encoders.factory import attach_graph, build_encoder
 from minigpt4.fileio import atomic_write
+from minigpt4.metrics import evaluate_scores
 from minigpt4.recipes.derived import derive_collab, saved_config, seed_everything
 from minigpt4.train import distributed as dist
-from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, take
+from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, score_rows, take
 from minigpt4.train.run_dir import RunDir
 
 SPLITS = ("train", "valid_full", "test", "test_warm", "test_cold")
@@ -87,12 +88,18 @@ def main(cfg):
     # --------------------------------------------------------------------------------------------- evaluation
     model.load_state_dict(torch.load(ckpt, map_location="cpu"))
     built = {"valid_full": valid_inputs}  # its history tensor is already padded; the test splits are new
-    scored = {split: evaluate(model, frames[split], built.get(split)) for split in SPLITS[1:]}
+    scores = {split: score_rows(model, frames[split], built.get(split)) for split in SPLITS[1:]}
+    scored = {split: evaluate_scores(frames[split]["uid"].to_numpy(), frames[split]["label"].to_numpy(), s)
+              for split, s in scores.items()}
     # which rows test_warm / test_cold hold differs between upstream's scripts: name the rules beside the numbers
     rules = warm_cold_rules(cfg)
     print(f"test_warm: warm_rule {rules['warm_rule']}; test_cold: cold_rule {rules['cold_rule']}")
     results = {"best_epoch": best_epoch, "warm_cold_rules": rules, **scored}
     # -------------------------------------------------------------------------------------------------- files
+    for split, s in scores.items():  # as the LLM stages write them: the summary's spread is computed from these
+        f = frames[split]
+        run_dir.write_predictions(f"predictions_{split}.csv", f["uid"].to_numpy(), f["iid"].to_numpy(),
+                                  f["label"].to_numpy(), s)
     run_dir.write_json("metrics.json", results)
     for split, m in scored.items():
         print(f"{split}: auc {m['auc']:.4f} uauc {m['uauc']:.4f} ({m['rows']} rows)")
