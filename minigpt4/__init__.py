@@ -1,7 +1,5 @@
-"""BinLLM / CoLLM recommendation with LLMs. Importing the package registers every named component."""
+"""BinLLM / CoLLM recommendation with LLMs.
 
-from minigpt4 import encoders, tasks  # noqa: F401
-from minigpt4.data import prepare, splits  # noqa: F401
-from minigpt4.llm import recommender  # noqa: F401
-from minigpt4.recipes import finetune_llm  # noqa: F401  (run.runner: rec_runner_base)
-from minigpt4.train import optim  # noqa: F401  (run.lr_sched: linear_warmup_cosine_lr)
+Importing the package imports nothing heavy: the named components (encoders, datasets, tasks, the LLM model, the
+runner, schedules, preparers) register when `registry.get` / `registry.names` first asks for their kind, so a
+config can be checked before torch and transformers load."""

@@ -2,11 +2,32 @@
 `prepare_data.py` can name the dataset preparers.
 
 Kinds are fixed; a duplicate name or an unknown name is an error that lists what is registered.
-Registration happens when the defining module is imported; `minigpt4/__init__.py` imports them all.
+Registration happens when the defining module is imported. `get` and `names` import the modules that define a
+kind (MODULES) the first time that kind is asked for, so checking a config's dataset name does not import torch.
 """
 
-KINDS = ("model", "rec_model", "dataset", "task", "runner", "lr_scheduler", "preparer")
+import importlib
+
+# kind -> the modules whose import registers its components (by name: they sit above this module's layer)
+MODULES = {
+    "model": ("minigpt4.llm.recommender",),
+    "rec_model": ("minigpt4.encoders",),
+    "dataset": ("minigpt4.data.splits",),
+    "task": ("minigpt4.tasks",),
+    "runner": ("minigpt4.recipes.finetune_llm",),
+    "lr_scheduler": ("minigpt4.train.optim",),
+    "preparer": ("minigpt4.data.prepare",),
+}
+KINDS = tuple(MODULES)
 _REGISTRY = {kind: {} for kind in KINDS}
+_LOADED = set()
+
+
+def _load(kind):
+    if kind in MODULES and kind not in _LOADED:
+        _LOADED.add(kind)
+        for module in MODULES[kind]:
+            importlib.import_module(module)
 
 
 def register(kind, name):
@@ -24,6 +45,7 @@ def register(kind, name):
 
 
 def get(kind, name):
+    _load(kind)
     try:
         return _REGISTRY[kind][name]
     except KeyError:
@@ -32,4 +54,5 @@ def get(kind, name):
 
 
 def names(kind):
+    _load(kind)
     return sorted(_REGISTRY[kind])

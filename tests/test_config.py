@@ -333,3 +333,31 @@ def test_interpolations_resolve_into_typed_keys_with_the_errors_of_literal_value
 def test_values_omegaconf_would_misread_are_errors(small, option, message):
     with pytest.raises(ConfigError, match=message):
         load_config(small, [option])
+
+
+@pytest.mark.parametrize("asked, gpu, expected, warns", [
+    ("auto", True, "cuda", False), ("auto", False, "cpu", False),  # the shipped default: no warning either way
+    ("cuda", False, "cpu", True), ("cpu", True, "cpu", False)])
+def test_run_device_auto_takes_the_gpu_when_there_is_one_and_never_warns(asked, gpu, expected, warns, monkeypatch,
+                                                                          capsys):
+    import torch
+    from omegaconf import OmegaConf
+
+    from minigpt4.cli import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    before = torch.get_float32_matmul_precision()
+    try:
+        cfg = OmegaConf.create({"run": {"device": asked, "tf32": True}})
+        assert pick_device(cfg, 0).type == expected
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert ("no GPU is visible" in capsys.readouterr().out) == warns
+
+
+def test_shipped_configs_run_where_they_are_started():
+    """No shipped LLM or encoder config pins a device: `auto` is the schema's default (upstream files keep theirs)."""
+    for path in sorted((REPO_ROOT / "train_configs").glob("*.yaml")):
+        if path.stem not in ("hash_CF_ml", "collm_pretrain_mf_ood"):
+            assert load_config(path).run.device == "auto", path.name

@@ -38,7 +38,7 @@ def imports(path):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("minigpt4"):
             subs = [f"{node.module}.{a.name}" for a in node.names if is_module(f"{node.module}.{a.name}")]
             # `from minigpt4 import registry` imports the module registry (and runs the package's __init__,
-            # which is not a dependency of the importer's layer: Python runs it for any import of the package)
+            # which imports nothing: the registry loads each kind's modules on first lookup)
             found.update(subs if subs and node.module == "minigpt4" else subs + [node.module])
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("minigpt4") and a.name != "minigpt4")

@@ -1,11 +1,26 @@
 """The memory estimate (minigpt4/llm/memory.py): traced on the meta device, it must agree with the same trace on
 real tensors, and respond to each setting the way the memory it predicts does."""
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from minigpt4.llm.memory import GIB, LoraShape, _lora, _meta_model, advice, estimate_memory, saved_activation_bytes
+from helpers import model_cfg
+from minigpt4.llm.memory import (
+    GIB,
+    LoraShape,
+    _lora,
+    _meta_model,
+    advice,
+    estimate_memory,
+    lora_shape,
+    report,
+    saved_activation_bytes,
+)
+from minigpt4.recipes import finetune_llm
 
 CFG = LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=300)
@@ -73,3 +88,65 @@ def test_describe_and_advice():
     assert all(e.fits(room / 0.95) for _, e in found)
     assert "model.load_in_8bit: True" not in keys  # the weights are not the problem here
     assert advice(CFG, est, 0.001, **setting) == []
+
+
+def test_report_lines():
+    setting = dict(dtype=torch.bfloat16, lora=LoraShape(r=4), batch=64, seq_len=256)
+    est = estimate_memory(CFG, **setting)
+    assert report(CFG, 80.0, **setting) == [est.describe(80.0)]  # fits: the estimate only
+    room = (est.total - est.activations / 2) / 0.95
+    lines = report(CFG, room, **setting)
+    assert lines[0] == est.describe(room) and "does not fit" not in lines[0]
+    assert f"will not fit in {room:.1f} GiB; each of these alone makes it fit:" in lines[1]
+    assert lines[2].startswith("  run.grad_checkpointing: True (needs ~")
+    assert "no single setting makes it fit" in report(CFG, 0.001, **setting)[1]
+    scoring = report(CFG, 0.001 + estimate_memory(CFG, **dict(setting, train=False, batch=8)).total / 0.95,
+                     **dict(setting, train=False))
+    assert any(line.startswith("  run.batch_size_eval: ") for line in scoring)  # scoring: its own batch key
+    assert not any("grad_checkpointing" in line or "batch_size_train" in line for line in scoring)
+
+
+def test_lora_shape_of_the_config(tmp_path, tiny_llama):
+    lora = model_cfg(tmp_path, tiny_llama, targets=("q_proj", "k_proj")).model.lora_config
+    lora.layers_to_transform = [-1]
+    assert lora_shape(lora) == LoraShape(r=4, target_modules=("q_proj", "k_proj"), layers=(-1,), dropout=0.0)
+    lora.use_lora = False
+    assert lora_shape(lora) is None
+
+
+@pytest.mark.parametrize("total_gib", [80.0, 1e-3])
+def test_gpu_run_prints_the_estimate_before_loading(tmp_path, tiny_llama, monkeypatch, capsys, total_gib):
+    """The stage-2 recipe's GPU line, with the GPU's size and the data faked: the longest prompt is measured with
+    the backbone's tokenizer, the estimate sized from run and model keys, advice added when it does not fit."""
+    cfg = model_cfg(tmp_path, tiny_llama)
+    cfg.run.batch_size_train = 8
+    seen = {}
+
+    def token_splits(tokenizer, prompt, names, codes, history_len=0, mode=None):
+        seen.update(tokenizer=tokenizer, names=names)
+        return {names[0]: SimpleNamespace(lengths=np.array([30, 77, 12]))}
+
+    task = SimpleNamespace(token_splits=token_splits)
+    d = SimpleNamespace(evaluate=False, mode="text", prompt="x", codes=None, lora=cfg.model.lora_config)
+    gpu = SimpleNamespace(total_memory=total_gib * GIB)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: gpu)
+    recording = _recording(estimate_memory)
+    monkeypatch.setattr(finetune_llm.memory, "estimate_memory", recording)
+    finetune_llm.print_memory_estimate(cfg, d, task, torch.float32, torch.device("cpu"))
+    out = capsys.readouterr().out.splitlines()
+    assert seen["names"] == ["train"] and seen["tokenizer"].padding_side == "left"
+    first = recording.calls[0]
+    assert (first["batch"], first["seq_len"], first["train"], first["processes"], first["load_in_bits"]) == (
+        8, 77, True, 1, None)
+    assert first["lora"] == LoraShape(r=4, target_modules=("q_proj", "v_proj"), layers=(), dropout=0.0)
+    assert out[0].startswith("memory estimate: needs ~") and f"this GPU has {total_gib:.1f} GiB" in out[0]
+    assert (len(out) == 1) == (total_gib == 80.0)  # advice only when it does not fit
+
+
+def _recording(function):
+    def wrapper(*args, **kwargs):
+        wrapper.calls.append(kwargs)
+        return function(*args, **kwargs)
+
+    wrapper.calls = []
+    return wrapper

@@ -266,3 +266,15 @@ def test_embedded_gemma3_has_no_final_logit_cap():
     config = AutoConfig.from_pretrained(str(directory))
     assert config.model_type == "gemma3_text" and config.final_logit_softcapping is None
     assert final_logit_transform(config) == (None, None, None)
+
+
+def test_log_lines_are_written_around_the_progress_bars(monkeypatch, capsys):
+    """Training and scoring print through tqdm.write, which clears a bar before the line and redraws it after, so
+    a periodic loss line is never glued to the end of a bar."""
+    from minigpt4.train import scoring
+
+    written = []
+    monkeypatch.setattr(scoring.tqdm, "write", lambda s, file=None, end="\n": written.append((s, end)))
+    scoring.log("epoch", 1, "step", 100, "loss", 0.5)
+    assert written == [("epoch 1 step 100 loss 0.5", "\n")]
+    assert capsys.readouterr().out == ""

@@ -4,13 +4,13 @@ typed schema and checked before any heavy work, with errors that name the key an
 OmegaConf would reject a bad value too, but in its own words ("Value 'ten' of type 'str' could not be converted to
 Integer"); the checks here run first and say it as the docs and the tests do, with "did you mean" for typos."""
 
-import difflib
 from pathlib import Path
 
 import omegaconf
 from omegaconf import OmegaConf
 
 from minigpt4 import registry
+from minigpt4.config.derived import load_in_bits
 from minigpt4.config.schema import Config, DatasetConfig, ModelConfig, RunConfig, default, is_section, keys, kind
 from minigpt4.errors import ConfigError
 
@@ -105,8 +105,75 @@ def load_config(cfg_path, options=()):
 
 
 def _closest(name, options):
-    match = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else f" (valid keys: {', '.join(sorted(options))})"
+    match = min(options, key=lambda o: _distance(str(name), str(o)), default=None)
+    if match is not None and _distance(str(name), str(match)) <= max(1, len(str(name)) // 2):
+        return f" (did you mean {match!r}?)"
+    return f" (valid keys: {', '.join(sorted(options))})"
+
+
+# Names other trainers (Hugging Face, PyTorch Lightning, upstream scripts) use for keys this schema names otherwise.
+# A misspelled alias still finds its key: candidates are ranked by edit distance to the alias too.
+ALIASES = {
+    "run.lr": "run.init_lr", "run.learning_rate": "run.init_lr", "run.base_lr": "run.init_lr",
+    "run.max_lr": "run.init_lr", "run.peak_lr": "run.init_lr", "run.final_lr": "run.min_lr",
+    "run.epochs": "run.max_epoch", "run.num_epochs": "run.max_epoch", "run.max_epochs": "run.max_epoch",
+    "run.n_epochs": "run.max_epoch", "run.num_train_epochs": "run.max_epoch",
+    "run.batch_size": "run.batch_size_train", "run.train_batch_size": "run.batch_size_train",
+    "run.per_device_train_batch_size": "run.batch_size_train", "run.eval_batch_size": "run.batch_size_eval",
+    "run.per_device_eval_batch_size": "run.batch_size_eval",
+    "run.gradient_accumulation_steps": "run.accum_grad_iters", "run.grad_accum": "run.accum_grad_iters",
+    "run.warmup": "run.warmup_steps", "run.num_warmup_steps": "run.warmup_steps", "run.wd": "run.weight_decay",
+    "run.early_stopping_patience": "run.patience", "run.out_dir": "run.output_dir", "run.run_name": "run.job_id",
+    "run.precision": "run.dtype", "run.resume": "run.resume_ckpt_path", "run.resume_from_checkpoint":
+    "run.resume_ckpt_path", "run.logging_steps": "run.log_freq", "run.steps_per_epoch": "run.iters_per_epoch",
+    "model.lora": "model.lora_config", "model.lora_config.rank": "model.lora_config.r",
+    "model.lora_config.lora_r": "model.lora_config.r", "model.lora_config.lora_alpha": "model.lora_config.alpha",
+    "model.lora_config.lora_dropout": "model.lora_config.dropout", "model.lora_r": "model.lora_config.r",
+    "model.lora_alpha": "model.lora_config.alpha", "model.rec": "model.rec_config",
+    "model.backbone": "model.llama_model", "model.llm": "model.llama_model", "model.base_model": "model.llama_model",
+    "model.model_name_or_path": "model.llama_model", "model.prompt": "model.prompt_path",
+    "model.checkpoint": "model.ckpt", "model.max_length": "model.max_txt_len",
+    "model.rec_config.pretrained": "model.rec_config.pretrained_path",
+}
+
+
+def _distance(a, b):
+    """Levenshtein distance: insertions, deletions and substitutions of one character."""
+    if len(a) < len(b):
+        a, b = b, a
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def _schema_paths(section, prefix):
+    for name, f in keys(section).items():
+        yield f"{prefix}{name}"
+        if is_section(f):
+            yield from _schema_paths(kind(f.type)[0], f"{prefix}{name}.")
+
+
+def _did_you_mean(path, where, known):
+    """The " (did you mean ...?)" of the unknown key `path` (dotted, in section `where`): the schema's key paths and
+    ALIASES ranked by edit distance to the whole path. The key is named relative to `where` when it lies there."""
+    sections = [("model.", ModelConfig), ("run.", RunConfig)]
+    if where.startswith("datasets."):
+        sections.append((".".join(where.split(".")[:2]) + ".", DatasetConfig))
+    paths = {p: p for prefix, section in sections for p in _schema_paths(section, prefix)}
+    paths.update(ALIASES)
+    name = path.rsplit(".", 1)[1]
+    best = min(paths, key=lambda p: (_distance(path, p), p in ALIASES))
+    if _distance(path, best) <= max(1, len(name) // 2) and _distance(path, best) < len(name):
+        target = paths[best]
+    else:  # the right name in the wrong section, e.g. model.init_lr or model.lr
+        same = {paths[p] for p in paths if p.rsplit(".", 1)[1] == name}
+        if len(same) != 1:
+            return f" (valid keys: {', '.join(sorted(known))})"
+        (target,) = same
+    return f" (did you mean {target.removeprefix(where + '.')!r}?)"
 
 
 def _check_keys(raw, source):
@@ -143,7 +210,7 @@ def _check_section(node, section, where, interpolated):
     values = OmegaConf.to_container(node, resolve=False)  # a `${...}` stays as its text, a `???` is kept
     for name in values:
         if name not in known:
-            raise ConfigError(f"unknown key {where}.{name}{_closest(name, known)}")
+            raise ConfigError(f"unknown key {where}.{name}{_did_you_mean(f'{where}.{name}', where, known)}")
     out = {}
     for name, f in known.items():
         if name not in values:
@@ -229,6 +296,7 @@ def _check_values(cfg):
         raise ConfigError(f"run.dist_timeout_minutes must be > 0, got {run.dist_timeout_minutes}")
     if run.evaluate and not run.test_splits:
         raise ConfigError("run.test_splits is empty but run.evaluate is True: name the splits to score, e.g. [test]")
+    load_in_bits(model)  # 8 and 4 bits both asked for: an error before anything loads
     if run.resume_ckpt_path and run.fsdp:
         raise ConfigError("run.resume_ckpt_path with run.fsdp: resuming a sharded run is not supported yet; resume "
                           "it without FSDP or start again")

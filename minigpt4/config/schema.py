@@ -160,7 +160,18 @@ class ModelConfig:
         "",
         "Checkpoint to start from: a `checkpoint_best` directory written by a previous stage (or its run directory). "
         "Empty = none.")
-    low_resource: bool = _key(False, "Upstream key (8-bit loading), unused.")
+    low_resource: bool = _key(
+        False, "Upstream key: True = store the frozen backbone in 8 bits, as model.load_in_8bit: True.")
+    load_in_8bit: bool = _key(
+        False,
+        "Store the frozen backbone's weights in 8 bits (bitsandbytes int8; needs a CUDA GPU and the bitsandbytes "
+        "package): about half the memory of bf16 weights. LoRA and the other trained weights stay in full precision. "
+        "Not together with load_in_4bit.")
+    load_in_4bit: bool = _key(
+        False,
+        "Store the frozen backbone's weights in 4 bits (bitsandbytes NF4, computing in run.dtype; needs a CUDA GPU and "
+        "the bitsandbytes package): about a quarter of the memory of bf16 weights. Not together with load_in_8bit or "
+        "low_resource.")
     rec_config: RecConfig = field(default_factory=RecConfig)
     lora_config: LoraConfig = field(default_factory=LoraConfig)
 
@@ -285,7 +296,8 @@ class RunConfig:
         "stays meaningful (0 = all). test_warm / test_cold take the warm / cold rows of test's sample, so the three "
         "describe the same users and cost one scoring pass.")
     log_freq: int = _key(50, "Print the training loss every this many optimizer steps.")
-    device: str = _key("cuda", "`cuda` or `cpu`; `cuda` falls back to the CPU with a warning when no GPU is present.")
+    device: str = _key("auto", "`auto` (the GPU when one is visible, else the CPU), `cuda` (falls back to the CPU with "
+                               "a warning when no GPU is visible) or `cpu`.")
     world_size: int = _key(1, "Upstream key; the process count comes from torchrun's environment.")
     dist_timeout_minutes: int = _key(
         30,
@@ -295,6 +307,11 @@ class RunConfig:
         "Shard the backbone's weights over the processes with PyTorch FSDP (`fully_shard`, one unit per decoder layer) "
         "instead of replicating them (DDP). For backbones too large for one device; each process still sees its own "
         "batches.")
+    grad_checkpointing: bool = _key(
+        False,
+        "Gradient (activation) checkpointing of the backbone's decoder layers while training: backward recomputes each "
+        "layer's activations instead of keeping them, for about a third more compute. Same gradients; for a batch or "
+        "prompt length whose activations do not fit in memory.")
     dist_url: str = _key("env://", "Upstream key; torchrun's environment is used.")
     distributed: bool = _key(True, "Upstream key; distributed mode is on exactly when launched by torchrun.")
     use_dist_eval_sampler: bool = _key(True, "Upstream key, unused: evaluation always scores each sample once.")

@@ -4,6 +4,9 @@ Split names: `train`, `valid` (= valid_small, what the upstream LLM pipeline val
 `test`, `test_warm`, `test_cold`. test_warm / test_cold are rows of test chosen by `run.warm_rule` / `run.cold_rule`
 (WARM_RULES, COLD_RULES); `warm_cold_rules(cfg)` names the rules a run applies, for its records.
 
+pandas and data/rules.py are imported by the functions that read rows, so that registering the builders (which
+the entry scripts do before checking a config) stays cheap.
+
 Pickles run code when they are loaded: only read pickles you trust. Each split may instead be a Parquet file of
 the same name (`train_ood2.parquet`, ...), which is plain data and is read first when present; convert a
 directory once with `python -m minigpt4.data.splits --to-parquet data/ml-1m`.
@@ -13,9 +16,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from minigpt4.data.rules import is_unseen, is_warm
 from minigpt4.errors import DataError  # noqa: F401  (raised here; importable from here as before)
 from minigpt4.registry import register
 
@@ -33,6 +34,8 @@ def _plain(x):
 
 
 def read_split(path):
+    import pandas as pd
+
     path = Path(path)
     parquet = path.with_suffix(".parquet")
     if parquet.is_file():
@@ -56,6 +59,8 @@ def read_split(path):
 
 
 def validate_split(df, path):
+    import pandas as pd
+
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; the file has {list(df.columns)}")
@@ -142,12 +147,16 @@ class RecDataset:
         warm_file = self.path / "test_warm_cold_ood2.pkl"
         if not warm_file.is_file():
             return None
+        import pandas as pd
+
         df = pd.read_pickle(warm_file)
         if column not in df.columns:
             raise DataError(f"{warm_file}: column {column!r} is missing; the file has {list(df.columns)}")
         return df[df[column] == 1]
 
     def _warm(self, cache):
+        from minigpt4.data.rules import is_warm
+
         test = self.load("test", cache)
         if self.warm_rule == "not_cold":
             return test[self._not_cold(test, "test_warm") == 1]
@@ -157,6 +166,8 @@ class RecDataset:
         return test[is_warm(test, self.load("train", cache))]
 
     def _cold(self, cache):
+        from minigpt4.data.rules import is_unseen
+
         test = self.load("test", cache)
         if self.cold_rule == "not_cold":
             return test[self._not_cold(test, "test_cold") == 0]
@@ -229,6 +240,8 @@ def sample_split(load, split, n, seed):
     test_warm and test_cold are subsets of test, so their sample is the warm / cold part of test's sample: the three
     metrics describe the same users, and a prompt scored for test is not scored again (the runner's memo).
     `load(name)` returns a split's rows."""
+    import pandas as pd
+
     def own_seed(name):
         return seed + zlib.crc32(name.encode())
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt4.llm.backbone import set_checkpointing
+from minigpt4.llm.backbone import peft_model, set_checkpointing
 
 GIB = 2**30
 OVERHEAD_GIB = 1.0  # CUDA context + allocator slack: measured as 0.6-1.2 GiB on recent cards, not computable here
@@ -71,13 +71,13 @@ def _meta_model(model_config, dtype):
 
 
 def _lora(model, lora):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     n = model.config.num_hidden_layers
     layers = sorted({i % n for i in lora.layers}) or None
     config = LoraConfig(r=lora.r, lora_alpha=2 * lora.r, target_modules=list(lora.target_modules),
                         lora_dropout=lora.dropout, layers_to_transform=layers, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return peft_model(model, config)
 
 
 def _storages(tensors):
@@ -172,8 +172,9 @@ def advice(model_config, estimate, available_gib, **setting):
     batch = s.get("batch", 8)
     while batch > 1:
         batch //= 2
-        options.append((f"run.batch_size_train: {batch} (run.global_batch_size keeps the optimizer step)",
-                        dict(s, batch=batch)))
+        key = (f"run.batch_size_train: {batch} (run.global_batch_size keeps the optimizer step)" if s.get("train", True)
+               else f"run.batch_size_eval: {batch}")
+        options.append((key, dict(s, batch=batch)))
     found = []
     for key, changed in options:
         est = estimate_memory(model_config, **changed)
@@ -181,3 +182,38 @@ def advice(model_config, estimate, available_gib, **setting):
             found.append((key, est))
     return found
 
+
+
+def lora_shape(lora_config):
+    """The LoraShape of a `model.lora_config`; None without LoRA."""
+    if not lora_config.use_lora:
+        return None
+    return LoraShape(r=lora_config.r, target_modules=tuple(lora_config.target_modules),
+                     layers=tuple(lora_config.layers_to_transform), dropout=lora_config.dropout)
+
+
+def backbone_config(llama_model):
+    """The transformers config of `model.llama_model` (a directory, a .gguf file or an embedded backbone): its shape
+    only, no weights."""
+    from transformers import AutoConfig
+
+    from minigpt4.llm.backbone import locate
+
+    directory, gguf_file = locate(llama_model)
+    return AutoConfig.from_pretrained(directory, **({"gguf_file": gguf_file} if gguf_file else {}))
+
+
+def report(model_config, available_gib, **setting):
+    """The lines a GPU run prints before loading weights: the estimate against this GPU's `available_gib`, and when
+    it does not fit, each single setting that would make it fit (`advice`), cheapest first."""
+    est = estimate_memory(model_config, **setting)
+    lines = [est.describe(available_gib)]
+    if est.fits(available_gib):
+        return lines
+    found = advice(model_config, est, available_gib, **setting)
+    if not found:
+        return lines + [f"memory estimate: this will not fit in {available_gib:.1f} GiB, and no single setting makes "
+                        "it fit: combine run.grad_checkpointing, model.load_in_4bit and a smaller "
+                        "run.batch_size_train, or shard the weights with run.fsdp: True over more GPUs"]
+    return lines + [f"memory estimate: this will not fit in {available_gib:.1f} GiB; each of these alone makes it fit:",
+                    *(f"  {key} (needs ~{e.total:.1f} GiB)" for key, e in found)]

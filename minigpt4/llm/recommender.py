@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt4.config import ConfigError
+from minigpt4.config import ConfigError, load_in_bits
 from minigpt4.llm.backbone import add_lora, answer_token_ids, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
 from minigpt4.registry import register
@@ -76,11 +76,14 @@ class LLMRecommender(nn.Module):
         self.logit_transform = final_logit_transform(self.causal_lm.config)  # the forward's scaling / soft-cap
 
     @classmethod
-    def from_config(cls, model_cfg, dtype=torch.float32, slots=False, lora=None, counts=None):
+    def from_config(cls, model_cfg, dtype=torch.float32, slots=False, lora=None, counts=None, device="cpu"):
         """slots: the prompt has CoLLM ID slots, so build the module that fills them (`model.rec_model`).
         lora: the LoRA settings to use instead of `model_cfg.lora_config` (eval.py: the checkpoint's shape).
-        counts: (user_num, item_num) of the data, for the slot module; None: those `model_cfg.rec_config` carries."""
-        backbone, tokenizer = load_backbone(model_cfg.llama_model, dtype=dtype)
+        counts: (user_num, item_num) of the data, for the slot module; None: those `model_cfg.rec_config` carries.
+        device: where the run computes; a backbone stored in 8 or 4 bits (`model.load_in_8bit` / `load_in_4bit` /
+        `low_resource`) is loaded straight onto it, and needs a CUDA GPU."""
+        backbone, tokenizer = load_backbone(model_cfg.llama_model, dtype=dtype, load_in_bits=load_in_bits(model_cfg),
+                                            device=device)
         lora = model_cfg.lora_config if lora is None else lora
         if lora.use_lora:
             backbone = add_lora(backbone, lora)

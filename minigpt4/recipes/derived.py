@@ -56,13 +56,15 @@ def seed_everything(seed):
 
 
 def pick_device(cfg, local_rank):
-    if cfg.run.device.startswith("cuda"):
+    asked = cfg.run.device
+    if asked == "auto" or asked.startswith("cuda"):
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
             # fp32 products in TF32 unless strict fp32 is asked for (bf16 runs are unaffected)
             torch.set_float32_matmul_precision("high" if cfg.run.tf32 else "highest")
             return torch.device("cuda", local_rank)
-        print("warning: run.device is cuda but no GPU is visible; running on the CPU")
+        if asked != "auto":
+            print("warning: run.device is cuda but no GPU is visible; running on the CPU")
     return torch.device("cpu")
 
 

@@ -23,7 +23,10 @@ from tqdm import tqdm
 
 from minigpt4 import registry
 from minigpt4.batching import TrainBatches, decode
+from minigpt4.config import load_in_bits
 from minigpt4.encoders.factory import attach_graph
+from minigpt4.llm import memory
+from minigpt4.llm.backbone import load_tokenizer, set_checkpointing
 from minigpt4.precision import resolve_precision
 from minigpt4.recipes.derived import derive_llm, pick_device, saved_config, seed_everything
 from minigpt4.train import distributed as dist
@@ -50,8 +53,11 @@ def main(cfg, stage):
     d = derive_llm(cfg, stage, task)  # counts, mode, prompt, codes, LoRA, job id: every input checked first
     precision = resolve_precision(run, device)
     # -------------------------------------------------------------------------------------------------- model
+    if device.type == "cuda" and dist.is_main():  # will it fit? Known before any weight loads; CPU runs skip it
+        print_memory_estimate(cfg, d, task, precision.dtype, device)
+    # model.load_in_8bit / load_in_4bit / low_resource: the frozen backbone is stored in 8 or 4 bits on `device`
     model = model_class.from_config(cfg.model, dtype=precision.dtype, slots=d.mode == "slots", lora=d.lora,
-                                    counts=d.counts)
+                                    counts=d.counts, device=device)
     if model.collab is not None and model.collab.encoder is not None:
         attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
     model = model.to(device)
@@ -95,13 +101,16 @@ def train(cfg, d, model, scorer, run_dir, meta):
     """Train the model's trainable parameters; returns (summary, the best epoch's trained tensors or None)."""
     run, device, world = cfg.run, scorer.device, dist.world_size()
     n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if run.grad_checkpointing:  # backward recomputes each decoder layer instead of keeping its activations
+        set_checkpointing(model.causal_lm, True)
     train_model, wrap = wrap_for_training(model, run.fsdp, device)  # DDP, FSDP (in place) or the model itself
     scorer.sharded = wrap == "FSDP"  # sharded: scoring forwards are collectives too
     optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
     lr_at = registry.get("lr_scheduler", run.lr_sched)  # linear_warmup_cosine_lr: run.warmup_lr -> init_lr -> min_lr
     batches = TrainBatches(scorer.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), d.accum,
                            run.length_buckets)
-    log(f"training {n_trained:,} parameters; world size {world} ({wrap}), batch {run.batch_size_train} per process "
+    log(f"training {n_trained:,} parameters{'; gradient checkpointing' if run.grad_checkpointing else ''}; world "
+        f"size {world} ({wrap}), batch {run.batch_size_train} per process "
         f"x {d.accum} accumulation = global batch {run.batch_size_train * d.accum * world}; lr {run.lr_sched} "
         f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
         f"{run.max_epoch} epochs x {run.iters_per_epoch} steps")
@@ -181,3 +190,23 @@ def train(cfg, d, model, scorer, run_dir, meta):
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"best_valid_auc": state["best"], "best_epoch": state["best_epoch"], "steps": state["step"],
             "peak_gpu_memory_gib": peak}, best_state
+
+
+def print_memory_estimate(cfg, d, task, dtype, device):
+    """GPU runs: the memory the run needs per GPU (minigpt4/llm/memory.py) against what this GPU has, with the
+    settings that would make it fit when it does not. The longest prompt is measured with the tokenizer alone."""
+    run, model_cfg = cfg.run, cfg.model
+    train = not d.evaluate and not (model_cfg.freeze_lora and d.mode != "slots")
+    split = run.train_splits[0] if train else run.test_splits[0]
+    tokenizer = load_tokenizer(model_cfg.llama_model)
+    lengths = task.token_splits(tokenizer, d.prompt, [split], d.codes, mode=d.mode)[split].lengths
+    setting = dict(dtype=dtype, lora=memory.lora_shape(d.lora if d.lora is not None else model_cfg.lora_config),
+                   batch=run.batch_size_train if train else run.batch_size_eval, seq_len=int(lengths.max()),
+                   train=train, processes=dist.world_size(), fsdp=run.fsdp, grad_checkpointing=run.grad_checkpointing,
+                   load_in_bits=load_in_bits(model_cfg), slots=d.mode == "slots")
+    available = torch.cuda.get_device_properties(device).total_memory / memory.GIB
+    try:  # a meta-device trace this architecture does not support must not stop the run: the line is advice
+        lines = memory.report(memory.backbone_config(model_cfg.llama_model), available, **setting)
+    except Exception as err:
+        lines = [f"memory estimate: not available for this backbone ({type(err).__name__}: {err})"]
+    print("\n".join(lines))

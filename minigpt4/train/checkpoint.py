@@ -11,9 +11,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
-
 from minigpt4.config import ConfigError, resolve_path
 
 META = "recommender.json"
@@ -38,6 +35,8 @@ def save_checkpoint(recommender, path, meta, state=None):
             recommender.llm.save_pretrained(str(tmp), state_dict=adapter)
         if recommender.collab is not None:
             collab = {k.removeprefix("collab."): v.contiguous() for k, v in state.items() if k.startswith("collab.")}
+            from safetensors.torch import save_file  # here, not at the top: find_checkpoint runs before torch loads
+
             save_file(collab, str(tmp / COLLAB))
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         old = path.with_name(f".{path.name}.old")
@@ -210,6 +209,8 @@ def _load_collab(recommender, value, file):
     if recommender.collab is None:
         raise ConfigError(f"model.ckpt = {value!r} holds CoLLM slot weights ({COLLAB}) but this run's prompt has no "
                           "<UserID>/<TargetItemID> slots; use the prompt and run.mode the checkpoint was trained with")
+    from safetensors.torch import load_file
+
     try:
         result = recommender.collab.load_state_dict(load_file(str(file)), strict=False)
     except RuntimeError as err:
@@ -226,6 +227,9 @@ def _load_collab(recommender, value, file):
 def _load_adapter(recommender, value, file):
     if not hasattr(recommender.llm, "peft_config"):
         raise ConfigError("model.ckpt holds a LoRA adapter but model.lora_config.use_lora is False")
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
     state = load_file(str(file))
     try:
         result = set_peft_model_state_dict(recommender.llm, state)

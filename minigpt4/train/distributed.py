@@ -13,13 +13,13 @@ import torch
 import torch.distributed as dist
 
 
-def init(device="cuda", timeout_minutes=30):
+def init(device="auto", timeout_minutes=30):
     """Returns (rank, world_size, local_rank). `device` is `run.device`: nccl only when CUDA will be used."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, 0
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        backend = "nccl" if (device == "auto" or device.startswith("cuda")) and torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 

@@ -13,10 +13,11 @@ from minigpt4.precision import COMPILE_PAD_MULTIPLE
 from minigpt4.train import distributed as dist
 
 
-def log(*args, **kwargs):
-    """print on rank 0 only."""
+def log(*args, sep=" ", end="\n", file=None):
+    """print on rank 0 only, through tqdm.write: a line never lands inside a progress bar (the bar is cleared,
+    the line written, the bar drawn again below it)."""
     if dist.is_main():
-        print(*args, **kwargs)
+        tqdm.write(sep.join(map(str, args)), file=file, end=end)
 
 
 def on_device(batch, device):
