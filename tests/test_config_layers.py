@@ -2,6 +2,8 @@
 
 The shipped configs were flat files until they were layered; `data/resolved_configs.json` holds what the flat
 files resolved to (taken with the flat files and the code of that time), so the layering provably changed no value.
+Since then it changes only on purpose, in the commit that changes a value: configs added later (`ml100k_*`), the demo
+moved to MovieLens-100K, new schema keys, `run.device: auto`.
 """
 
 import json

@@ -11,9 +11,9 @@ import pytest
 
 from minigpt4 import cli
 from minigpt4.config import REPO_ROOT, load_config
-from minigpt4.experiments.definitions import PAPER, STEPS
+from minigpt4.experiments.definitions import PAPER, STEPS, ReproduceError
 from minigpt4.experiments.plan import plan
-from minigpt4.experiments.report import report_markdown
+from minigpt4.experiments.report import redraw_spreads, report_markdown, write_report
 from minigpt4.experiments.reproduce import main, parse_args
 from minigpt4.experiments.run import stale_steps
 from minigpt4.experiments.spread import load_test_predictions, same_rows, sample_spread
@@ -358,3 +358,70 @@ def test_malformed_experiment_files_name_the_file_and_key(tmp_path, monkeypatch)
         definitions._load_tables(definitions.STEPS, {"tables": definitions.PAPER,
                                                      "warm_cold": definitions.PAPER_WARM_COLD,
                                                      "compression": definitions.PAPER_COMPRESSION})
+
+
+def test_ml100k_plan_runs_every_step_from_its_own_configs(tmp_path):
+    """ML-100K: every step of the plan, each from train_configs/ml100k_<method>.yaml, on its own data and runs."""
+    for budget in ("smoke", "cpu", "full"):
+        steps, runs, data = plan("ml-100k", budget, tmp_path)
+        assert [s.name for s in steps] == list(STEPS), budget
+        assert runs == tmp_path / "ml-100k" / budget / "runs" and data == REPO_ROOT / "data" / "ml-100k"
+        for s in steps:
+            assert s.config == str(REPO_ROOT / "train_configs" / f"ml100k_{STEPS[s.name].method}.yaml"), s.name
+            assert f"datasets.movie_ood.path={data}" in s.overrides and f"run.output_dir={runs}" in s.overrides
+            cfg = load_config(s.config, s.overrides)
+            assert cfg.run.output_dir == str(runs)
+            if cfg.model.get("ckpt"):
+                assert cfg.model.ckpt == str(runs / "tallrec" / "checkpoint_best"), s.name
+    assert parse_args(["--dataset", "ml-100k", "--budget", "smoke"]).dataset == "ml-100k"
+    # the paper budget follows the paper's protocol, which has no ML-100K
+    with pytest.raises(ReproduceError, match="has none for ml-100k"):
+        plan("ml-100k", "paper", tmp_path)
+
+
+def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path):
+    """ML-100K has no published numbers: no paper or difference columns and no target line; each LLM row shows its
+    spread over redraws of the test users instead."""
+    from minigpt4.metrics import redraw_spread
+
+    folder = tmp_path / "ml-100k" / "cpu"
+    runs = folder / "runs"
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(40), rng.integers(2, 15, size=40))
+    labels = rng.integers(0, 2, size=len(users))
+    metrics, expect = {}, {}
+    for step, noise in (("tallrec", 2.0), ("binllm", 0.5)):
+        score = labels + rng.normal(scale=noise, size=len(users))
+        (runs / step).mkdir(parents=True)
+        pd.DataFrame({"uid": users, "iid": np.arange(len(users)), "label": labels, "score": score}).to_csv(
+            runs / step / "predictions_test.csv", index=False)
+        metrics[step] = {"test": {"auc": 0.6, "uauc": 0.55, "rows": len(users)},
+                         "test_warm": {"auc": 0.61, "uauc": 0.56, "rows": 10}}
+        expect[step] = redraw_spread(users, labels, score)
+    metrics["binmf"] = {"test": {"auc": 0.65, "uauc": 0.6, "rows": len(users)}}
+    (runs / "binmf").mkdir()
+    for step, m in metrics.items():
+        (runs / step / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
+    (folder / "environment.json").write_text("{}", encoding="utf-8")
+    write_report(folder, "ml-100k", "cpu", None, ran_here=False)
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    assert "paper AUC" not in report and "Δ" not in report and "Target of the cpu budget" not in report
+    assert "The paper (BinLLM) has no numbers for ml-100k, so the rows are compared with each other" in report
+    assert "smaller than about twice that spread is not a finding" in report
+    assert report.count("| method | step | AUC | UAUC | sd AUC / UAUC | rows |") == 5  # every table
+    assert expect["binllm"][0] > 0 and expect["tallrec"][1] > 0
+    for label, step in (("BinLLM", "binllm"), ("TALLRec", "tallrec")):
+        sd = expect[step]
+        assert (f"| {label} | {step} | 0.6000 | 0.5500 | ±{sd[0]:.4f} / ±{sd[1]:.4f} | {len(users)} |"
+                in report), step
+    assert "| BinMF | binmf | 0.6500 | 0.6000 | – |" in report  # the spread is the LLM rows'
+    assert "| BinLLM warm | binllm | 0.6100 | 0.5600 | – | 10 |" in report  # the spread is the test split's
+    assert "| CTRL (DIN) | – | not implemented | not implemented | – | – |" in report
+    assert "| MF | mf | not run | not run | – | – |" in report
+    # one user: no redraw can move the row, so it shows no spread rather than ±0
+    one_user = pd.DataFrame({"uid": [7] * 6, "iid": range(6), "label": [0, 1] * 3, "score": np.arange(6.0)})
+    assert redraw_spreads({"icl": one_user}) == {}
+    # a dataset with the paper's numbers keeps them next to ours, without the spread
+    paper = report_markdown("ml-1m", "cpu", metrics)
+    assert "| paper AUC | paper UAUC | Δ AUC | Δ UAUC |" in paper and "sd AUC / UAUC" not in paper
+    assert "Target of the cpu budget" in paper

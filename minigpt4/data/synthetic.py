@@ -1,8 +1,7 @@
 """Deterministic synthetic recommendation dataset in the CoLLM/BinLLM ``*_ood2.pkl`` format.
 
-This is the embedded default dataset of the demo: MovieLens may not be
-redistributed, so ``make demo`` trains on data generated here instead.  The
-output is byte-for-byte reproducible from ``(n_users, n_items, seed,
+The tests train on it (``make demo`` runs on MovieLens-100K, fetched at
+install and never redistributed).  The output is byte-for-byte reproducible from ``(n_users, n_items, seed,
 latent_dim)``.
 
 Output (``out_dir``)

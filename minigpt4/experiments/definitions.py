@@ -68,8 +68,11 @@ def _load_steps():
     path, raw = _read("steps.yaml")
     datasets = _need(path, raw, "datasets", dict)
     for name, ds in datasets.items():
-        for key, kind in (("prefix", str), ("key", str), ("data", str), ("paper", str), ("test_rows", int)):
+        for key, kind in (("prefix", str), ("key", str), ("data", str), ("test_rows", int)):
             _need(path, ds, key, kind, f"datasets.{name}")
+        if not isinstance(_need(path, ds, "paper", object, f"datasets.{name}"), (str, type(None))):
+            raise ReproduceError(f"{path}: datasets.{name}.paper must be a column of paper_results.yaml or null (no "
+                                 f"published numbers), got {ds['paper']!r}")
     steps = {}
     for name, s in _need(path, raw, "steps", dict).items():
         stage = _need(path, s, "stage", str, f"steps.{name}")
@@ -117,7 +120,7 @@ def _load_paper(datasets):
         section = _need(path, raw, source, dict)
         out[source] = {column: {key: _pair(path, f"{source}.{column}.{key}", v) for key, v in values.items()}
                        for column, values in section.items()}
-        missing = {ds["paper"] for ds in datasets.values()} - set(out[source])
+        missing = {ds["paper"] for ds in datasets.values() if ds["paper"] is not None} - set(out[source])
         if missing:
             raise ReproduceError(f"{path}: {source} has no column(s) {sorted(missing)} (steps.yaml datasets.*.paper)")
     return out
@@ -159,8 +162,13 @@ for _table in TABLES.values():
         STEP_LABEL.setdefault(_step, _label)
 
 
+def has_paper(dataset):
+    """Whether the paper published numbers for the dataset (steps.yaml datasets.*.paper is not null)."""
+    return DATASETS[dataset]["paper"] is not None
+
+
 def paper_value(dataset, source, key):
-    """(AUC, UAUC) the paper gives for a report row, or None (no published number)."""
-    if key is None:
+    """(AUC, UAUC) the paper gives for a report row, or None (no published number, or none for the dataset)."""
+    if key is None or not has_paper(dataset):
         return None
     return _PAPER_ALL[source][DATASETS[dataset]["paper"]].get(key)

@@ -52,6 +52,9 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     if budget not in BUDGETS:
         raise ReproduceError(f"--budget {budget!r}: choose one of {sorted(BUDGETS)}")
     ds, b = DATASETS[dataset], BUDGETS[budget]
+    if budget == "paper" and ds["paper"] is None:
+        raise ReproduceError(f"--budget paper follows the paper's protocol for the datasets it reports; it has none "
+                             f"for {dataset}: choose one of {sorted(set(BUDGETS) - {'paper'})}")
     runs = Path(out) / dataset / budget_folder(budget, llama) / "runs"
     data = Path(data or REPO_ROOT / ds["data"])
     steps = {}

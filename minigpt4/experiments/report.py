@@ -1,6 +1,7 @@
 """The report of a reproduction, next to its `runs/`: `report.md` (ours next to the paper's numbers, table by
-table), `results.csv` (every scored split of every finished step), `environment.json` (the machine and code the
-runs came from) and the figures (figures.py)."""
+table; for a dataset the paper has no numbers for, the rows next to each other with their spread over redraws of
+the test users), `results.csv` (every scored split of every finished step), `environment.json` (the machine and
+code the runs came from) and the figures (figures.py)."""
 
 import csv
 import io
@@ -9,10 +10,11 @@ import os
 import platform
 
 from minigpt4.config import EMBEDDED_LLM
-from minigpt4.experiments.definitions import DATASETS, PAPER, STEP_LABEL, STEPS, TABLES, paper_value
+from minigpt4.experiments.definitions import DATASETS, PAPER, STEP_LABEL, STEPS, TABLES, has_paper, paper_value
 from minigpt4.experiments.figures import write_figures
 from minigpt4.experiments.spread import load_test_predictions, same_rows, sample_spread
 from minigpt4.fileio import atomic_text
+from minigpt4.metrics import redraw_spread
 from minigpt4.train.run_dir import environment
 
 
@@ -59,13 +61,42 @@ def warm_cold_note(metrics, steps):
             else "Warm / cold rules: no finished step yet.")
 
 
-def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None):
+def redraw_spreads(preds):
+    """{step: (sd AUC, sd UAUC)} of every finished LLM row over 200 bootstrap redraws of the users its test rows
+    hold (minigpt4.metrics.redraw_spread): how much the row would move had other users been scored. `preds`:
+    load_test_predictions(). A row scored on one user is left out: redrawing one user cannot move it."""
+    return {step: redraw_spread(frame["uid"].to_numpy(), frame["label"].to_numpy(), frame["score"].to_numpy())
+            for step, frame in preds.items() if frame["uid"].nunique() > 1}
+
+
+def _sd(pair):
+    return f"±{pair[0]:.4f} / ±{pair[1]:.4f}" if pair else "–"
+
+
+def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None, redraw=None):
+    """`redraw`: redraw_spreads(), shown in the tables of a dataset the paper has no numbers for (has_paper); the
+    tables of the others put the paper's numbers next to ours instead."""
+    paper_known, redraw = has_paper(dataset), redraw or {}
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
-             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", "",
-             "Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 (docs/PAPER_RESULTS.md). "
-             "Difference = ours − paper. `rows` = test rows scored (a subsample when below the split's size). "
-             "The budget's overrides are listed in `minigpt4/experiments/budgets.yaml`; each run's resolved config "
-             "is `runs/<step>/config.yaml`.", ""]
+             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", ""]
+    if paper_known:
+        lines += ["Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 "
+                  "(docs/PAPER_RESULTS.md). Difference = ours − paper. `rows` = test rows scored (a subsample when "
+                  "below the split's size). The budget's overrides are listed in "
+                  "`minigpt4/experiments/budgets.yaml`; each run's resolved config is `runs/<step>/config.yaml`.", ""]
+    else:
+        lines += [f"Ours: `runs/<step>/metrics.json`. The paper (BinLLM) has no numbers for {dataset}, so the rows "
+                  "are compared with each other, not with the paper; the tables keep the layout of its Tables 2-3 "
+                  "and Figures 2-3. `rows` = test rows scored (a subsample when below the split's size). "
+                  "The budget's overrides are listed in `minigpt4/experiments/budgets.yaml`; each run's resolved "
+                  "config is `runs/<step>/config.yaml`.", "",
+                  "`sd AUC / UAUC`: the standard deviation of an LLM row's test AUC / UAUC over 200 bootstrap "
+                  "redraws of the users its test rows hold (whole users, with replacement; "
+                  "`minigpt4.metrics.redraw_spread` on `runs/<step>/predictions_test.csv`), that is how much the "
+                  "row would move had other users been scored. A difference between two rows smaller than about "
+                  "twice that spread is not a finding. It is measured for the LLM rows on the whole test split they "
+                  "scored: the encoder (stage 0) rows, the warm / cold rows and a row scored on one user only show "
+                  "–.", ""]
     if budget == "smoke":
         lines += ["**Smoke budget: a few training steps on tiny samples; it checks the pipeline, its numbers mean "
                   "nothing.**", ""]
@@ -74,7 +105,7 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
               + (f" (the others show `not run`{' or `to run again`' if stale else ''}; the same command continues the "
                  "reproduction)." if done < len(STEPS)
                  else "."), ""]
-    if budget != "smoke":
+    if budget != "smoke" and paper_known:
         target, ours = PAPER[DATASETS[dataset]["paper"]]["binllm"], metrics.get("binllm", {}).get("test")
         paper = f"{target[0]:.4f} / {target[1]:.4f} test AUC / UAUC"
         head = (f"Target of the cpu budget: BinLLM at or above the paper's {paper} (Vicuna-7B). " if budget == "cpu"
@@ -85,6 +116,9 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                      if ours else "BinLLM has not finished yet."), ""]
     for table in TABLES.values():
         lines += [f"## {table.title}", ""]
+        if not paper_known:
+            lines += _table_without_paper(table, metrics, stale, redraw)
+            continue
         if table.note:
             lines += [table.note, ""]
         lines += ["| method | step | ours AUC | ours UAUC | paper AUC | paper UAUC | Δ AUC | Δ UAUC | rows |",
@@ -124,7 +158,8 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
             lines += [f"How much the draw of the sample alone moves a row: the standard deviation of the full-test "
                       f"rows' AUC / UAUC over 50 redraws of a {same[0][3]}-row sample of whole test users, and how "
                       "far this sample puts them from their full-split values. A subsampled row's difference from "
-                      "the paper means little within about twice that spread.", "",
+                      f"{'the paper' if paper_known else 'another row'} means little within about twice that "
+                      "spread.", "",
                       "| method | step | sd AUC | sd UAUC | this sample − full split, AUC | UAUC |",
                       "|---|---|---|---|---|---|"]
             for step, sd_auc, sd_uauc in spread:
@@ -133,6 +168,27 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                 lines.append(f"| {STEP_LABEL.get(step, step)} | {step} | ±{sd_auc:.4f} | ±{sd_uauc:.4f} | {shift} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def _table_without_paper(table, metrics, stale, redraw):
+    """A report table of a dataset the paper has no numbers for: ours, each LLM row with its redraw spread."""
+    lines = ["| method | step | AUC | UAUC | sd AUC / UAUC | rows |", "|---|---|---|---|---|---|"]
+    for label, step, split, _, _ in table.rows:
+        if step is None:
+            lines.append(f"| {label} | – | not implemented | not implemented | – | – |")
+            continue
+        m = metrics.get(step, {}).get(split)
+        if m is None:
+            why = ("to run again" if step in stale else "not run") if step not in metrics else f"no {split}"
+            lines.append(f"| {label} | {step} | {why} | {why} | – | – |")
+            continue
+        sd = redraw.get(step) if split == "test" else None
+        lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {_sd(sd)} | "
+                     f"{m.get('rows', '–')} |")
+    if any(split.startswith("test_") for _, _, split, _, _ in table.rows):
+        lines += ["", warm_cold_note(metrics, [r[1] for r in table.rows])]
+    lines.append("")
+    return lines
 
 
 def results_csv(metrics):
@@ -167,11 +223,14 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     preds = load_test_predictions(folder / "runs", metrics)
     same = same_rows(preds, metrics)
     spread = sample_spread(preds, same[0][3]) if same else []
+    # only a report without the paper's numbers shows it (seconds per 1,000 test rows of each LLM row)
+    redraw = {} if has_paper(dataset) else redraw_spreads(preds)
     env = folder / "environment.json"
     if ran_here or not env.is_file():
         atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     info = json.loads(env.read_text(encoding="utf-8"))
-    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info))
+    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info,
+                                                      redraw))
     atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "

@@ -5,6 +5,8 @@ and compression figures and a code-length ablation from the shipped configs (`tr
 overriding only what the budget and the wiring between runs need. Runs go to `<out>/<dataset>/<budget>/runs/<step>`;
 a step whose `metrics.json` exists is reused, so an interrupted reproduction continues with the same command.
 The report (`report.md`, `results.csv`, `environment.json`, PNG figures) is written next to `runs/`.
+`--dataset ml-100k` runs the same steps on MovieLens-100K, for which the paper has no numbers: its report compares
+the rows with each other, each with its spread over redraws of the test users.
 """
 
 import argparse
@@ -47,17 +49,20 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Reproduce BinLLM's tables: every run, then report.md with the paper's "
-                                            "numbers next to ours. Finished runs are reused.")
+                                            "numbers next to ours (a dataset the paper has no numbers for, ml-100k: "
+                                            "the rows next to each other). Finished runs are reused.")
     p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
                    help="smoke: minutes, checks the wiring; cpu: ~13 h on 2 AVX2 cores with SmolLM2 in fp32 "
-                        "(resumable); full: the shipped recipes on all data, for a GPU; paper: the upstream "
-                        "protocol key by key (docs/PAPER_PROTOCOL.md), for a 7B backbone on GPUs")
+                        "for ml-1m (resumable; --plan prints the estimate of a dataset); full: the shipped recipes "
+                        "on all data, for a GPU; paper: the upstream protocol key by key (docs/PAPER_PROTOCOL.md), "
+                        "for a 7B backbone on GPUs (ml-1m and amazon-book only)")
     p.add_argument("--out", default="results", help="runs go to OUT/<dataset>/<budget>/runs/ (<budget>-<name> for a "
                                                     "named backbone other than smollm2), the report next to them")
     p.add_argument("--llama", help="backbone of the LLM rows: an embedded one (smollm2, gemma3-270m) or a Hugging Face "
                                    "directory or .gguf; default: the configs' smollm2")
-    p.add_argument("--data", help="processed data directory (default data/ml-1m or data/amazon_book)")
+    p.add_argument("--data", help="processed data directory (default: "
+                                  + ", ".join(f"{ds['data']} for {name}" for name, ds in DATASETS.items()) + ")")
     p.add_argument("--only", help="comma-separated steps to run (their dependencies are added), e.g. binmf,binllm")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides added last to every LLM step, for the machine's speed settings, e.g. "
