@@ -20,7 +20,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from minigpt4 import registry
-from minigpt4.config import NOT_HAVE, ConfigError, dataset_cfg, load_config, reference_markdown, require_path, run_mode
+from minigpt4.config import (
+    NOT_HAVE,
+    ConfigError,
+    dataset_cfg,
+    load_config,
+    reference_markdown,
+    reference_text,
+    require_path,
+    run_mode,
+)
 from minigpt4.data import splits as data_splits
 from minigpt4.errors import DataError, PromptError
 from minigpt4.prompting import load_prompt
@@ -41,13 +50,18 @@ def parse_args(description, argv=None):
     parser.add_argument("--cfg-path", help="YAML config (see train_configs/)")
     parser.add_argument("--options", nargs="+", default=[],
                         help="overrides as key=value, e.g. run.init_lr=1e-3 model.ckpt=runs/x/checkpoint_best")
-    parser.add_argument("--help-config", action="store_true",
-                        help="print every config key with its default and meaning")
+    parser.add_argument("--help-config", nargs="?", const=True, metavar="KEY",
+                        help="print every config key with its default and the first sentence of its meaning, or "
+                             "one KEY (e.g. run.init_lr) in full")
+    parser.add_argument("--help-config-md", action="store_true", help="the same as Markdown (docs/CONFIG.md)")
     parser.add_argument("--verbose", action="store_true",
                         help="also show third-party progress bars (loading and converting the backbone's weights)")
     args = parser.parse_args(argv)
-    if args.help_config:
+    if args.help_config_md:
         print(reference_markdown(), end="")
+        sys.exit(0)
+    if args.help_config:
+        print(reference_text(None if args.help_config is True else args.help_config), end="")
         sys.exit(0)
     if not args.cfg_path:
         parser.error("--cfg-path is required")

@@ -217,14 +217,38 @@ def test_structure_errors(tmp_path, small):
 
 def test_config_doc_is_generated_from_schema():
     doc = (REPO_ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
-    assert doc == reference_markdown(), "docs/CONFIG.md is stale: python eval.py --help-config > docs/CONFIG.md"
+    assert doc == reference_markdown(), "docs/CONFIG.md is stale: python eval.py --help-config-md > docs/CONFIG.md"
 
 
-def test_help_config_prints_reference(capsys):
+def _help(capsys, *argv):
     with pytest.raises(SystemExit) as exc:
-        parse_args("x", ["--help-config"])
+        parse_args("x", list(argv))
     assert exc.value.code == 0
-    assert capsys.readouterr().out == reference_markdown()
+    return capsys.readouterr().out
+
+
+def test_help_config_md_prints_the_reference(capsys):
+    assert _help(capsys, "--help-config-md") == reference_markdown()
+
+
+def test_help_config_is_one_short_line_per_key(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    lines = _help(capsys, "--help-config").splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    keys = [line.split()[0] for line in lines[:-1]]
+    assert len(keys) == len(set(keys)) == reference_markdown().count("\n| `")
+    init_lr = next(line for line in lines if line.startswith("run.init_lr "))
+    assert init_lr.split()[1] == "0.0001" and "Peak learning rate" in init_lr
+
+
+@pytest.mark.parametrize("asked", ["run.init_lr", "init_lr", "run.lr"])
+def test_help_config_key_shows_that_key_in_full(capsys, asked):
+    out = _help(capsys, "--help-config", asked)
+    assert out.splitlines()[0] == "run.init_lr" and "default: 0.0001" in out and "Peak learning rate" in out
+
+
+def test_help_config_unknown_key_suggests_one(capsys):
+    assert "did you mean 'run.init_lr'?" in _help(capsys, "--help-config", "run.init_lrr")
 
 
 def test_unquoted_yes_is_the_string_yes(small, tmp_path):

@@ -183,6 +183,12 @@ def test_stage1_text_outputs(pipeline, synthetic_dir):
 def test_stage2_codes_starts_from_stage1(pipeline):
     run = pipeline["out"] / "codes"
     assert f"loaded {pipeline['out'] / 'text'} (trained as text" in pipeline["codes_stdout"]
+    # the run ends with one readable line: what trained, what scored, where the files are (not a bare dict)
+    res, last = pipeline["codes_results"], pipeline["codes_stdout"].strip().splitlines()[-1]
+    test = res["test"]
+    assert last == (f"finished: {res['train']['steps']} steps, adapter of epoch {res['train']['best_epoch']}, valid "
+                    f"AUC {res['train']['best_valid_auc']:.4f}; test AUC {test['auc']:.4f} UAUC {test['uauc']:.4f} "
+                    f"({test['rows']} rows). Files: {run}/")
     # the adapter stage 2 starts training from is the stage-1 checkpoint's, tensor for tensor (not a fresh one:
     # stage 1 trained lora_B away from its zero init, so a fresh adapter would differ)
     stage1, start = _adapter(pipeline["out"] / "text"), pipeline["codes_start"]

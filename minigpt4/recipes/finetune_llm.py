@@ -13,7 +13,6 @@ Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
   resume/ (resume points), predictions_<split>.csv, metrics.json.
 """
 
-import json
 import math
 import time
 
@@ -90,8 +89,13 @@ def main(cfg, stage):
         print(f"test_warm / test_cold rules: {results['warm_cold_rules']}")
     # -------------------------------------------------------------------------------------------------- files
     run_dir.write_json("metrics.json", results)
-    print(json.dumps({s: {k: round(v, 4) for k, v in m.items() if k in ("auc", "uauc")}
-                      for s, m in results.items() if s in run.test_splits}))
+    done = [f"{s} AUC {m['auc']:.4f} UAUC {m['uauc']:.4f} ({m['rows']} rows)"
+            for s, m in results.items() if s in run.test_splits]
+    if "train" in results:
+        t = results["train"]
+        valid = f", valid AUC {t['best_valid_auc']:.4f}" if math.isfinite(t["best_valid_auc"]) else ""
+        done.insert(0, f"{t['steps']} steps, adapter of epoch {t['best_epoch']}{valid}")
+    print(f"finished: {'; '.join(done) or 'nothing trained or scored'}. Files: {run_dir.path}/")
     run_dir.close()
     return results
 
