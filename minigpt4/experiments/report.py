@@ -123,26 +123,7 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
             lines += [table.note, ""]
         lines += ["| method | step | ours AUC | ours UAUC | paper AUC | paper UAUC | Δ AUC | Δ UAUC | rows |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for label, step, split, key, source in table.rows:
-            paper = paper_value(dataset, source, key) or (None, None)
-            # values read off a figure keep the 3 decimals they were read with
-            figure = source in ("warm_cold", "compression")
-            p = [("≈" + f"{v:.3f}" if figure else _fmt(v)) if v is not None else "–" for v in paper]
-            if step is None:
-                lines.append(f"| {label} | – | not implemented | not implemented | {p[0]} | {p[1]} | – | – | – |")
-                continue
-            m = metrics.get(step, {}).get(split)
-            if m is None:
-                # e.g. a split this run did not score
-                why = ("to run again" if step in stale else "not run") if step not in metrics else f"no {split}"
-                lines.append(f"| {label} | {step} | {why} | {why} | {p[0]} | {p[1]} | – | – | – |")
-                continue
-            delta = [_fmt(_diff(m.get(metric), paper[i]), True) for i, metric in enumerate(("auc", "uauc"))]
-            lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {p[0]} | {p[1]} | "
-                         f"{delta[0]} | {delta[1]} | {m.get('rows', '–')} |")
-        if any(split.startswith("test_") for _, _, split, _, _ in table.rows):
-            lines += ["", warm_cold_note(metrics, [r[1] for r in table.rows])]
-        lines.append("")
+        lines += _table_rows(table, metrics, stale, _paper_cells(dataset))
     if same:
         lines += ["## The LLM rows on the same test rows", "",
                   f"Every finished LLM row on the same {same[0][3]} test rows: the subsample the subsampled rows "
@@ -170,21 +151,48 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
     return "\n".join(lines)
 
 
+def _paper_cells(dataset):
+    """The paper's AUC / UAUC, ours minus the paper's, rows: the columns after ours of a table with paper numbers."""
+    def cells(row, m):
+        _, _, _, key, source = row
+        paper = paper_value(dataset, source, key) or (None, None)
+        # values read off a figure keep the 3 decimals they were read with
+        figure = source in ("warm_cold", "compression")
+        p = [("≈" + f"{v:.3f}" if figure else _fmt(v)) if v is not None else "–" for v in paper]
+        if m is None:
+            return [*p, "–", "–", "–"]
+        delta = [_fmt(_diff(m.get(metric), paper[i]), True) for i, metric in enumerate(("auc", "uauc"))]
+        return [*p, *delta, str(m.get("rows", "–"))]
+
+    return cells
+
+
 def _table_without_paper(table, metrics, stale, redraw):
     """A report table of a dataset the paper has no numbers for: ours, each LLM row with its redraw spread."""
-    lines = ["| method | step | AUC | UAUC | sd AUC / UAUC | rows |", "|---|---|---|---|---|---|"]
-    for label, step, split, _, _ in table.rows:
-        if step is None:
-            lines.append(f"| {label} | – | not implemented | not implemented | – | – |")
-            continue
-        m = metrics.get(step, {}).get(split)
+    def spread_cells(row, m):
         if m is None:
+            return ["–", "–"]
+        return [_sd(redraw.get(row[1]) if row[2] == "test" else None), str(m.get("rows", "–"))]
+
+    return (["| method | step | AUC | UAUC | sd AUC / UAUC | rows |", "|---|---|---|---|---|---|"]
+            + _table_rows(table, metrics, stale, spread_cells))
+
+
+def _table_rows(table, metrics, stale, cells):
+    """The rows of a report table: method, step, our AUC and UAUC, then `cells(row, m)` (m: the step's metrics
+    of the row's split, None when it has none), and the warm / cold note under a table with such rows."""
+    lines = []
+    for row in table.rows:
+        label, step, split = row[:3]
+        m = metrics.get(step, {}).get(split) if step is not None else None
+        if step is None:
+            ours = ["–", "not implemented", "not implemented"]
+        elif m is None:  # e.g. a split this run did not score
             why = ("to run again" if step in stale else "not run") if step not in metrics else f"no {split}"
-            lines.append(f"| {label} | {step} | {why} | {why} | – | – |")
-            continue
-        sd = redraw.get(step) if split == "test" else None
-        lines.append(f"| {label} | {step} | {_fmt(m.get('auc'))} | {_fmt(m.get('uauc'))} | {_sd(sd)} | "
-                     f"{m.get('rows', '–')} |")
+            ours = [step, why, why]
+        else:
+            ours = [step, _fmt(m.get("auc")), _fmt(m.get("uauc"))]
+        lines.append("| " + " | ".join([label, *ours, *cells(row, m)]) + " |")
     if any(split.startswith("test_") for _, _, split, _, _ in table.rows):
         lines += ["", warm_cold_note(metrics, [r[1] for r in table.rows])]
     lines.append("")
