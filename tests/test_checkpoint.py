@@ -195,8 +195,11 @@ def test_refuses_other_code_bits_and_backbone(saved, tiny_llama, tmp_path):
 
 def test_missing_or_incomplete_dir(tmp_path, saved, tiny_llama):
     rec, _, _ = saved
-    with pytest.raises(ConfigError, match="model.ckpt"):
+    with pytest.raises(ConfigError, match="model.ckpt") as err:
         load_checkpoint(rec, tmp_path / "nowhere", {})
+    # a missing checkpoint is an earlier stage not run yet: the message says so and shows the command
+    assert "no such checkpoint" in str(err.value) and "run that stage first" in str(err.value)
+    assert "python train_collm_mf_din.py --cfg-path train_configs/ml1m_tallrec.yaml" in str(err.value)
     half = tmp_path / "half"
     half.mkdir()
     (half / META).write_text(json.dumps({"mode": "text"}))

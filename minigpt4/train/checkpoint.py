@@ -58,6 +58,12 @@ def find_checkpoint(value, where="model.ckpt"):
     if not p.exists() and (old / META).is_file():  # killed between the two renames of save_checkpoint
         print(f"warning: {p} is missing; using the previous checkpoint {old}")
         p = old
+    if not p.exists():
+        # the usual case: the stage that writes it has not run yet (stage 2 starts from stage 1's adapter)
+        raise ConfigError(f"{where} = {value!r}: no such checkpoint. It is written by an earlier run: run that stage "
+                          "first (BinLLM and CoLLM start from stage 1, e.g. `python train_collm_mf_din.py --cfg-path "
+                          "train_configs/ml1m_tallrec.yaml`; the config's header names what it needs), or point "
+                          f"{where} at an existing <run dir>/checkpoint_best")
     if not (p / META).is_file() or not ((p / ADAPTER).is_file() or (p / COLLAB).is_file()):
         raise ConfigError(f"{where} = {value!r}: not a checkpoint directory (expected {META} and {ADAPTER} or "
                           f"{COLLAB}, as written by train_collm_mf_din.py / train_binllm.py into "
