@@ -1,4 +1,4 @@
-# `make demo`: the whole BinLLM pipeline on MovieLens-100K (real data, fetched at install) with SmolLM2-135M on CPU.
+# `make demo`: the whole BinLLM pipeline on MovieLens-100K (real data, fetched at install) with SmolLM2-135M on CPU (14 min on 2 cores).
 # `make reproduce`: every run of the paper's tables on ML-1M (cpu budget) and results/ml-1m/cpu/report.md.
 # `make test`: the whole test suite (CI runs it); `make test-fast`: without the tests marked slow (under 2 min).
 # `make ml-100k`: MovieLens-100K prepared into data/ml-100k/ (from RecBole's wheel, fetched at install). `make bench`: throughput of our path vs a reference-style path, and of fp32 vs bf16
