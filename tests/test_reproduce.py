@@ -140,6 +140,14 @@ def test_cpu_budget_scores_every_llm_row_on_the_full_test_split(tmp_path):
         assert [o for o in step.overrides if o.startswith("run.max_eval_rows=")][-1] == "run.max_eval_rows=0", step.name
 
 
+def test_cpu_budget_scores_the_same_4000_rows_per_llm_row_on_ml100k(tmp_path):
+    # budgets.yaml cpu.datasets.ml-100k: appended after the budget's own overrides, so it wins; encoders untouched
+    steps, _, _ = plan("ml-100k", "cpu", tmp_path, data=tmp_path)
+    for step in steps:
+        rows = [o for o in step.overrides if o.startswith("run.max_eval_rows=")]
+        assert rows == [] if step.stage == "collab" else rows[-1] == "run.max_eval_rows=4000", step.name
+
+
 def test_ablation_configs_train_on_binllms_schedule():
     """BinLLM-IO / -IT and the dot-decimal row differ from BinLLM in the prompt (or the stage-1 start) only, so
     their differences from BinLLM measure that, not a shorter training."""
@@ -342,10 +350,15 @@ def test_malformed_experiment_files_name_the_file_and_key(tmp_path, monkeypatch)
     with pytest.raises(definitions.ReproduceError, match=r"steps.binllm16.encoder 'binmf32' is not a step"):
         definitions._load_steps()
     budgets = tmp_path / "budgets.yaml"
-    budgets.write_text(budgets.read_text(encoding="utf-8").replace("    sub_test: [run.max_eval_rows=40]\n", ""),
+    budgets_good = budgets.read_text(encoding="utf-8")
+    budgets.write_text(budgets_good.replace("    sub_test: [run.max_eval_rows=40]\n", ""),
                        encoding="utf-8")
     with pytest.raises(definitions.ReproduceError, match=r"budgets.yaml: key 'budgets.smoke.sub_test' is missing"):
-        definitions._load_budgets()
+        definitions._load_budgets(definitions.DATASETS)
+    budgets.write_text(budgets_good, encoding="utf-8")
+    assert definitions._load_budgets(definitions.DATASETS)[0]["cpu"]["datasets"]["ml-100k"]["sub_test"]
+    with pytest.raises(definitions.ReproduceError, match=r"budgets.cpu.datasets.ml-100k: not a dataset of steps.yaml"):
+        definitions._load_budgets({"ml-1m": {}})
     paper = tmp_path / "paper_results.yaml"
     paper.write_text(paper.read_text(encoding="utf-8").replace("mf: [0.6482, 0.6361]", "mf: [0.6482]"),
                      encoding="utf-8")

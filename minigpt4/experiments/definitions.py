@@ -100,12 +100,26 @@ def _load_steps():
     return datasets, steps, encoders, stage1, full, _need(path, raw, "llm_test_splits", str)
 
 
-def _load_budgets():
+def _load_budgets(datasets):
     path, raw = _read("budgets.yaml")
     budgets = _need(path, raw, "budgets", dict)
     for name, budget in budgets.items():
         for kind in BUDGET_KINDS:
             _need(path, budget, kind, list, f"budgets.{name}")
+        unknown = set(budget) - set(BUDGET_KINDS) - {"datasets"}
+        if unknown:
+            raise ReproduceError(f"{path}: budgets.{name}: unknown key(s) {sorted(unknown)}; keys are "
+                                 f"{', '.join(BUDGET_KINDS)} and datasets")
+        # per-dataset additions, appended after the budget's own overrides of the same kind
+        for dataset, extra in (budget.get("datasets") or {}).items():
+            if dataset not in datasets:
+                raise ReproduceError(f"{path}: budgets.{name}.datasets.{dataset}: not a dataset of steps.yaml "
+                                     f"({', '.join(datasets)})")
+            if not isinstance(extra, dict) or set(extra) - set(BUDGET_KINDS):
+                raise ReproduceError(f"{path}: budgets.{name}.datasets.{dataset} must map some of "
+                                     f"{', '.join(BUDGET_KINDS)} to lists, got {extra!r}")
+            for kind, value in extra.items():
+                _need(path, extra, kind, list, f"budgets.{name}.datasets.{dataset}")
     speed = _need(path, raw, "cpu_speed", dict)
     for key in ("score_rows_per_s", "train_s_per_row", "default_encoder_min"):
         _need(path, speed, key, (int, float), "cpu_speed")
@@ -148,7 +162,7 @@ def _load_tables(steps, paper):
 
 
 DATASETS, STEPS, ENCODER_STEP, STAGE1_STEP, FULL_TEST_STEPS, LLM_TEST_SPLITS = _load_steps()
-BUDGETS, CPU_SPEED = _load_budgets()
+BUDGETS, CPU_SPEED = _load_budgets(DATASETS)
 _PAPER_ALL = _load_paper(DATASETS)
 PAPER = _PAPER_ALL["tables"]  # {paper column: {key: (AUC, UAUC)}}: BinLLM Tables 2-3
 PAPER_WARM_COLD = _PAPER_ALL["warm_cold"]

@@ -82,8 +82,11 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
             wiring.append(LLM_TEST_SPLITS)
         full = stage == "collab" or name in FULL_TEST_STEPS
         kind = [] if stage == "collab" else b["full_test" if full else "sub_test"]
+        mine_ds = (b.get("datasets") or {}).get(dataset, {})
+        budget_opts = b[stage] + mine_ds.get(stage, [])
+        kind = kind + ([] if stage == "collab" else mine_ds.get("full_test" if full else "sub_test", []))
         mine = [] if stage == "collab" else list(options)
-        steps[name] = Step(name, stage, str(config), extra + common + wiring + b[stage] + upstream + kind + mine,
+        steps[name] = Step(name, stage, str(config), extra + common + wiring + budget_opts + upstream + kind + mine,
                            depends, full, tuple(o.split("=", 1)[0] for o in mine))
     if only:
         unknown = [s for s in only if s not in steps]

@@ -31,6 +31,7 @@ from minigpt4.recipes.derived import derive_llm, pick_device, saved_config, seed
 from minigpt4.train import distributed as dist
 from minigpt4.train import resume
 from minigpt4.train.checkpoint import load_start, run_meta, save_checkpoint
+from minigpt4.train.eta import RunClock, rows_to_score
 from minigpt4.train.optim import param_groups, wrap_for_training
 from minigpt4.train.run_dir import RunDir
 from minigpt4.train.scoring import Scorer, log, on_device
@@ -119,19 +120,21 @@ def train(cfg, d, model, scorer, run_dir, meta):
         f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
         f"{run.max_epoch} epochs x {run.iters_per_epoch} steps")
     valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
+    clock = RunClock(run.max_epoch, run.iters_per_epoch, run.batch_size_train * d.accum * world,
+                     len(scorer.splits[valid]) if valid else 0, rows_to_score(scorer.splits, run.test_splits))
     ckpt = run_dir.path / "checkpoint_best"
     state = {"epoch": 0, "iter": 0, "step": 0, "losses": [], "best": -math.inf, "best_epoch": -1, "bad": 0,
              "stopped": False}
     best_state = None  # the best epoch's trained tensors, restored in memory before the final test
     if d.resume_step is not None:
         state, best_state = resume.restore(run.resume_ckpt_path, model, optimizer, batches)
-    epoch = state["epoch"]
+    epoch, first_step = state["epoch"], state["step"]  # first_step: where this process started (0, or a resume)
     while epoch < run.max_epoch and not state["stopped"]:
         model.train()
         start, first_iter = time.time(), state["iter"]
         for _ in tqdm(range(first_iter, run.iters_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=10,
                       disable=not dist.is_main()):
-            step = state["step"]
+            step, step_start = state["step"], time.time()
             lr = lr_at(step, run)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -152,9 +155,12 @@ def train(cfg, d, model, scorer, run_dir, meta):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"], state["iter"] = step + 1, state["iter"] + 1
+            clock.stepped(time.time() - step_start)
+            if step == first_step:  # the estimate a new run prints first
+                log(f"first step: {clock.step_seconds:.1f} s; {clock.describe(state['step'], epoch)}")
             if state["step"] % run.log_freq == 0:
                 log(f"epoch {epoch} step {state['step']} loss {np.mean(state['losses'][-run.log_freq:]):.4f} "
-                    f"lr {lr:.3g}")
+                    f"lr {lr:.3g} | {clock.describe(state['step'], epoch)}")
             mid_epoch = state["iter"] < run.iters_per_epoch  # an epoch's end writes its own below
             if run.save_every_steps and state["step"] % run.save_every_steps == 0 and mid_epoch:
                 resume.save_point(run_dir.path, state, model, best_state, optimizer, batches)
@@ -163,7 +169,9 @@ def train(cfg, d, model, scorer, run_dir, meta):
         if valid is None:
             metrics, improved = {}, True
         else:
+            valid_start = time.time()
             metrics = dist.broadcast_object(scorer.evaluate(valid)[0])  # one decision, taken on rank 0
+            clock.scored(len(scorer.splits[valid]), time.time() - valid_start)
             improved = metrics["auc"] > state["best"]
         if improved:
             state.update(best=metrics.get("auc", state["best"]), best_epoch=epoch, bad=0)
@@ -186,6 +194,8 @@ def train(cfg, d, model, scorer, run_dir, meta):
             log(f"early stop: valid auc has not improved for {state['bad']} evaluations (run.patience)")
         else:
             epoch += 1
+            if epoch < run.max_epoch:
+                log(clock.describe(state["step"], epoch))
         state.update(epoch=epoch, iter=0, losses=[])
         resume.save_point(run_dir.path, state, model, best_state, optimizer, batches, best_state if improved else None)
     print(f"rank {dist.rank()}: training finished at epoch {min(epoch, run.max_epoch - 1)} step {state['step']}",

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from minigpt4.metrics import evaluate_scores
 from minigpt4.precision import COMPILE_PAD_MULTIPLE
 from minigpt4.train import distributed as dist
+from minigpt4.train.eta import duration, rows_to_score
 
 
 def log(*args, sep=" ", end="\n", file=None):
@@ -33,6 +34,7 @@ class Scorer:
         self.compiled = None  # the compiled scoring forward, built on first use when run.compile asks for it
         self.compiled_info = {"compiled": False}
         self.sharded = False  # True once FSDP has sharded the model: every rank must then run every forward
+        self.rows_per_s = None  # the last measured scoring speed (for the time the final test will take)
 
     @torch.inference_mode()
     def score(self, split, memo=None):
@@ -76,7 +78,9 @@ class Scorer:
             scores[i] = memo[keys[i]]
         memo.update((keys[i], scores[i]) for i in need)
         # no speed when every prompt came from the memo: nothing was scored here
-        return scores, (len(need) / max(time.time() - start, 1e-9) if len(need) else None)
+        speed = len(need) / max(time.time() - start, 1e-9) if len(need) else None
+        self.rows_per_s = speed or self.rows_per_s
+        return scores, speed
 
     def _scoring_forward(self, rows):
         """The model, or its compiled forward when run.compile asks for it for `rows` rows to score. Compiled once
@@ -105,6 +109,9 @@ class Scorer:
     def test(self, splits, run_dir):
         """Score each split with the model as it is, write predictions_<split>.csv; {split: metrics}."""
         results, memo = {}, {}
+        rows = rows_to_score(self.splits, splits)
+        speed = f" (~{duration(rows / self.rows_per_s)} at {self.rows_per_s:.1f} rows/s)" if self.rows_per_s else ""
+        log(f"scoring {rows:,} test rows{speed}: {', '.join(splits)}, each prompt once")
         for split in splits:
             metrics, scores = self.evaluate(split, memo)
             data = self.splits[split]
