@@ -45,14 +45,14 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def parse_args(description, argv=None):
+def parse_args(description, argv=None, stage=None):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cfg-path", help="YAML config (see train_configs/)")
     parser.add_argument("--options", nargs="+", default=[],
                         help="overrides as key=value, e.g. run.init_lr=1e-3 model.ckpt=runs/x/checkpoint_best")
     parser.add_argument("--help-config", nargs="?", const=True, metavar="KEY",
-                        help="print every config key with its default and the first sentence of its meaning, or "
-                             "one KEY (e.g. run.init_lr) in full")
+                        help="print the config keys this script reads, with their default and the first sentence "
+                             "of their meaning, or one KEY (e.g. run.init_lr) in full")
     parser.add_argument("--help-config-md", action="store_true", help="the same as Markdown (docs/CONFIG.md)")
     parser.add_argument("--verbose", action="store_true",
                         help="also show third-party progress bars (loading and converting the backbone's weights)")
@@ -61,7 +61,7 @@ def parse_args(description, argv=None):
         print(reference_markdown(), end="")
         sys.exit(0)
     if args.help_config:
-        print(reference_text(None if args.help_config is True else args.help_config), end="")
+        print(reference_text(None if args.help_config is True else args.help_config, stage=stage), end="")
         sys.exit(0)
     if not args.cfg_path:
         parser.error("--cfg-path is required")
@@ -117,7 +117,7 @@ def preflight(cfg, stage):
 
 
 def main(stage, description, argv=None):
-    args = parse_args(description, argv)
+    args = parse_args(description, argv, stage)
     dist = None
     try:
         cfg = load_config(args.cfg_path, args.options)

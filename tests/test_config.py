@@ -235,10 +235,26 @@ def test_help_config_is_one_short_line_per_key(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     lines = _help(capsys, "--help-config").splitlines()
     assert all(len(line) <= 100 for line in lines)
-    keys = [line.split()[0] for line in lines[:-1]]
+    keys = [line.split()[0] for line in lines[1:-1]]
     assert len(keys) == len(set(keys)) == reference_markdown().count("\n| `")
     init_lr = next(line for line in lines if line.startswith("run.init_lr "))
     assert init_lr.split()[1] == "0.0001" and "Peak learning rate" in init_lr
+
+
+def test_help_config_of_a_script_lists_the_keys_it_reads(capsys):
+    def listed(stage):
+        with pytest.raises(SystemExit):
+            parse_args("x", ["--help-config"], stage)
+        return {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]}
+
+    collab, llm, ev = listed("collab"), listed("llm"), listed("eval")
+    assert {"run.init_lr", "model.rec_model", "model.rec_config.beta_step", "run.seed"} <= collab
+    assert not {"model.llama_model", "model.lora_config.r", "run.iters_per_epoch", "run.batch_size_eval"} & collab
+    assert {"model.llama_model", "model.lora_config.r", "run.iters_per_epoch", "run.init_lr"} <= llm
+    assert {"model.llama_model", "run.batch_size_eval", "run.test_splits"} <= ev
+    assert not {"run.init_lr", "run.iters_per_epoch", "run.patience"} & ev
+    assert "run.use_dist_eval_sampler" not in collab | llm | ev  # upstream keys no script reads
+    assert "read by: no script" in _help(capsys, "--help-config", "run.use_dist_eval_sampler")
 
 
 @pytest.mark.parametrize("asked", ["run.init_lr", "init_lr", "run.lr"])

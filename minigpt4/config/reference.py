@@ -8,6 +8,42 @@ from minigpt4.config.load import ALIASES, INCLUDE_KEY, _distance
 from minigpt4.config.schema import DatasetConfig, ModelConfig, RunConfig, default, is_section, keys, kind
 
 
+STAGES = ("collab", "llm", "eval")
+SCRIPTS = {"collab": "pretrain_collab.py", "llm": "train_binllm.py / train_collm_mf_din.py", "eval": "eval.py"}
+_LLM_MODEL = ["arch", "llama_model", "prompt_path", "prompt_template", "max_txt_len", "proj_token_num",
+              "proj_mid_times", "freeze_rec", "freeze_proj", "freeze_lora", "user_num", "item_num", "ans_type",
+              "score_type", "slot_layout", "slot_init", "add_bos", "ckpt", "low_resource", "load_in_8bit",
+              "load_in_4bit", "lora_config"]
+_LLM_TRAINING = ["runner", "lr_sched", "min_lr", "warmup_lr", "warmup_steps", "beta2", "iters_per_epoch",
+                 "accum_grad_iters", "length_buckets", "global_batch_size", "resume_ckpt_path", "save_every_steps",
+                 "evaluate", "train_splits", "valid_splits", "max_train_rows", "log_freq", "fsdp",
+                 "grad_checkpointing"]
+# Which stages read a key (or the keys under it), for each script's --help-config list; a key not named here is
+# read by all three. () = read by none: upstream keys accepted so that upstream YAMLs load (docs/CONFIG.md).
+READ_BY = {
+    **{f"model.{k}": ("llm", "eval") for k in _LLM_MODEL},
+    **{f"run.{k}": ("llm", "eval") for k in ("mode", "batch_size_eval", "dtype", "amp", "compile", "tf32",
+                                              "test_splits", "max_eval_rows")},
+    **{f"run.{k}": ("llm",) for k in _LLM_TRAINING},
+    **{f"run.{k}": ("collab", "llm") for k in ("init_lr", "weight_decay", "max_epoch", "batch_size_train",
+                                                "patience")},
+    **dict.fromkeys(["model.model_type", "model.end_sym", "model.proj_drop", "model.rec_config.use_hash",
+                     "model.rec_config.A_n_fold", "model.rec_config.A_split", "model.rec_config.pretrain",
+                     "model.rec_config.l2_emb", "datasets.<name>.data_type", "run.num_workers", "run.world_size",
+                     "run.dist_url", "run.distributed", "run.use_dist_eval_sampler"], ()),
+}
+
+
+def read_by(key):
+    """The stages that read a dotted key: its own entry in READ_BY, else its section's, else all."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        found = READ_BY.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    return STAGES
+
+
 def _entries(section=None, prefix=None):
     """(dotted key, default, meaning with its choices) of every leaf key, in schema order."""
     if section is None:
@@ -28,8 +64,9 @@ def _first_sentence(text):
     return text if end == -1 else text[:end + 1]
 
 
-def reference_text(key=None, width=None):
-    """--help-config: one line per key (key, default, first sentence, cut to the terminal), or one key in full."""
+def reference_text(key=None, width=None, stage=None):
+    """--help-config: one line per key (key, default, first sentence, cut to the terminal), or one key in full.
+    `stage` (collab, llm, eval): only the keys that stage's script reads."""
     entries = list(_entries())
     if key:
         key = ALIASES.get(key, key)  # run.lr -> run.init_lr
@@ -37,15 +74,23 @@ def reference_text(key=None, width=None):
         if not hits:
             near = min(entries, key=lambda e: min(_distance(key, e[0]), _distance(key, e[0].rsplit(".", 1)[1])))[0]
             return f"no config key {key!r} (did you mean {near!r}?); --help-config lists them all\n"
-        return "".join(f"{k}\n  default: {d!r}\n  {doc}\n" for k, d, doc in hits)
+        return "".join(f"{k}\n  default: {d!r}\n  read by: {_readers(k)}\n  {doc}\n" for k, d, doc in hits)
     width = width or shutil.get_terminal_size((120, 24)).columns
-    name_w = max(len(k) for k, _, _ in entries)
-    lines = []
-    for k, d, doc in entries:
+    shown = [e for e in entries if stage is None or stage in read_by(e[0])]
+    name_w = max(len(k) for k, _, _ in shown)
+    lines = [f"config keys {SCRIPTS[stage]} reads:" if stage else "config keys:"]
+    for k, d, doc in shown:
         line = f"{k:<{name_w}}  {d!r:<12}  {_first_sentence(doc)}"
         lines.append(line if len(line) <= width else line[:width - 1] + "…")
-    lines.append("--help-config KEY: one key in full (e.g. run.init_lr); all in full: docs/CONFIG.md"[:width])
+    rest = f" ({len(entries) - len(shown)} not read here)" if stage else ""
+    lines.append(f"--help-config KEY: one key in full (e.g. run.init_lr); all {len(entries)} keys: docs/CONFIG.md"
+                 f"{rest}"[:width])
     return "\n".join(lines) + "\n"
+
+
+def _readers(key):
+    stages = read_by(key)
+    return ", ".join(SCRIPTS[s] for s in stages) if stages else "no script (an upstream key, accepted and unused)"
 
 
 def reference_markdown():
@@ -58,7 +103,11 @@ def reference_markdown():
              "`--options run.init_lr=1e-3 model.ckpt=...`. A file may start with",
              f"`{INCLUDE_KEY}: [base/llm.yaml, datasets/ml1m.yaml]`: those files (relative to it, themselves possibly",
              "layered) are merged first, in order, then the file's own keys (docs/RECIPES.md).", "",
-             "| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | `{d!r}` | {doc} |" for k, d, doc in _entries()]
+             "Read by: the stages whose scripts read the key (0 = `pretrain_collab.py`, LLM = `train_binllm.py` /",
+             "`train_collm_mf_din.py`, eval = `eval.py`); `-`: an upstream key that is accepted and read by none.", "",
+             "| key | default | read by | meaning |", "|---|---|---|---|"]
+    short = {"collab": "0", "llm": "LLM", "eval": "eval"}
+    lines += [f"| `{k}` | `{d!r}` | {', '.join(short[s] for s in read_by(k)) or '-'} | {doc} |"
+              for k, d, doc in _entries()]
     return "\n".join(lines) + "\n"
 
