@@ -84,3 +84,24 @@ run:
     assert any(re.match(r"scoring \d+ test rows .*: test, test_warm, test_cold, each prompt once", p)
                for p in pieces), out
     assert pieces[-1].startswith("finished: 6 steps, adapter of epoch "), out
+
+
+@pytest.mark.slow  # a subprocess that trains: `make test-fast` leaves it out
+def test_stage0_output_gives_epoch_time_and_ends_with_a_summary(synthetic_dir, tmp_path):
+    cfg = write_yaml(tmp_path / "binmf.yaml", f"""\
+model:
+  rec_model: hash
+  rec_config: {{embedding_size: 16}}
+datasets:
+  synthetic:
+    path: {synthetic_dir}
+run: {{init_lr: 1e-2, batch_size_train: 256, max_epoch: 3, patience: 5, output_dir: {tmp_path / "runs"}, job_id: b}}
+""")
+    done = subprocess.run([sys.executable, str(ROOT / "pretrain_collab.py"), "--cfg-path", str(cfg)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not re.search(r"warn", done.stdout, re.IGNORECASE), done.stdout
+    assert any(re.match(r"an epoch takes [\d.]+ s; the run stops 5 epochs after its best", x) for x in lines)
+    assert re.match(r"finished: best epoch \d of 3, valid_full AUC [\d.]+; test AUC [\d.]+ UAUC [\d.]+ \(\d+ rows\)",
+                    lines[-1]), lines[-1]

@@ -7,7 +7,6 @@ import shutil
 from minigpt4.config.load import ALIASES, INCLUDE_KEY, _distance
 from minigpt4.config.schema import DatasetConfig, ModelConfig, RunConfig, default, is_section, keys, kind
 
-
 STAGES = ("collab", "llm", "eval")
 SCRIPTS = {"collab": "pretrain_collab.py", "llm": "train_binllm.py / train_collm_mf_din.py", "eval": "eval.py"}
 _LLM_MODEL = ["arch", "llama_model", "prompt_path", "prompt_template", "max_txt_len", "proj_token_num",

@@ -24,6 +24,7 @@ from minigpt4.metrics import evaluate_scores
 from minigpt4.recipes.derived import derive_collab, saved_config, seed_everything
 from minigpt4.train import distributed as dist
 from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, score_rows, take
+from minigpt4.train.eta import duration
 from minigpt4.train.run_dir import RunDir
 
 SPLITS = ("train", "valid_full", "test", "test_warm", "test_cold")
@@ -54,6 +55,7 @@ def main(cfg):
     generator = torch.Generator().manual_seed(run.seed)
     best, best_epoch, bad = -math.inf, -1, 0
     ckpt = run_dir.path / "rec_model.pth"
+    run_start = time.time()
     for epoch in range(run.max_epoch):
         model.train()
         start, total = time.time(), 0.0
@@ -77,9 +79,13 @@ def main(cfg):
             bad += 1
         record["best_epoch"] = best_epoch
         run_dir.log(record, step=epoch)
+        if epoch == 0:  # how long the run can take: early stopping decides, so give the rate and the rule
+            print(f"an epoch takes {record['seconds']:.1f} s; the run stops {run.patience} epochs after its best "
+                  f"valid auc (run.patience), at most {run.max_epoch} epochs")
         if epoch % 10 == 0 or bad == 0:
             print(f"epoch {epoch}: loss {record['train_loss']:.4f} valid auc {valid['auc']:.4f} "
-                  f"uauc {valid['uauc']:.4f} beta {record['beta']}{' | best' if bad == 0 else ''}")
+                  f"uauc {valid['uauc']:.4f} beta {record['beta']}{' | best' if bad == 0 else ''} | "
+                  f"{duration(time.time() - run_start)} so far")
         if hasattr(model, "update_beta"):
             model.update_beta(epoch, cfg.model.rec_config.beta_step)
         if bad >= run.patience:
@@ -103,6 +109,8 @@ def main(cfg):
     run_dir.write_json("metrics.json", results)
     for split, m in scored.items():
         print(f"{split}: auc {m['auc']:.4f} uauc {m['uauc']:.4f} ({m['rows']} rows)")
-    print(f"encoder state dict: {run_dir.path / 'rec_model.pth'}")
+    test = scored["test"]
+    print(f"finished: best epoch {best_epoch} of {epoch + 1}, valid_full AUC {best:.4f}; test AUC {test['auc']:.4f} "
+          f"UAUC {test['uauc']:.4f} ({test['rows']} rows). Encoder: {ckpt}; files: {run_dir.path}/")
     run_dir.close()
     return results
