@@ -81,10 +81,10 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
                 wiring.append(f"model.llama_model={llama}")
             wiring.append(LLM_TEST_SPLITS)
         full = stage == "collab" or name in FULL_TEST_STEPS
-        kind = [] if stage == "collab" else b["full_test" if full else "sub_test"]
-        mine_ds = (b.get("datasets") or {}).get(dataset, {})
-        budget_opts = b[stage] + mine_ds.get(stage, [])
-        kind = kind + ([] if stage == "collab" else mine_ds.get("full_test" if full else "sub_test", []))
+        for_dataset = (b.get("datasets") or {}).get(dataset, {})  # appended after the budget's own lists
+        budget_opts = b[stage] + for_dataset.get(stage, [])
+        test_kind = "full_test" if full else "sub_test"
+        kind = [] if stage == "collab" else b[test_kind] + for_dataset.get(test_kind, [])
         mine = [] if stage == "collab" else list(options)
         steps[name] = Step(name, stage, str(config), extra + common + wiring + budget_opts + upstream + kind + mine,
                            depends, full, tuple(o.split("=", 1)[0] for o in mine))

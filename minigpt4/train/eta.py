@@ -63,13 +63,17 @@ class RunClock:
             return SCORE_VS_TRAIN_SPEED * self.rows_per_step / self.step_seconds
         return None
 
+    def _left(self, step, epoch):
+        """(optimizer steps, rows to score) left after `step` steps, when `epoch` is the first epoch whose
+        validation has not run."""
+        return (max(self.epochs * self.steps_per_epoch - step, 0),
+                self.valid_rows * max(self.epochs - epoch, 0) + self.test_rows)
+
     def seconds_left(self, step, epoch):
-        """Seconds left after `step` optimizer steps, when `epoch` is the first epoch whose validation has not
-        run; None before any step was timed."""
+        """Seconds left at that point (see _left); None before any step was timed."""
         if not self._steps:
             return None
-        steps_left = max(self.epochs * self.steps_per_epoch - step, 0)
-        rows_left = self.valid_rows * max(self.epochs - epoch, 0) + self.test_rows
+        steps_left, rows_left = self._left(step, epoch)
         return steps_left * self.step_seconds + rows_left / self.score_rows_per_s
 
     def describe(self, step, epoch):
@@ -77,8 +81,7 @@ class RunClock:
         left = self.seconds_left(step, epoch)
         if left is None:
             return ""
-        steps_left = max(self.epochs * self.steps_per_epoch - step, 0)
-        rows_left = self.valid_rows * max(self.epochs - epoch, 0) + self.test_rows
+        steps_left, rows_left = self._left(step, epoch)
         speed = f"{self.score_rows_per_s:.1f} rows/s" + ("" if self._scored else ", guessed from training")
         bound = " at most" if self.valid_rows else ""  # early stopping can only end it sooner
         return (f"run: ~{duration(left)} left{bound} ({steps_left} step{'' if steps_left == 1 else 's'} x "
