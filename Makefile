@@ -1,9 +1,10 @@
 # `make demo`: the whole BinLLM pipeline on MovieLens-100K (real data, fetched at install) with SmolLM2-135M on CPU (14 min on 2 cores).
 # `make reproduce`: every run of the paper's tables on ML-1M (cpu budget) and results/ml-1m/cpu/report.md.
 # `make test`: the whole test suite (CI runs it); `make test-fast`: without the tests marked slow (under 2 min).
-# `make ml-100k`: MovieLens-100K prepared into data/ml-100k/ (from RecBole's wheel, fetched at install). `make bench`: throughput of our path vs a reference-style path, and of fp32 vs bf16
-# vs bf16 + compiled scoring, with per-op profiles (51 min on 2 AVX2 cores, most of it in emulated bf16).
-# All create .venv and install everything on first use.
+# `make ml-100k`: MovieLens-100K prepared into data/ml-100k/ (from RecBole's wheel, fetched at install).
+# `make bench`: throughput of our path vs a reference-style path, and of fp32 vs bf16 vs bf16 + compiled scoring,
+# with per-op profiles (51 min on 2 AVX2 cores, most of it in emulated bf16).
+# All create .venv and install everything on first use (`make install`: only that).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := runs/demo
@@ -17,7 +18,14 @@ TORCH_VERSION := 2.13.0
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_SPEC ?= torch==$(TORCH_VERSION)$(if $(HAVE_GPU),, --retries 0 --extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: demo test test-fast bench reproduce clean-demo ml-100k
+.PHONY: help install demo test test-fast bench reproduce clean-demo ml-100k
+# bare `make` lists the targets (this file's opening comments) rather than starting a 3-5 min install
+.DEFAULT_GOAL := help
+
+help:
+	@sed -n '/^# `make/,/^# All create/p' Makefile | sed 's/^# //'
+
+install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt Makefile
 	python3 -m venv $(VENV)

@@ -136,3 +136,16 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     assert SPEC.search("as upstream (spec\n§1.2)") and not SPEC.search("BINLLM_SPEC §2.6 is not this form")
     assert not unlinked_spec_citations("[spec §1.2](docs/UPSTREAM.md#x), [spec §1.3](UPSTREAM.md)")
     assert unlinked_spec_citations("see [spec §1.2](docs/OTHER.md) and spec §1.3, [UPSTREAM](docs/UPSTREAM.md)")
+
+
+def test_bare_make_lists_the_targets_without_installing():
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "-n"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "pip" not in dry and "venv" not in dry, dry
+    shown = subprocess.run(["make"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("demo", "test", "test-fast", "reproduce", "ml-100k", "bench", "install"):
+        assert f"`make {target}`" in shown, (target, shown)

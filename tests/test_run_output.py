@@ -32,6 +32,12 @@ def test_run_clock_adds_steps_and_rows_left():
     assert clock.seconds_left(10, 2) == pytest.approx(300 / 5.0)  # only the test left
 
 
+def test_run_clock_without_splits_to_score_says_nothing_about_scoring():
+    clock = RunClock(epochs=1, steps_per_epoch=4, rows_per_step=8, valid_rows=0, test_rows=0)
+    clock.stepped(3.0)
+    assert clock.describe(1, 0) == "run: ~9 s left (3 steps x 3.0 s)"
+
+
 def test_rows_to_score_counts_each_pair_once():
     class Split:
         def __init__(self, uids, iids):

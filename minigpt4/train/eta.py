@@ -82,8 +82,9 @@ class RunClock:
         if left is None:
             return ""
         steps_left, rows_left = self._left(step, epoch)
-        speed = f"{self.score_rows_per_s:.1f} rows/s" + ("" if self._scored else ", guessed from training")
         bound = " at most" if self.valid_rows else ""  # early stopping can only end it sooner
-        return (f"run: ~{duration(left)} left{bound} ({steps_left} step{'' if steps_left == 1 else 's'} x "
-                f"{self.step_seconds:.1f} s, "
-                f"{rows_left:,} rows to score at {speed})")
+        parts = [f"{steps_left} step{'' if steps_left == 1 else 's'} x {self.step_seconds:.1f} s"]
+        if rows_left:  # a run with no valid or test split scores nothing: say nothing about scoring
+            speed = f"{self.score_rows_per_s:.1f} rows/s" + ("" if self._scored else ", guessed from training")
+            parts.append(f"{rows_left:,} rows to score at {speed}")
+        return f"run: ~{duration(left)} left{bound} ({', '.join(parts)})"
