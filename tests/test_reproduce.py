@@ -247,6 +247,28 @@ def test_same_rows_puts_full_and_subsampled_rows_on_the_subsample(tmp_path):
     assert same_rows(load_test_predictions(tmp_path, metrics), metrics) == []
 
 
+def test_compare_puts_an_encoder_on_the_llm_rows_subsample():
+    from minigpt4.experiments.spread import compare
+    from minigpt4.metrics import evaluate_scores
+
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(30), 6)
+    labels = rng.integers(0, 2, size=len(users))
+    encoder = pd.DataFrame({"uid": users, "iid": np.arange(len(users)), "label": labels,
+                            "score": labels + rng.normal(scale=1.0, size=len(users))})
+    llm = encoder[encoder["uid"] < 12].assign(score=lambda d: d["label"] + rng.normal(scale=3.0, size=len(d)))
+    preds = {"binmf": encoder, "binllm": llm}
+    [(a, b, n, d_auc, d_uauc, sd_auc, sd_uauc)] = compare(preds, [("binllm", "binmf"), ("binllm", "tallrec")])
+    on = encoder[encoder["uid"] < 12]
+    expect = (evaluate_scores(llm["uid"], llm["label"], llm["score"])["auc"]
+              - evaluate_scores(on["uid"], on["label"], on["score"])["auc"])
+    assert (a, b, n) == ("binllm", "binmf", len(llm)) and d_auc == pytest.approx(expect)
+    assert sd_auc > 0 and sd_uauc > 0
+    # no rows in common, or a single user: nothing to compare
+    assert compare({"binllm": llm, "binmf": encoder[encoder["uid"] >= 12]}, [("binllm", "binmf")]) == []
+    assert compare({"binllm": llm[llm["uid"] == 0], "binmf": encoder}, [("binllm", "binmf")]) == []
+
+
 def test_sample_spread_measures_how_much_the_draw_of_the_subsample_moves_a_row(tmp_path):
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(60), rng.integers(2, 30, size=60))
@@ -367,10 +389,15 @@ def test_malformed_experiment_files_name_the_file_and_key(tmp_path, monkeypatch)
     tables = tmp_path / "tables.yaml"
     tables.write_text(tables.read_text(encoding="utf-8").replace("[SASRec, sasrec,", "[SASRec, sasrek,"),
                       encoding="utf-8")
+    paper_all = {"tables": definitions.PAPER, "warm_cold": definitions.PAPER_WARM_COLD,
+                 "compression": definitions.PAPER_COMPRESSION}
     with pytest.raises(definitions.ReproduceError, match=r"tables.main.rows\[2\]: step 'sasrek' is not in steps.yaml"):
-        definitions._load_tables(definitions.STEPS, {"tables": definitions.PAPER,
-                                                     "warm_cold": definitions.PAPER_WARM_COLD,
-                                                     "compression": definitions.PAPER_COMPRESSION})
+        definitions._load_tables(definitions.STEPS, paper_all)
+    tables.write_text(tables.read_text(encoding="utf-8").replace("[SASRec, sasrek,", "[SASRec, sasrec,").replace(
+        "[binllm, tallrec]", "[binllm, talrec]"), encoding="utf-8")
+    with pytest.raises(definitions.ReproduceError, match=r"comparisons\[0\] must be \[step, other step\] of "
+                                                          r"steps.yaml, got \['binllm', 'talrec'\]"):
+        definitions._load_tables(definitions.STEPS, paper_all)
 
 
 def test_ml100k_plan_runs_every_step_from_its_own_configs(tmp_path):
@@ -395,7 +422,7 @@ def test_ml100k_plan_runs_every_step_from_its_own_configs(tmp_path):
 def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path):
     """ML-100K has no published numbers: no paper or difference columns and no target line; each LLM row shows its
     spread over redraws of the test users instead."""
-    from minigpt4.metrics import redraw_spread
+    from minigpt4.metrics import evaluate_scores, redraw_difference, redraw_spread
 
     folder = tmp_path / "ml-100k" / "cpu"
     runs = folder / "runs"
@@ -418,7 +445,8 @@ def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path
     (folder / "environment.json").write_text("{}", encoding="utf-8")
     write_report(folder, "ml-100k", "cpu", None, ran_here=False)
     report = (folder / "report.md").read_text(encoding="utf-8")
-    assert "paper AUC" not in report and "Δ" not in report and "Target of the cpu budget" not in report
+    assert "paper AUC" not in report and "| Δ AUC | Δ UAUC | rows |" not in report
+    assert "Target of the cpu budget" not in report
     assert "The paper (BinLLM) has no numbers for ml-100k, so the rows are compared with each other" in report
     assert "smaller than about twice that spread is not a finding" in report
     assert report.count("| method | step | AUC | UAUC | sd AUC / UAUC | rows |") == 5  # every table
@@ -434,6 +462,16 @@ def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path
     # one user: no redraw can move the row, so it shows no spread rather than ±0
     one_user = pd.DataFrame({"uid": [7] * 6, "iid": range(6), "label": [0, 1] * 3, "score": np.arange(6.0)})
     assert redraw_spreads({"icl": one_user}) == {}
+    # the paper's claims as pairs on the same rows: BinLLM - TALLRec from their predictions, with the spread of the
+    # difference; BinMF has no predictions here, so no BinLLM - BinMF line
+    rows = pd.read_csv(runs / "binllm" / "predictions_test.csv").merge(
+        pd.read_csv(runs / "tallrec" / "predictions_test.csv"), on=["uid", "iid", "label"])
+    d_auc = (evaluate_scores(rows["uid"], rows["label"], rows["score_x"])["auc"]
+             - evaluate_scores(rows["uid"], rows["label"], rows["score_y"])["auc"])
+    sd = redraw_difference(rows["uid"], rows["label"], rows["score_x"], rows["score_y"])
+    assert d_auc > 2 * sd[0] > 0  # less noise, a clearly better row
+    assert f"| BinLLM | TALLRec | {len(users)} | {d_auc:+.4f} |" in report and f"±{sd[0]:.4f}" in report
+    assert "| BinLLM | BinMF |" not in report
     # a dataset with the paper's numbers keeps them next to ours, without the spread
     paper = report_markdown("ml-1m", "cpu", metrics)
     assert "| paper AUC | paper UAUC | Δ AUC | Δ UAUC |" in paper and "sd AUC / UAUC" not in paper

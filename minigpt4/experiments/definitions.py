@@ -158,7 +158,12 @@ def _load_tables(steps, paper):
                 raise ReproduceError(f"{path}: {where}: paper_results.yaml {source} has no key {key!r}")
             rows.append((str(label), step, split, key, source))
         tables[name] = Table(_need(path, t, "title", str, f"tables.{name}"), t.get("note") or "", tuple(rows))
-    return tables
+    comparisons = []
+    for i, pair in enumerate(_need(path, raw, "comparisons", list)):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(s in steps for s in pair) and pair[0] != pair[1]):
+            raise ReproduceError(f"{path}: comparisons[{i}] must be [step, other step] of steps.yaml, got {pair!r}")
+        comparisons.append(tuple(pair))
+    return tables, tuple(comparisons)
 
 
 DATASETS, STEPS, ENCODER_STEP, STAGE1_STEP, FULL_TEST_STEPS, LLM_TEST_SPLITS = _load_steps()
@@ -167,7 +172,7 @@ _PAPER_ALL = _load_paper(DATASETS)
 PAPER = _PAPER_ALL["tables"]  # {paper column: {key: (AUC, UAUC)}}: BinLLM Tables 2-3
 PAPER_WARM_COLD = _PAPER_ALL["warm_cold"]
 PAPER_COMPRESSION = _PAPER_ALL["compression"]
-TABLES = _load_tables(STEPS, _PAPER_ALL)
+TABLES, COMPARISONS = _load_tables(STEPS, _PAPER_ALL)  # COMPARISONS: ((step a, step b), ...)
 
 # The name a step has in the first table that lists it.
 STEP_LABEL = {}

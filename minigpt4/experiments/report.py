@@ -10,9 +10,18 @@ import os
 import platform
 
 from minigpt4.config import EMBEDDED_LLM
-from minigpt4.experiments.definitions import DATASETS, PAPER, STEP_LABEL, STEPS, TABLES, has_paper, paper_value
+from minigpt4.experiments.definitions import (
+    COMPARISONS,
+    DATASETS,
+    PAPER,
+    STEP_LABEL,
+    STEPS,
+    TABLES,
+    has_paper,
+    paper_value,
+)
 from minigpt4.experiments.figures import write_figures
-from minigpt4.experiments.spread import load_test_predictions, same_rows, sample_spread
+from minigpt4.experiments.spread import compare, load_test_predictions, same_rows, sample_spread
 from minigpt4.fileio import atomic_text
 from minigpt4.metrics import redraw_spread
 from minigpt4.train.run_dir import environment
@@ -73,9 +82,11 @@ def _sd(pair):
     return f"±{pair[0]:.4f} / ±{pair[1]:.4f}" if pair else "–"
 
 
-def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None, redraw=None):
+def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None, redraw=None,
+                    compared=()):
     """`redraw`: redraw_spreads(), shown in the tables of a dataset the paper has no numbers for (has_paper); the
-    tables of the others put the paper's numbers next to ours instead."""
+    tables of the others put the paper's numbers next to ours instead. `compared`: spread.compare() of the
+    report's pairs of steps (tables.yaml comparisons)."""
     paper_known, redraw = has_paper(dataset), redraw or {}
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
              f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", ""]
@@ -148,6 +159,17 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                 shift = (f"{here[0] - full['auc']:+.4f} | {here[1] - full['uauc']:+.4f}" if here else "– | –")
                 lines.append(f"| {STEP_LABEL.get(step, step)} | {step} | ±{sd_auc:.4f} | ±{sd_uauc:.4f} | {shift} |")
             lines.append("")
+    if compared:
+        lines += ["## Differences on the same rows", "",
+                  "Each pair of the paper's claims whose two steps have finished, on the test rows both scored (an "
+                  "encoder's predictions restricted to an LLM row's subsample): first minus second, and the "
+                  "standard deviation of that difference over 200 redraws of those rows' users "
+                  "(`minigpt4.metrics.redraw_difference`). A difference within about twice its sd is not a "
+                  "finding.", "",
+                  "| first | second | rows | Δ AUC | Δ UAUC | sd Δ AUC / UAUC |", "|---|---|---|---|---|---|"]
+        lines += [f"| {STEP_LABEL.get(a, a)} | {STEP_LABEL.get(b, b)} | {n} | {d_auc:+.4f} | {d_uauc:+.4f} | "
+                  f"±{sd_auc:.4f} / ±{sd_uauc:.4f} |" for a, b, n, d_auc, d_uauc, sd_auc, sd_uauc in compared]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -228,7 +250,8 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
     `stale`: finished steps whose numbers no longer describe the plan (stale_steps); reported as to run again."""
     metrics = collect(folder / "runs", list(STEPS), stale)
-    preds = load_test_predictions(folder / "runs", metrics)
+    every = load_test_predictions(folder / "runs", metrics, encoders=True)
+    preds = {step: frame for step, frame in every.items() if STEPS[step].stage != "collab"}  # the LLM rows'
     same = same_rows(preds, metrics)
     spread = sample_spread(preds, same[0][3]) if same else []
     # only a report without the paper's numbers shows it (seconds per 1,000 test rows of each LLM row)
@@ -237,8 +260,9 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     if ran_here or not env.is_file():
         atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     info = json.loads(env.read_text(encoding="utf-8"))
+    compared = compare(every, COMPARISONS)
     atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info,
-                                                      redraw))
+                                                      redraw, compared))
     atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "

@@ -1,19 +1,42 @@
-"""Putting the LLM rows of a report on common ground: the rows scored on the whole test split and those scored
-on a subsample, compared on the same rows (`same_rows`), and how much the draw of the subsample alone moves a row
-(`sample_spread`)."""
+"""Putting the rows of a report on common ground: the rows scored on the whole test split and those scored on a
+subsample, compared on the same rows (`same_rows`), how much the draw of the subsample alone moves a row
+(`sample_spread`), and the differences of the report's pairs of steps on the rows both scored (`compare`)."""
 
 import numpy as np
 import pandas as pd
 
 from minigpt4.data.splits import subsample
 from minigpt4.experiments.definitions import FULL_TEST_STEPS, STEPS
-from minigpt4.metrics import evaluate_scores
+from minigpt4.metrics import evaluate_scores, redraw_difference
 
 
-def load_test_predictions(runs, metrics):
-    """{step: its predictions_test.csv} of every finished LLM row, in STEPS order: read once per report."""
+def load_test_predictions(runs, metrics, encoders=False):
+    """{step: its predictions_test.csv} of every finished LLM row (and stage-0 row with `encoders`), in STEPS
+    order: read once per report."""
     return {s: pd.read_csv(runs / s / "predictions_test.csv") for s in STEPS
-            if s in metrics and STEPS[s].stage != "collab" and (runs / s / "predictions_test.csv").is_file()}
+            if s in metrics and (encoders or STEPS[s].stage != "collab")
+            and (runs / s / "predictions_test.csv").is_file()}
+
+
+def compare(preds, pairs, draws=200):
+    """[(a, b, rows, AUC a − b, UAUC a − b, sd AUC, sd UAUC)] for each pair of steps (a, b) that both have
+    predictions, on the (user, item) rows both scored: an encoder scored on the whole test split is compared with
+    an LLM row on the LLM row's subsample. The sd is that of the difference over `draws` redraws of those rows'
+    users (minigpt4.metrics.redraw_difference), smaller than either row's own spread because both see the same
+    users. `preds`: load_test_predictions(..., encoders=True)."""
+    out = []
+    for a, b in pairs:
+        if a not in preds or b not in preds:
+            continue
+        rows = preds[a].merge(preds[b], on=["uid", "iid"], suffixes=("_a", "_b"), validate="one_to_one")
+        if rows.empty or rows["uid"].nunique() < 2:
+            continue  # nothing in common, or one user: no redraw can move it
+        users, labels = rows["uid"].to_numpy(), rows["label_a"].to_numpy()
+        ma = evaluate_scores(users, labels, rows["score_a"].to_numpy())
+        mb = evaluate_scores(users, labels, rows["score_b"].to_numpy())
+        sd = redraw_difference(users, labels, rows["score_a"].to_numpy(), rows["score_b"].to_numpy(), draws)
+        out.append((a, b, len(rows), ma["auc"] - mb["auc"], ma["uauc"] - mb["uauc"], *sd))
+    return out
 
 
 def same_rows(preds, metrics):
