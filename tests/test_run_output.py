@@ -32,6 +32,15 @@ def test_run_clock_adds_steps_and_rows_left():
     assert clock.seconds_left(10, 2) == pytest.approx(300 / 5.0)  # only the test left
 
 
+def test_run_clock_leaves_the_warm_up_step_out_once_others_are_timed():
+    clock = RunClock(epochs=1, steps_per_epoch=10, rows_per_step=8, valid_rows=0, test_rows=0)
+    clock.stepped(30.0)  # the first step: allocations, lazy initialisation
+    assert clock.step_seconds == 30.0
+    clock.stepped(2.0)
+    clock.stepped(4.0)
+    assert clock.step_seconds == pytest.approx(3.0) and clock.seconds_left(3, 0) == pytest.approx(7 * 3.0)
+
+
 def test_run_clock_without_splits_to_score_says_nothing_about_scoring():
     clock = RunClock(epochs=1, steps_per_epoch=4, rows_per_step=8, valid_rows=0, test_rows=0)
     clock.stepped(3.0)

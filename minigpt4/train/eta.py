@@ -36,13 +36,16 @@ class RunClock:
     def __init__(self, epochs, steps_per_epoch, rows_per_step, valid_rows, test_rows):
         self.epochs, self.steps_per_epoch, self.rows_per_step = epochs, steps_per_epoch, rows_per_step
         self.valid_rows, self.test_rows = valid_rows, test_rows
-        self._step_s, self._steps = 0.0, 0
+        self._first_s, self._step_s, self._steps = None, 0.0, 0
         self._score_s, self._scored = 0.0, 0
 
     def stepped(self, seconds):
         """One optimizer step took `seconds`."""
-        self._step_s += seconds
         self._steps += 1
+        if self._first_s is None:  # warm-up (allocations, lazy initialisation): kept out once others are timed
+            self._first_s = seconds
+        else:
+            self._step_s += seconds
 
     def scored(self, rows, seconds):
         """`rows` rows were scored in `seconds`."""
@@ -52,7 +55,10 @@ class RunClock:
 
     @property
     def step_seconds(self):
-        return self._step_s / self._steps if self._steps else None
+        """The mean step time: the first step's until a second is timed, then the mean of the others."""
+        if self._steps > 1:
+            return self._step_s / (self._steps - 1)
+        return self._first_s
 
     @property
     def score_rows_per_s(self):
