@@ -83,7 +83,17 @@ def _needed_splits(cfg, stage):
     return dict.fromkeys(["train", "valid_full", "test", *(s for s in names if s in data_splits.FILES)])
 
 
-def preflight(cfg, stage):
+def stage1_command(cfg_path):
+    """`python train_collm_mf_din.py --cfg-path train_configs/<prefix>_tallrec.yaml` for a config named
+    `<prefix>_<method>.yaml` whose folder holds that stage-1 config; None otherwise."""
+    path = Path(cfg_path)
+    first = path.with_name(path.stem.split("_")[0] + "_tallrec.yaml")
+    if not first.is_file() or first.resolve() == path.resolve():
+        return None
+    return f"python train_collm_mf_din.py --cfg-path {first}"
+
+
+def preflight(cfg, stage, cfg_path=None):
     """Checks that need neither torch nor the data's contents, run before the recipes are imported: the dataset's
     directory and split files, the run directory, and for the LLM stages the prompt file, BinLLM's encoder and
     model.ckpt. The recipes check all of this again, and more, where they use it; this only moves the common
@@ -113,7 +123,7 @@ def preflight(cfg, stage):
         require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
                      "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
     if m.ckpt:
-        find_checkpoint(m.ckpt)
+        find_checkpoint(m.ckpt, writer=cfg_path and stage1_command(cfg_path))
 
 
 def main(stage, description, argv=None):
@@ -122,7 +132,7 @@ def main(stage, description, argv=None):
     try:
         cfg = load_config(args.cfg_path, args.options)
         OmegaConf.set_readonly(cfg, True)  # what a run derives lives in recipes.derived.Derived, not in cfg
-        preflight(cfg, stage)
+        preflight(cfg, stage, args.cfg_path)
         from minigpt4.recipes import finetune_llm, pretrain_encoder
         from minigpt4.train import distributed as dist
 

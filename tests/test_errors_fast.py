@@ -106,6 +106,28 @@ def test_missing_paths_exit_2_before_torch_is_imported(tmp_path, script, option,
     assert not torch_loaded
 
 
+def test_a_missing_stage1_adapter_names_the_stage1_config_of_the_same_dataset(tmp_path):
+    from minigpt4.cli import stage1_command
+
+    assert stage1_command("train_configs/ml100k_binllm.yaml") == (
+        "python train_collm_mf_din.py --cfg-path train_configs/ml100k_tallrec.yaml")
+    assert stage1_command("train_configs/amazon_collm_mf.yaml").endswith("train_configs/amazon_tallrec.yaml")
+    assert stage1_command("train_configs/ml1m_tallrec.yaml") is None  # stage 1 itself
+    assert stage1_command(tmp_path / "mine_binllm.yaml") is None  # no such stage-1 config beside it
+    encoder, data = tmp_path / "rec_model.pth", tmp_path / "data"  # what the checks before model.ckpt look at
+    encoder.write_bytes(b"")
+    data.mkdir()
+    for name in ("train_ood2.pkl", "valid_ood2.pkl", "valid_small_ood2.pkl", "test_ood2.pkl",
+                 "test_warm_cold_ood2.pkl"):
+        (data / name).write_bytes(b"")
+    code, err, torch_loaded = run_script("train_binllm.py", "--cfg-path", "train_configs/ml100k_binllm.yaml",
+                                         "--options", f"model.rec_config.pretrained_path={encoder}",
+                                         f"datasets.movie_ood.path={data}",
+                                         f"model.ckpt={tmp_path / 'no_run'}", f"run.output_dir={tmp_path / 'runs'}")
+    assert code == "2" and "`python train_collm_mf_din.py --cfg-path train_configs/ml100k_tallrec.yaml`" in err, err
+    assert not torch_loaded
+
+
 def test_a_missing_split_file_exits_2_before_torch_is_imported(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -49,8 +49,9 @@ def save_checkpoint(recommender, path, meta, state=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def find_checkpoint(value, where="model.ckpt"):
-    """Accepts a checkpoint directory or a run directory that holds `checkpoint_best/`."""
+def find_checkpoint(value, where="model.ckpt", writer=None):
+    """Accepts a checkpoint directory or a run directory that holds `checkpoint_best/`. `writer`: the command that
+    writes it, named when it is missing (default: ML-1M's stage 1, as an example)."""
     p = resolve_path(value)
     if (p / "checkpoint_best" / META).is_file() or (p / ".checkpoint_best.old" / META).is_file():
         p = p / "checkpoint_best"
@@ -60,10 +61,10 @@ def find_checkpoint(value, where="model.ckpt"):
         p = old
     if not p.exists():
         # the usual case: the stage that writes it has not run yet (stage 2 starts from stage 1's adapter)
+        writer = writer or "python train_collm_mf_din.py --cfg-path train_configs/ml1m_tallrec.yaml"
         raise ConfigError(f"{where} = {value!r}: no such checkpoint. It is written by an earlier run: run that stage "
-                          "first (BinLLM and CoLLM start from stage 1, e.g. `python train_collm_mf_din.py --cfg-path "
-                          "train_configs/ml1m_tallrec.yaml`; the config's header names what it needs), or point "
-                          f"{where} at an existing <run dir>/checkpoint_best")
+                          f"first (BinLLM and CoLLM start from stage 1, e.g. `{writer}`; the config's header names "
+                          f"what it needs), or point {where} at an existing <run dir>/checkpoint_best")
     if not (p / META).is_file() or not ((p / ADAPTER).is_file() or (p / COLLAB).is_file()):
         raise ConfigError(f"{where} = {value!r}: not a checkpoint directory (expected {META} and {ADAPTER} or "
                           f"{COLLAB}, as written by train_collm_mf_din.py / train_binllm.py into "
