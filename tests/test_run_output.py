@@ -120,3 +120,11 @@ run: {{init_lr: 1e-2, batch_size_train: 256, max_epoch: 3, patience: 5, output_d
     assert any(re.match(r"an epoch takes [\d.]+ s; the run stops 5 epochs after its best", x) for x in lines)
     assert re.match(r"finished: best epoch \d of 3, valid_full AUC [\d.]+; test AUC [\d.]+ UAUC [\d.]+ \(\d+ rows\)",
                     lines[-1]), lines[-1]
+
+
+def test_no_test_splits_score_nothing_and_print_nothing(capsys):
+    from minigpt4.train.scoring import Scorer
+
+    assert Scorer.test(None, [], None) == {}  # run.test_splits: [] (the demo's training stages)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""

@@ -109,6 +109,8 @@ class Scorer:
     def test(self, splits, run_dir):
         """Score each split with the model as it is, write predictions_<split>.csv; {split: metrics}."""
         results, memo = {}, {}
+        if not splits:  # run.test_splits: [] (the demo's training stages): nothing to score, nothing to say
+            return results
         rows = rows_to_score(self.splits, splits)
         speed = f" (~{duration(rows / self.rows_per_s)} at {self.rows_per_s:.1f} rows/s)" if self.rows_per_s else ""
         log(f"scoring {rows:,} test rows{speed}: {', '.join(splits)}, each prompt once")
