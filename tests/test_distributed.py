@@ -256,6 +256,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(setup):
     main("llm", "resume", ["--cfg-path", str(run / "config.yaml"), "--options", f"run.resume_ckpt_path={run}"])
     _same_training(out, "killed")
     assert [r["epoch"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())] == [0, 1]
+    assert len(json.loads((run / "environment.json").read_text())["resumes"]) == 1  # the code it resumed on
     test = [{k: v for k, v in json.loads((r / "metrics.json").read_text())["test"].items() if "per_s" not in k}
             for r in (run, out / "one")]
     assert test[0] == test[1]

@@ -303,6 +303,28 @@ def test_report_says_when_its_runs_came_from_an_uncommitted_tree():
     assert "clean tree" in clean and "uncommitted" not in clean
 
 
+def test_report_names_the_code_of_every_run_and_of_each_resumption(tmp_path):
+    from minigpt4.experiments.report import run_commits
+
+    envs = {"mf": {"git_commit": "a" * 40, "git_dirty": False},
+            "binllm": {"git_commit": "b" * 40, "git_dirty": True,
+                       "resumes": [{"step": 300, "git_commit": "a" * 40, "git_dirty": False}]}}
+    for step, env in envs.items():
+        (tmp_path / step).mkdir()
+        (tmp_path / step / "environment.json").write_text(json.dumps(env))
+    code = run_commits(tmp_path, ["mf", "binllm", "tallrec"])  # tallrec: no environment.json
+    assert code == {("a" * 40, False): ["mf", "binllm from step 300"], ("b" * 40, True): ["binllm"],
+                    (None, None): ["tallrec"]}
+    report = report_markdown("ml-1m", "cpu", {}, env={"git_commit": "c" * 40, "git_dirty": False}, runs_code=code)
+    assert "Report written at commit `cccccccccc`, clean tree." in report
+    assert ("`aaaaaaaaaa`, clean tree: mf, binllm from step 300; `bbbbbbbbbb` plus uncommitted changes: binllm; "
+            "unknown: tallrec.") in report
+    assert "not reproduced exactly by any commit" in report
+    clean = report_markdown("ml-1m", "cpu", {}, env={"git_commit": "c" * 40, "git_dirty": False},
+                            runs_code={("a" * 40, False): ["mf"]})
+    assert "`aaaaaaaaaa`, clean tree: mf." in clean and "not reproduced" not in clean
+
+
 def test_report_names_the_warm_and_cold_rule_of_each_row():
     metrics = {"mf": {"test_warm": {"auc": 0.7, "uauc": 0.6, "rows": 10},
                       "warm_cold_rules": {"warm_rule": "train_rows", "cold_rule": "not_cold"}},

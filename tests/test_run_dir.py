@@ -94,3 +94,17 @@ def test_predictions_keep_every_bit_of_the_scores(tmp_path):
     assert (back["score"].to_numpy().astype(np.float32) == scores).all()
     again, then = evaluate_scores(users, labels, back["score"].to_numpy()), evaluate_scores(users, labels, scores)
     assert (again["auc"], again["uauc"]) == (then["auc"], then["uauc"])
+
+
+def test_a_resumed_run_records_the_code_it_resumed_on(tmp_path):
+    rd = _run_dir(tmp_path)
+    rd.log({"epoch": 0, "step": 5})
+    rd.log({"epoch": 0, "step": 9})  # after the resume point: dropped on resume
+    first = json.loads((rd.path / "environment.json").read_text())
+    RunDir(rd.path, resume_step=5)
+    RunDir(rd.path, resume_step=5)
+    env = json.loads((rd.path / "environment.json").read_text())
+    assert {k: v for k, v in env.items() if k != "resumes"} == first  # the start's record is kept
+    assert [r["step"] for r in env["resumes"]] == [5, 5]
+    assert env["resumes"][0]["seed"] == 1 and "git_commit" in env["resumes"][0]
+    assert [json.loads(x)["step"] for x in (rd.path / "log.jsonl").read_text().splitlines()] == [5]

@@ -49,14 +49,44 @@ def _diff(a, b):
     return None if a is None or b is None else a - b
 
 
-def provenance(env):
-    """One line on the code a report's runs came from (environment.json's commit and whether the tree was clean)."""
+def _code(commit, dirty):
+    return f"`{commit[:10]}`" + (" plus uncommitted changes" if dirty else ", clean tree")
+
+
+def provenance(env, runs_code=None):
+    """One line on the code a report came from: environment.json's commit and whether the tree was clean, then,
+    when known, the code of each run (`runs_code`: run_commits())."""
     if not env or not env.get("git_commit"):
-        return "Code: unknown (no git commit recorded)."
-    if env.get("git_dirty"):
+        head = "Code: unknown (no git commit recorded)."
+    elif runs_code:
+        head = f"Report written at commit {_code(env['git_commit'], env.get('git_dirty'))}."
+    elif env.get("git_dirty"):
         return (f"**Code: commit `{env['git_commit'][:10]}` plus uncommitted changes** (environment.json: git_dirty "
                 "true), so no commit reproduces these runs exactly.")
-    return f"Code: commit `{env['git_commit'][:10]}`, clean tree."
+    else:
+        return f"Code: commit `{env['git_commit'][:10]}`, clean tree."
+    if not runs_code:
+        return head
+    parts = [f"{_code(commit, dirty) if commit else 'unknown'}: {', '.join(steps)}"
+             for (commit, dirty), steps in runs_code.items()]
+    dirty = any(d or not c for c, d in runs_code)
+    return (f"{head} Code of the runs (`runs/<step>/environment.json`, with the commit of each resumption): "
+            + "; ".join(parts) + "."
+            + (" **A run from uncommitted changes (or an unknown commit) is not reproduced exactly by any commit.**"
+               if dirty else ""))
+
+
+def run_commits(runs, steps):
+    """{(commit, dirty): [step, ...]}: the code each finished step's run came from, by its environment.json; a run
+    resumed on other code is also listed under that code as `<step> from step N`."""
+    out = {}
+    for step in steps:
+        f = runs / step / "environment.json"
+        env = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        out.setdefault((env.get("git_commit"), env.get("git_dirty")), []).append(step)
+        for r in env.get("resumes", []):
+            out.setdefault((r.get("git_commit"), r.get("git_dirty")), []).append(f"{step} from step {r['step']}")
+    return out
 
 
 def warm_cold_note(metrics, steps):
@@ -83,13 +113,13 @@ def _sd(pair):
 
 
 def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None, redraw=None,
-                    compared=()):
+                    compared=(), runs_code=None):
     """`redraw`: redraw_spreads(), shown in the tables of a dataset the paper has no numbers for (has_paper); the
     tables of the others put the paper's numbers next to ours instead. `compared`: spread.compare() of the
-    report's pairs of steps (tables.yaml comparisons)."""
+    report's pairs of steps (tables.yaml comparisons). `runs_code`: run_commits()."""
     paper_known, redraw = has_paper(dataset), redraw or {}
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
-             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env)}", ""]
+             f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env, runs_code)}", ""]
     if paper_known:
         lines += ["Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 "
                   "(docs/PAPER_RESULTS.md). Difference = ours − paper. `rows` = test rows scored (a subsample when "
@@ -262,7 +292,7 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     info = json.loads(env.read_text(encoding="utf-8"))
     compared = compare(every, COMPARISONS)
     atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info,
-                                                      redraw, compared))
+                                                      redraw, compared, run_commits(folder / "runs", metrics)))
     atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "

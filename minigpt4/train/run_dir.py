@@ -70,7 +70,8 @@ class RunDir:
         reproduces the run, derived values included) and `environment.json`; other ranks write nothing.
 
         resume_step: continue the existing run directory `path` from this step; log lines of later steps
-        (written after the resume point, before the run was killed) are dropped."""
+        (written after the resume point, before the run was killed) are dropped, and environment.json's `resumes`
+        gains this process's environment."""
         self.is_main, self.path = is_main, Path(path)
         self._tb = None
         if resume_step is not None:
@@ -79,6 +80,12 @@ class RunDir:
                 keep = [line for line in log.read_text(encoding="utf-8").splitlines()
                         if json.loads(line).get("step", 0) <= resume_step]
                 atomic_text(log, "".join(line + "\n" for line in keep))
+            env = self.path / "environment.json"
+            if is_main and env.is_file():
+                # the code may have changed since the run started: the report names every commit a run ran on
+                info = json.loads(env.read_text(encoding="utf-8"))
+                info.setdefault("resumes", []).append({"step": resume_step, **environment(info.get("seed"))})
+                atomic_text(env, json.dumps(info, indent=2) + "\n")
             return
         if is_main:
             free_path(self.path).mkdir(parents=True)
