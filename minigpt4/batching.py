@@ -21,6 +21,7 @@ import torch
 
 from minigpt4.data.history import padded_history
 from minigpt4.errors import ConfigError
+from minigpt4.prompting import EMPTY_HISTORY, history_text
 
 SLOT_PATTERN = re.compile(r"(<UserID>|<TargetItemID>)")
 
@@ -95,6 +96,10 @@ class TokenizedSplit:
         self.iids = rows["iid"].to_numpy().astype(np.int64)
         # the row's history ids, only for slot encoders that read it (SASRec, DIN)
         self.his = padded_history(rows["his"].to_numpy(), history_len) if history_len else None
+        # rows whose prompt lists liked titles (the others read `unknown`): the run prints one of them as its example
+        pairs = zip(rows["his"], rows["his_title"]) if {"his", "his_title"} <= set(rows.columns) else ()
+        self.has_history = np.array([history_text(h, t) != EMPTY_HISTORY for h, t in pairs] or np.zeros(len(rows)),
+                                    bool)
         self.name = name
 
     def __len__(self):

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -206,6 +207,12 @@ def test_stage2_codes_starts_from_stage1(pipeline):
     p2 = pd.read_csv(run / "predictions_test.csv")
     assert p1[["uid", "iid", "label"]].equals(p2[["uid", "iid", "label"]])
     assert not np.allclose(p1["score"], p2["score"])
+
+
+def test_the_example_prompt_shows_a_row_with_a_liked_history(pipeline):
+    line = next(x for x in pipeline["codes_stdout"].splitlines() if x.startswith("example prompt"))
+    assert re.match(r"example prompt \(train row \d+, \d+ tokens\): ", line), line
+    assert "movies: unknown" not in line and "high ratings to the following movies: \"" in line, line
 
 
 def test_eval_reproduces_stage2_test_auc(pipeline):
