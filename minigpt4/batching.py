@@ -96,11 +96,13 @@ class TokenizedSplit:
         self.iids = rows["iid"].to_numpy().astype(np.int64)
         # the row's history ids, only for slot encoders that read it (SASRec, DIN)
         self.his = padded_history(rows["his"].to_numpy(), history_len) if history_len else None
-        # rows whose prompt lists liked titles (the others read `unknown`): the run prints one of them as its example
-        pairs = zip(rows["his"], rows["his_title"]) if {"his", "his_title"} <= set(rows.columns) else ()
-        self.has_history = np.array([history_text(h, t) != EMPTY_HISTORY for h, t in pairs] or np.zeros(len(rows)),
-                                    bool)
+        self._histories = (rows["his"], rows["his_title"]) if {"his", "his_title"} <= set(rows.columns) else ((), ())
         self.name = name
+
+    def example_row(self):
+        """The first row whose prompt lists liked titles (row 0 may read `movies: unknown`), else 0: the row a run
+        prints as its example. Scans only up to that row."""
+        return next((i for i, (h, t) in enumerate(zip(*self._histories)) if history_text(h, t) != EMPTY_HISTORY), 0)
 
     def __len__(self):
         return len(self.input_ids)

@@ -229,9 +229,9 @@ def test_tokenized_split_carries_history_for_sequence_encoders(tok):
 def test_tokenized_split_marks_the_rows_whose_prompt_lists_liked_titles(tok):
     rows = pd.DataFrame({"uid": [1, 2], "iid": [3, 4], "label": [1, 0], "his": [[0], [0, 5]],
                          "his_title": [[""], ["", "Heat (1995)"]]})
-    assert TokenizedSplit(tok, _texts(), rows, 1024).has_history.tolist() == [False, True]
-    # rows without titles (no history to show) mark none
-    assert TokenizedSplit(tok, _texts(), rows[["uid", "iid", "label"]], 1024).has_history.tolist() == [False, False]
+    assert TokenizedSplit(tok, _texts(), rows, 1024).example_row() == 1
+    # rows without titles (no history to show): the first row
+    assert TokenizedSplit(tok, _texts(), rows[["uid", "iid", "label"]], 1024).example_row() == 0
 
 
 def test_checkpoint_holds_the_encoder_only_when_it_trained(tiny_llama, tmp_path):

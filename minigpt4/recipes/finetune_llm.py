@@ -74,7 +74,7 @@ def main(cfg, stage):
           + (f"; slots filled by {cfg.model.rec_model}" if d.mode == "slots" else ""))
     print(precision.describe())
     example = splits[names[0]]
-    i = int(example.has_history.argmax())  # a row with a liked history, if any: row 0 may read `movies: unknown`
+    i = example.example_row()
     print(f"example prompt ({example.name} row {i}, {example.lengths[i]} tokens): "
           f"{decode(model.tokenizer, example.input_ids[i])}")
     scorer = Scorer(model, splits, device, precision, run.batch_size_eval)
