@@ -498,3 +498,76 @@ def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path
     paper = report_markdown("ml-1m", "cpu", metrics)
     assert "| paper AUC | paper UAUC | Δ AUC | Δ UAUC |" in paper and "sd AUC / UAUC" not in paper
     assert "Target of the cpu budget" in paper
+
+
+def test_records_let_a_reproduction_continue_on_another_machine(first, tmp_path, monkeypatch, capsys):
+    """Each finished step leaves a record (numbers only) beside the report. A clone with the records but no runs/
+    (another machine) reuses them, reports them, and runs a recorded step again only for a checkpoint that a step
+    to run reads."""
+    import shutil
+
+    from minigpt4.experiments import records
+
+    folder, runs = first["folder"], first["folder"] / "runs"
+    main(_argv(first["out"], first["llama"], first["data"]) + ["--report"])
+    for step in ONLY.split(","):
+        record = json.loads((folder / "steps" / f"{step}.json").read_text(encoding="utf-8"))
+        assert record["metrics"] == json.loads((runs / step / "metrics.json").read_text(encoding="utf-8"))
+        assert record["environment"]["git_commit"] and "runs" not in json.dumps(record["environment"])
+    binllm = json.loads((folder / "steps" / "binllm.json").read_text(encoding="utf-8"))
+    assert set(binllm["reads"]) == {"tallrec", "binmf"} and binllm["config"]["run"]["job_id"] == "binllm"
+    pairs = json.loads((folder / "differences.json").read_text(encoding="utf-8"))
+    assert {(d["first"], d["second"]) for d in pairs} >= {("binllm", "tallrec"), ("binllm", "binmf")}
+
+    # another machine: the committed records and pairs, no runs/
+    out = tmp_path / "clone"
+    other = out / "ml-1m" / "smoke"
+    other.mkdir(parents=True)
+    shutil.copytree(folder / "steps", other / "steps")
+    shutil.copy(folder / "differences.json", other / "differences.json")
+    calls = _counting(monkeypatch)
+    assert main(_argv(out, first["llama"], first["data"])) == {s: "recorded" for s in ONLY.split(",")}
+    assert calls == []
+    report = (other / "report.md").read_text(encoding="utf-8")
+    assert "Steps known from their records only" in report and "binllm" in report.split("records only")[1][:200]
+    ours = binllm["metrics"]["test"]
+    assert any(line.startswith("| BinLLM | binllm |") and f"{ours['auc']:.4f}" in line for line in report.splitlines())
+    assert "| BinLLM | TALLRec |" in report  # the pair kept from the machine that had both runs
+    # a step to run that reads the stage-1 adapter and the encoder: both run again for their checkpoints
+    capsys.readouterr()
+    done = main(_argv(out, first["llama"], first["data"], only="binllm_io"))
+    assert done == {"binmf": "ran", "tallrec": "ran", "binllm_io": "ran"}
+    assert "a step that runs reads its checkpoint" in capsys.readouterr().out
+    assert (other / "steps" / "binllm_io.json").is_file()
+    # a record made with other settings than the plan's is stale, as a run would be
+    steps, _, _ = plan("ml-1m", "smoke", out, data=first["data"], llama=first["llama"])
+    changed = dict(binllm, config={**binllm["config"], "run": {**binllm["config"]["run"], "seed": 99}})
+    known = records.load(other / "runs")
+    known["binllm"] = changed
+    stale = stale_steps(steps, other / "runs", known)
+    assert "binllm" in stale and "run.seed: 99 -> " in stale["binllm"] and "its record was made" in stale["binllm"]
+    assert "icl" not in stale and "tallrec" not in stale
+    # a broken record is named, not skipped (skipping it would run the step again for hours)
+    (other / "steps" / "icl.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ReproduceError, match="icl.json: not valid JSON"):
+        records.load(other / "runs")
+
+
+def test_a_kept_pair_and_a_recorded_row_follow_the_numbers_they_came_from(tmp_path):
+    from minigpt4.experiments import records
+    from minigpt4.experiments.report import changed_inputs
+
+    runs = tmp_path / "runs"
+    a = {"test": {"auc": 0.7, "uauc": 0.6}}
+    b = {"test": {"auc": 0.5, "uauc": 0.5}}
+    kept = records.merge_differences(runs, [("binllm", "tallrec", 100, 0.2, 0.1, 0.03, 0.04)],
+                                     {"binllm": a, "tallrec": b})
+    assert kept == [("binllm", "tallrec", 100, 0.2, 0.1, 0.03, 0.04)]
+    assert records.merge_differences(runs, [], {"binllm": a, "tallrec": b}) == kept  # read back from the file
+    # tallrec ran again with other numbers: the pair no longer describes the report's rows
+    assert records.merge_differences(runs, [], {"binllm": a, "tallrec": {"test": {"auc": 0.51, "uauc": 0.5}}}) == []
+    recorded = {"binllm": {"reads": {"binmf": [0.69, 0.68], "tallrec": [0.5, 0.5]}}}
+    assert changed_inputs(recorded, {"binmf": {"test": {"auc": 0.69, "uauc": 0.68}}, "tallrec": b}) == []
+    lines = changed_inputs(recorded, {"binmf": {"test": {"auc": 0.6968, "uauc": 0.68}}, "tallrec": b})
+    assert lines == ["binllm read binmf with test AUC 0.6900; the report's binmf row now shows 0.6968 (it ran again "
+                     "since)"]

@@ -123,18 +123,23 @@ def estimate_minutes(step, dataset):
     return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
 
 
-def print_plan(steps, dataset, budget, runs, stale=None, llama=None):
+def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=(), needed=()):
+    """`recorded`: the steps with a record (records.py); `needed`: those of them that run again for their
+    checkpoint (run.needed_steps)."""
     stale = stale or {}
     print(f"reproduction of {dataset}, budget {budget}: {len(steps)} steps under {runs}")
     total, train_rows, score_rows = 0.0, 0, 0
     for i, s in enumerate(steps, 1):
-        done = (runs / s.name / "metrics.json").is_file() and s.name not in stale
+        ran = (runs / s.name / "metrics.json").is_file()
+        done = (ran or (s.name in recorded and s.name not in needed)) and s.name not in stale
         est = ""
         if budget == "cpu" and not done:
             m = estimate_minutes(s, dataset)
             total += m
             est = f" ~{m:.0f} min"
-        state = "done, reused" if done else "to run again" if s.name in stale else "to run"
+        state = ("done, reused" if done and ran else "recorded (steps/), reused" if done
+                 else "to run again" if s.name in stale
+                 else "recorded; runs again for its checkpoint" if s.name in needed else "to run")
         print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
               f" [{state}]{est}")
         if budget == "paper" and s.stage != "collab":

@@ -8,8 +8,12 @@ import io
 import json
 import os
 import platform
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from minigpt4.config import EMBEDDED_LLM
+from minigpt4.experiments import records
 from minigpt4.experiments.definitions import (
     COMPARISONS,
     DATASETS,
@@ -76,13 +80,17 @@ def provenance(env, runs_code=None):
                if dirty else ""))
 
 
-def run_commits(runs, steps):
-    """{(commit, dirty): [step, ...]}: the code each finished step's run came from, by its environment.json; a run
-    resumed on other code is also listed under that code as `<step> from step N`."""
-    out = {}
+def run_commits(runs, steps, recorded=None):
+    """{(commit, dirty): [step, ...]}: the code each finished step's run came from, by its environment.json (or,
+    for a step known from its record only, the record's); a run resumed on other code is also listed under that
+    code as `<step> from step N`."""
+    out, recorded = {}, recorded or {}
     for step in steps:
         f = runs / step / "environment.json"
-        env = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        if step in recorded:
+            env = recorded[step].get("environment") or {}
+        else:
+            env = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
         out.setdefault((env.get("git_commit"), env.get("git_dirty")), []).append(step)
         for r in env.get("resumes", []):
             out.setdefault((r.get("git_commit"), r.get("git_dirty")), []).append(f"{step} from step {r['step']}")
@@ -112,25 +120,50 @@ def _sd(pair):
     return f"±{pair[0]:.4f} / ±{pair[1]:.4f}" if pair else "–"
 
 
+def precision_line(metrics):
+    """Which dtype each LLM row computed in (metrics.json `precision`): rows of several machines may differ."""
+    by = {}
+    for step, m in metrics.items():
+        if STEPS[step].stage != "collab":
+            by.setdefault((m.get("precision") or {}).get("dtype", "not recorded"), []).append(step)
+    if not by:
+        return []
+    return ["Precision of the LLM rows (`precision` in each step's metrics; `run.dtype: auto` takes bf16 on a CPU "
+            "or GPU that computes it natively): " + "; ".join(f"{d}: {', '.join(s)}" for d, s in by.items()) + ".",
+            ""]
+
+
 def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None, redraw=None,
-                    compared=(), runs_code=None):
+                    compared=(), runs_code=None, recorded=(), changed=()):
     """`redraw`: redraw_spreads(), shown in the tables of a dataset the paper has no numbers for (has_paper); the
     tables of the others put the paper's numbers next to ours instead. `compared`: spread.compare() of the
-    report's pairs of steps (tables.yaml comparisons). `runs_code`: run_commits()."""
+    report's pairs of steps (tables.yaml comparisons). `runs_code`: run_commits(). `recorded`: the steps known from
+    their records only; `changed`: changed_inputs()."""
     paper_known, redraw = has_paper(dataset), redraw or {}
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
              f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env, runs_code)}", ""]
+    if recorded:
+        lines += [f"Steps known from their records only (`steps/<step>.json`, written where they ran; their run "
+                  f"directories stayed on that machine): {', '.join(recorded)}. Their rows are compared with the "
+                  "others on the same rows only where `differences.json` kept the pair from a machine that had both "
+                  "runs.", ""]
+    if changed:
+        lines += ["**Recorded rows whose inputs have changed since:** " + "; ".join(changed) + ". Such a row read "
+                  "an encoder or adapter that is no longer the one in this report; the differences between the two "
+                  "are those of a rerun on another machine.", ""]
+    lines += precision_line(metrics)
     if paper_known:
-        lines += ["Ours: `runs/<step>/metrics.json`. Paper: BinLLM Tables 2-3 and Figures 2-3 "
-                  "(docs/PAPER_RESULTS.md). Difference = ours − paper. `rows` = test rows scored (a subsample when "
-                  "below the split's size). The budget's overrides are listed in "
+        lines += ["Ours: `runs/<step>/metrics.json` (or the step's record, `steps/<step>.json`). Paper: BinLLM "
+                  "Tables 2-3 and Figures 2-3 (docs/PAPER_RESULTS.md). Difference = ours − paper. `rows` = test "
+                  "rows scored (a subsample when below the split's size). The budget's overrides are listed in "
                   "`minigpt4/experiments/budgets.yaml`; each run's resolved config is `runs/<step>/config.yaml`.", ""]
     else:
-        lines += [f"Ours: `runs/<step>/metrics.json`. The paper (BinLLM) has no numbers for {dataset}, so the rows "
-                  "are compared with each other, not with the paper; the tables keep the layout of its Tables 2-3 "
-                  "and Figures 2-3. `rows` = test rows scored (a subsample when below the split's size). "
-                  "The budget's overrides are listed in `minigpt4/experiments/budgets.yaml`; each run's resolved "
-                  "config is `runs/<step>/config.yaml`.", "",
+        lines += [f"Ours: `runs/<step>/metrics.json` (or the step's record, `steps/<step>.json`). The paper "
+                  f"(BinLLM) has no numbers for {dataset}, so the rows are compared with each other, not with the "
+                  "paper; the tables keep the layout of its Tables 2-3 and Figures 2-3. `rows` = test rows scored "
+                  "(a subsample when below the split's size). The budget's overrides are listed in "
+                  "`minigpt4/experiments/budgets.yaml`; each run's resolved config is `runs/<step>/config.yaml`.",
+                  "",
                   "`sd AUC / UAUC`: the standard deviation of an LLM row's test AUC / UAUC over 200 bootstrap "
                   "redraws of the users its test rows hold (whole users, with replacement; "
                   "`minigpt4.metrics.redraw_spread` on `runs/<step>/predictions_test.csv`), that is how much the "
@@ -195,7 +228,8 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                   "encoder's predictions restricted to an LLM row's subsample): first minus second, and the "
                   "standard deviation of that difference over 200 redraws of those rows' users "
                   "(`minigpt4.metrics.redraw_difference`). A difference within about twice its sd is not a "
-                  "finding.", "",
+                  "finding. A pair is computed where both runs' predictions are, and kept in `differences.json` "
+                  "while both rows keep their numbers.", "",
                   "| first | second | rows | Δ AUC | Δ UAUC | sd Δ AUC / UAUC |", "|---|---|---|---|---|---|"]
         lines += [f"| {STEP_LABEL.get(a, a)} | {STEP_LABEL.get(b, b)} | {n} | {d_auc:+.4f} | {d_uauc:+.4f} | "
                   f"±{sd_auc:.4f} / ±{sd_uauc:.4f} |" for a, b, n, d_auc, d_uauc, sd_auc, sd_uauc in compared]
@@ -275,24 +309,69 @@ def environment_info(dataset, budget, llama, options=()):
     return info
 
 
+def reads_of(run):
+    """The steps a run read, from its config.yaml: the stage-1 adapter (model.ckpt, `runs/<step>/checkpoint_best`)
+    and the encoder (model.rec_config.pretrained_path, `runs/<step>/rec_model.pth`)."""
+    f = run / "config.yaml"
+    if not f.is_file():
+        return []
+    cfg = records.flat(OmegaConf.to_container(OmegaConf.load(f)))
+    paths = [cfg.get("model.ckpt"), cfg.get("model.rec_config.pretrained_path")]
+    return [Path(p).parent.name for p in paths if p and Path(p).parent.name in STEPS]
+
+
+def changed_inputs(recorded, metrics):
+    """Lines on the recorded steps whose inputs have changed since: a step they read now shows other test numbers
+    (it ran again, on another machine or code), so the recorded row read an encoder or adapter no longer in the
+    report."""
+    out = []
+    for step, record in recorded.items():
+        for dep, then in (record.get("reads") or {}).items():
+            now = records.test_key(metrics.get(dep))
+            if then and now and then != now:
+                out.append(f"{step} read {dep} with test AUC {then[0]:.4f}; the report's {dep} row now shows "
+                           f"{now[0]:.4f} (it ran again since)")
+    return out
+
+
 def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stale=()):
     """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
     describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
-    `stale`: finished steps whose numbers no longer describe the plan (stale_steps); reported as to run again."""
-    metrics = collect(folder / "runs", list(STEPS), stale)
-    every = load_test_predictions(folder / "runs", metrics, encoders=True)
+    `stale`: finished steps whose numbers no longer describe the plan (stale_steps); reported as to run again.
+    The steps finished here (`runs/`) are joined by those known from their records only (records.py, `steps/`), and
+    each finished run's record is written or replaced."""
+    runs = folder / "runs"
+    from_runs = collect(runs, list(STEPS), stale)
+    known = records.load(runs)
+    recorded = {s: known[s] for s in STEPS if s in known and s not in from_runs and s not in stale}
+    metrics = {s: from_runs[s] if s in from_runs else recorded[s]["metrics"] for s in STEPS
+               if s in from_runs or s in recorded}
+    every = load_test_predictions(runs, from_runs, encoders=True)
     preds = {step: frame for step, frame in every.items() if STEPS[step].stage != "collab"}  # the LLM rows'
-    same = same_rows(preds, metrics)
+    same = same_rows(preds, from_runs)
     spread = sample_spread(preds, same[0][3]) if same else []
     # only a report without the paper's numbers shows it (seconds per 1,000 test rows of each LLM row)
     redraw = {} if has_paper(dataset) else redraw_spreads(preds)
+    for step, record in recorded.items():
+        if record.get("redraw_sd") and not has_paper(dataset):
+            redraw[step] = tuple(record["redraw_sd"])
+    for step, m in from_runs.items():
+        old = known.get(step, {}).get("metrics")
+        if old and records.test_key(old) != records.test_key(m):
+            print(f"[{step}] this run's test AUC / UAUC {records.test_key(m)} replace its record's "
+                  f"{records.test_key(old)} ({records.folder_of(runs) / (step + '.json')})")
+        reads = {d: records.test_key(metrics.get(d)) for d in reads_of(runs / step)}
+        records.write(runs, records.from_run(runs, step, m, redraw.get(step), reads))
     env = folder / "environment.json"
     if ran_here or not env.is_file():
         atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     info = json.loads(env.read_text(encoding="utf-8"))
-    compared = compare(every, COMPARISONS)
-    atomic_text(folder / "report.md", report_markdown(dataset, budget, metrics, same, spread, stale, llama, info,
-                                                      redraw, compared, run_commits(folder / "runs", metrics)))
+    order = {pair: i for i, pair in enumerate(map(tuple, COMPARISONS))}
+    compared = sorted(records.merge_differences(runs, compare(every, COMPARISONS), metrics),
+                      key=lambda c: order.get((c[0], c[1]), len(order)))
+    text = report_markdown(dataset, budget, metrics, same, spread, stale, llama, info, redraw, compared,
+                           run_commits(runs, metrics, recorded), recorded, changed_inputs(recorded, metrics))
+    atomic_text(folder / "report.md", text)
     atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)
     print(f"report: {folder / 'report.md'} (+ results.csv, environment.json, methods.png, warm_cold.png, "

@@ -4,7 +4,9 @@
 and compression figures and a code-length ablation from the shipped configs (`train_configs/<prefix>_<method>.yaml`),
 overriding only what the budget and the wiring between runs need. Runs go to `<out>/<dataset>/<budget>/runs/<step>`;
 a step whose `metrics.json` exists is reused, so an interrupted reproduction continues with the same command.
-The report (`report.md`, `results.csv`, `environment.json`, PNG figures) is written next to `runs/`.
+The report (`report.md`, `results.csv`, `environment.json`, PNG figures) is written next to `runs/`, with a record
+of each finished step's numbers in `steps/` (records.py): committed, they let the reproduction continue on another
+machine, where `runs/` is absent.
 `--dataset ml-100k` runs the same steps on MovieLens-100K, for which the paper has no numbers: its report compares
 the rows with each other, each with its spread over redraws of the test users.
 """
@@ -13,15 +15,17 @@ import argparse
 import os
 import sys
 
+from minigpt4.experiments import records
 from minigpt4.experiments.definitions import BUDGETS, DATASETS, ReproduceError
 from minigpt4.experiments.plan import check_data, plan, print_plan
 from minigpt4.experiments.report import write_report
-from minigpt4.experiments.run import run_step, stale_steps
+from minigpt4.experiments.run import needed_steps, run_step, stale_steps
 
 
 def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False,
               report_only=False):
-    """Run the plan (reusing finished steps) and write the report. Returns {step: 'reused' | 'resumed' | 'ran'}.
+    """Run the plan (reusing finished steps) and write the report.
+    Returns {step: 'reused' | 'recorded' | 'resumed' | 'ran'}.
     `dry`: print the plan and its estimate only. `report_only`: write the report of the finished steps only (after
     a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
@@ -29,9 +33,13 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
         print_plan(steps, dataset, budget, runs, llama=llama)
         return {}
     check_data(dataset, data)
+    # a record stands in for a run where this machine has none (a run directory here, even an interrupted one, is
+    # this machine's own and resumes)
+    recorded = {s: r for s, r in records.load(runs).items() if not (runs / s).exists()}
     # judged on the whole plan, so the report leaves out stale rows outside --only too
-    stale = stale_steps(plan(dataset, budget, out, data, llama, None, options)[0], runs)
-    print_plan(steps, dataset, budget, runs, stale, llama)
+    stale = stale_steps(plan(dataset, budget, out, data, llama, None, options)[0], runs, recorded)
+    needed = needed_steps(steps, runs, stale, recorded)
+    print_plan(steps, dataset, budget, runs, stale, llama, recorded, needed)
     if report_only:
         write_report(runs.parent, dataset, budget, llama, options, ran_here=False, stale=stale)
     if dry or report_only:
@@ -40,10 +48,12 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     done = {}
     try:
         for step in steps:
-            done[step.name] = run_step(step, runs, stale.get(step.name))
+            done[step.name] = run_step(step, runs, stale.get(step.name), recorded.get(step.name),
+                                       step.name in needed)
     finally:  # whatever finished is reported, also when a step fails
         write_report(runs.parent, dataset, budget, llama, options,
-                     ran_here=any(how != "reused" for how in done.values()), stale=set(stale) - set(done))
+                     ran_here=any(how not in ("reused", "recorded") for how in done.values()),
+                     stale=set(stale) - set(done))
     return done
 
 

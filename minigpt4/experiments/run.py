@@ -1,13 +1,12 @@
-"""Running a plan like make: a step whose `metrics.json` exists is reused, an interrupted LLM run resumes from
-its last resume point, and a finished run whose settings no longer match the plan (or that reads a run that
+"""Running a plan like make: a step whose `metrics.json` exists is reused, and so is a step with a record made on
+another machine (records.py) unless a step that runs needs its checkpoint; an interrupted LLM run resumes from its
+last resume point, and a finished run or record whose settings no longer match the plan (or that reads a run that
 runs again) is set aside and run again. Each step runs in this process through `minigpt4.cli.main`."""
 
 import sys
 
-from omegaconf import OmegaConf
-
 from minigpt4 import cli
-from minigpt4.config import load_config
+from minigpt4.experiments import records as rec
 from minigpt4.experiments.definitions import ReproduceError
 
 # Keys in which a run's config.yaml differs from its plan by design: the user / item counts the runner derives
@@ -26,16 +25,6 @@ def _aside(path, why="incomplete"):
     return target
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def changed_keys(step, path):
     """The settings in which the run in `path` differs from what the plan would run now: {key: (then, now)}.
 
@@ -45,41 +34,73 @@ def changed_keys(step, path):
     saved = path / "config.yaml"
     if not saved.is_file():
         return {}
-    then = _flat(OmegaConf.to_container(OmegaConf.load(saved)))
-    now = _flat(OmegaConf.to_container(load_config(step.config, step.overrides)))
-    ignore = DERIVED_KEYS | set(step.machine_keys)
-    return {k: (then.get(k), now.get(k)) for k in sorted(set(then) | set(now))
-            if k not in ignore and then.get(k) != now.get(k)}
+    from omegaconf import OmegaConf
+
+    then = OmegaConf.to_container(OmegaConf.load(saved))
+    return rec.config_changes(step, then, DERIVED_KEYS | set(step.machine_keys), paths=True)
 
 
-def stale_steps(steps, runs):
-    """{step: why} for the runs that exist but must run again: their settings changed (changed_keys), or a step
-    they read will run (again), so what they read would change under them."""
+def record_changes(step, record):
+    """changed_keys() for a step's record (made on any machine, so the clone's paths are left out too)."""
+    if not record.get("config"):
+        return {}
+    return rec.config_changes(step, record["config"], DERIVED_KEYS | set(step.machine_keys), paths=False)
+
+
+def stale_steps(steps, runs, records=None):
+    """{step: why} for the runs (and, without a run, the records) that exist but must run again: their settings
+    changed (changed_keys), or a step they read will run (again), so what they read would change under them. A
+    recorded step that runs again only for its checkpoint is not a step that runs again here: same settings."""
+    records = records or {}
     stale, will_run = {}, set()
     for step in steps:
         path = runs / step.name
-        changed = changed_keys(step, path) if path.exists() else {}
+        finished = (path / "metrics.json").is_file()
+        record = None if finished else records.get(step.name)
+        if path.exists() and (finished or not record):
+            changed, what = changed_keys(step, path), "it ran"
+        else:
+            changed, what = (record_changes(step, record), "its record was made") if record else ({}, "")
         reread = [d for d in step.depends if d in will_run]
         if changed:
             shown = "; ".join(f"{k}: {then!r} -> {now!r}" for k, (then, now) in list(changed.items())[:4])
             more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
-            stale[step.name] = f"settings changed since it ran: {shown}{more}"
-        elif reread and path.exists():
+            stale[step.name] = f"settings changed since {what}: {shown}{more}"
+        elif reread and (path.exists() or record):
             stale[step.name] = f"it reads {', '.join(reread)}, which run(s) again"
-        if step.name in stale or not (path / "metrics.json").is_file():
+        if step.name in stale or not (finished or record):
             will_run.add(step.name)
     return stale
 
 
-def run_step(step, runs, stale=None):
-    """Run one step unless its metrics.json exists; returns 'reused', 'resumed' or 'ran'. `stale`: why an existing
-    run must run again (stale_steps); it is moved aside first, kept for inspection."""
+def needed_steps(steps, runs, stale, records):
+    """The recorded steps without a run here that must run again because a step that runs reads their checkpoint
+    (a record holds numbers, not weights); with their own dependencies, transitively."""
+    need = set()
+    for step in reversed(steps):  # a step comes after what it reads
+        runs_here = not (runs / step.name / "metrics.json").is_file() and (
+            step.name in stale or step.name not in records or step.name in need)
+        if runs_here:
+            need.update(step.depends)
+    return {s for s in need if s in records and not (runs / s / "metrics.json").is_file()}
+
+
+def run_step(step, runs, stale=None, record=None, needed=False):
+    """Run one step unless its metrics.json exists, or its `record` does and no step that runs needs its checkpoint
+    (`needed`); returns 'reused', 'recorded', 'resumed' or 'ran'. `stale`: why an existing run or record must run
+    again (stale_steps); an old run is moved aside first, kept for inspection."""
     path = runs / step.name
     if stale and path.exists():
         print(f"[{step.name}] {stale}: the old run moved to {_aside(path, 'stale')}")
     if (path / "metrics.json").is_file():
         print(f"[{step.name}] reusing {path}")
         return "reused"
+    if record and not stale:
+        if not needed:
+            print(f"[{step.name}] recorded in {rec.folder_of(runs) / (step.name + '.json')} (run on another machine)")
+            return "recorded"
+        print(f"[{step.name}] recorded, but a step that runs reads its checkpoint, which a record does not hold: "
+              "running it again (same settings; its record is replaced by this run)")
     missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
     if missing:
         raise ReproduceError(f"step {step.name} needs the finished run(s) {missing} under {runs}")
