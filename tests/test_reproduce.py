@@ -533,12 +533,28 @@ def test_records_let_a_reproduction_continue_on_another_machine(first, tmp_path,
     ours = binllm["metrics"]["test"]
     assert any(line.startswith("| BinLLM | binllm |") and f"{ours['auc']:.4f}" in line for line in report.splitlines())
     assert "| BinLLM | TALLRec |" in report  # the pair kept from the machine that had both runs
-    # a step to run that reads the stage-1 adapter and the encoder: both run again for their checkpoints
+    # a step to run that reads the stage-1 adapter and the encoder: both are trained again for their checkpoints
+    # (the adapter without scoring), and their rows stay their records
     capsys.readouterr()
+    tallrec_record = (other / "steps" / "tallrec.json").read_text(encoding="utf-8")
     done = main(_argv(out, first["llama"], first["data"], only="binllm_io"))
-    assert done == {"binmf": "ran", "tallrec": "ran", "binllm_io": "ran"}
+    assert done == {"binmf": "rebuilt", "tallrec": "rebuilt", "binllm_io": "ran"}
     assert "a step that runs reads its checkpoint" in capsys.readouterr().out
-    assert (other / "steps" / "binllm_io.json").is_file()
+    assert "test" not in json.loads((other / "runs" / "tallrec" / "metrics.json").read_text(encoding="utf-8"))
+    assert (other / "steps" / "tallrec.json").read_text(encoding="utf-8") == tallrec_record
+    io = json.loads((other / "steps" / "binllm_io.json").read_text(encoding="utf-8"))
+    binmf = json.loads((folder / "steps" / "binmf.json").read_text(encoding="utf-8"))
+    assert io["reads"] == {"tallrec": None, "binmf": records.test_key(binmf["metrics"])}
+    report = (other / "report.md").read_text(encoding="utf-8")
+    tallrec = json.loads(tallrec_record)["metrics"]["test"]
+    assert any(line.startswith("| TALLRec | tallrec |") and f"{tallrec['auc']:.4f}" in line
+               for line in report.splitlines())
+    assert "binllm_io read tallrec trained again on its machine for the checkpoint, not scored" in report
+    assert "binllm_io read binmf" not in report  # the same machine trained the same encoder: nothing to flag
+    assert main(_argv(out, first["llama"], first["data"], only="binllm_io")) == {
+        "binmf": "reused", "tallrec": "reused", "binllm_io": "reused"}
+    main(_argv(out, first["llama"], first["data"], only="binllm_io") + ["--plan"])
+    assert "rebuilt here for its checkpoint" in capsys.readouterr().out
     # a record made with other settings than the plan's is stale, as a run would be
     steps, _, _ = plan("ml-1m", "smoke", out, data=first["data"], llama=first["llama"])
     changed = dict(binllm, config={**binllm["config"], "run": {**binllm["config"]["run"], "seed": 99}})
@@ -566,8 +582,11 @@ def test_a_kept_pair_and_a_recorded_row_follow_the_numbers_they_came_from(tmp_pa
     assert records.merge_differences(runs, [], {"binllm": a, "tallrec": b}) == kept  # read back from the file
     # tallrec ran again with other numbers: the pair no longer describes the report's rows
     assert records.merge_differences(runs, [], {"binllm": a, "tallrec": {"test": {"auc": 0.51, "uauc": 0.5}}}) == []
-    recorded = {"binllm": {"reads": {"binmf": [0.69, 0.68], "tallrec": [0.5, 0.5]}}}
+    recorded = {"binllm": {"binmf": [0.69, 0.68], "tallrec": [0.5, 0.5]}}
     assert changed_inputs(recorded, {"binmf": {"test": {"auc": 0.69, "uauc": 0.68}}, "tallrec": b}) == []
     lines = changed_inputs(recorded, {"binmf": {"test": {"auc": 0.6968, "uauc": 0.68}}, "tallrec": b})
-    assert lines == ["binllm read binmf with test AUC 0.6900; the report's binmf row now shows 0.6968 (it ran again "
-                     "since)"]
+    assert lines == ["binllm read binmf with test AUC 0.6900; the report's binmf row shows 0.6968 (trained on "
+                     "another machine or code)"]
+    assert changed_inputs({"binllm_io": {"tallrec": None}}, {"tallrec": b}) == [
+        "binllm_io read tallrec trained again on its machine for the checkpoint, not scored; the tallrec row is "
+        "tallrec's record"]

@@ -131,13 +131,15 @@ def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=()
     total, train_rows, score_rows = 0.0, 0, 0
     for i, s in enumerate(steps, 1):
         ran = (runs / s.name / "metrics.json").is_file()
+        rebuilt = (runs / f"{s.name}.rebuild.json").is_file() and s.name in recorded
         done = (ran or (s.name in recorded and s.name not in needed)) and s.name not in stale
         est = ""
         if budget == "cpu" and not done:
             m = estimate_minutes(s, dataset)
             total += m
             est = f" ~{m:.0f} min"
-        state = ("done, reused" if done and ran else "recorded (steps/), reused" if done
+        state = ("recorded (steps/); rebuilt here for its checkpoint" if done and rebuilt
+                 else "done, reused" if done and ran else "recorded (steps/), reused" if done
                  else "to run again" if s.name in stale
                  else "recorded; runs again for its checkpoint" if s.name in needed else "to run")
         print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"

@@ -5,8 +5,8 @@ The run directories (`runs/<step>/`: checkpoints, predictions) are derived from 
 that made them (MovieLens' license forbids redistributing them). A record holds only what the report prints: the
 step's metrics, its spread over redraws of the test users, the code and environment it ran on, the resolved config
 (to tell when the plan has changed since) and the test AUC of each step it read. A step with a record counts as
-finished: it runs again only when its settings changed, or when a step that runs needs its checkpoint (a stage-0
-encoder, the stage-1 adapter), which a record cannot hold.
+finished: it runs again when its settings changed, and it is trained again (a rebuild: its row stays its record)
+when a step that runs needs its checkpoint (a stage-0 encoder, the stage-1 adapter), which a record cannot hold.
 
 The pairs of steps compared on the same rows (`spread.compare`) need both steps' predictions on one machine; each
 pair computed so far is kept in `differences.json`, with the test metrics of both steps it was computed from, and
@@ -31,6 +31,22 @@ DIFFERENCES = "differences.json"
 
 def folder_of(runs):
     return runs.parent / "steps"
+
+
+def rebuild_marker(runs, step):
+    """`runs/<step>.rebuild.json`: the run in `runs/<step>` was trained again only for its checkpoint; the step's
+    row is its record. Written before the run starts, so an interrupted rebuild is one too."""
+    return runs / f"{step}.rebuild.json"
+
+
+def mark_rebuild(runs, step, record):
+    runs.mkdir(parents=True, exist_ok=True)
+    atomic_text(rebuild_marker(runs, step), json.dumps({"step": step, "record": test_key(record["metrics"])}) + "\n")
+
+
+def rebuilt(runs, known):
+    """The steps of `known` (records) whose run here is a rebuild."""
+    return {s for s in known if rebuild_marker(runs, s).is_file()}
 
 
 def flat(tree, prefix=""):

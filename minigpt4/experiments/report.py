@@ -148,9 +148,10 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                   "others on the same rows only where `differences.json` kept the pair from a machine that had both "
                   "runs.", ""]
     if changed:
-        lines += ["**Recorded rows whose inputs have changed since:** " + "; ".join(changed) + ". Such a row read "
-                  "an encoder or adapter that is no longer the one in this report; the differences between the two "
-                  "are those of a rerun on another machine.", ""]
+        lines += ["**Rows that read another encoder or adapter than the row shown for it:** " + "; ".join(changed)
+                  + ". The same settings trained on another machine (or in another precision) give another "
+                  "encoder or adapter; how far apart two such trainings land is the cross-machine spread that "
+                  "docs/REPRODUCE.md reports.", ""]
     lines += precision_line(metrics)
     if paper_known:
         lines += ["Ours: `runs/<step>/metrics.json` (or the step's record, `steps/<step>.json`). Paper: BinLLM "
@@ -320,17 +321,21 @@ def reads_of(run):
     return [Path(p).parent.name for p in paths if p and Path(p).parent.name in STEPS]
 
 
-def changed_inputs(recorded, metrics):
-    """Lines on the recorded steps whose inputs have changed since: a step they read now shows other test numbers
-    (it ran again, on another machine or code), so the recorded row read an encoder or adapter no longer in the
-    report."""
+def changed_inputs(reads, metrics):
+    """Lines on the rows that read another encoder or adapter than the one whose row the report shows: `reads`
+    {step: {dep: test_key of what it read, None for a rebuild that was not scored}}. That happens when a step's row
+    is its record and the run here read a rebuild of it (trained again on this machine for its checkpoint), or when
+    a recorded row's input ran again since."""
     out = []
-    for step, record in recorded.items():
-        for dep, then in (record.get("reads") or {}).items():
+    for step, read in reads.items():
+        for dep, then in (read or {}).items():
             now = records.test_key(metrics.get(dep))
-            if then and now and then != now:
-                out.append(f"{step} read {dep} with test AUC {then[0]:.4f}; the report's {dep} row now shows "
-                           f"{now[0]:.4f} (it ran again since)")
+            if then is None and now:
+                out.append(f"{step} read {dep} trained again on its machine for the checkpoint, not scored; the "
+                           f"{dep} row is {dep}'s record")
+            elif then and now and then != now:
+                out.append(f"{step} read {dep} with test AUC {then[0]:.4f}; the report's {dep} row shows "
+                           f"{now[0]:.4f} (trained on another machine or code)")
     return out
 
 
@@ -341,8 +346,10 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     The steps finished here (`runs/`) are joined by those known from their records only (records.py, `steps/`), and
     each finished run's record is written or replaced."""
     runs = folder / "runs"
-    from_runs = collect(runs, list(STEPS), stale)
+    ran = collect(runs, list(STEPS), stale)  # every finished run here, rebuilds included: what the readers read
     known = records.load(runs)
+    rebuilds = records.rebuilt(runs, known)
+    from_runs = {s: m for s, m in ran.items() if s not in rebuilds}
     recorded = {s: known[s] for s in STEPS if s in known and s not in from_runs and s not in stale}
     metrics = {s: from_runs[s] if s in from_runs else recorded[s]["metrics"] for s in STEPS
                if s in from_runs or s in recorded}
@@ -355,13 +362,15 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     for step, record in recorded.items():
         if record.get("redraw_sd") and not has_paper(dataset):
             redraw[step] = tuple(record["redraw_sd"])
+    reads = {s: r.get("reads") for s, r in recorded.items()}
     for step, m in from_runs.items():
         old = known.get(step, {}).get("metrics")
         if old and records.test_key(old) != records.test_key(m):
             print(f"[{step}] this run's test AUC / UAUC {records.test_key(m)} replace its record's "
                   f"{records.test_key(old)} ({records.folder_of(runs) / (step + '.json')})")
-        reads = {d: records.test_key(metrics.get(d)) for d in reads_of(runs / step)}
-        records.write(runs, records.from_run(runs, step, m, redraw.get(step), reads))
+        read = {d: records.test_key(ran.get(d, metrics.get(d))) for d in reads_of(runs / step)}
+        records.write(runs, records.from_run(runs, step, m, redraw.get(step), read))
+        reads[step] = read
     env = folder / "environment.json"
     if ran_here or not env.is_file():
         atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
@@ -370,7 +379,8 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     compared = sorted(records.merge_differences(runs, compare(every, COMPARISONS), metrics),
                       key=lambda c: order.get((c[0], c[1]), len(order)))
     text = report_markdown(dataset, budget, metrics, same, spread, stale, llama, info, redraw, compared,
-                           run_commits(runs, metrics, recorded), recorded, changed_inputs(recorded, metrics))
+                           run_commits(runs, metrics, recorded), recorded,
+                           changed_inputs({s: reads[s] for s in metrics if s in reads}, metrics))
     atomic_text(folder / "report.md", text)
     atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)

@@ -25,7 +25,7 @@ from minigpt4.experiments.run import needed_steps, run_step, stale_steps
 def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False,
               report_only=False):
     """Run the plan (reusing finished steps) and write the report.
-    Returns {step: 'reused' | 'recorded' | 'resumed' | 'ran'}.
+    Returns {step: 'reused' | 'recorded' | 'rebuilt' | 'resumed' | 'ran'}.
     `dry`: print the plan and its estimate only. `report_only`: write the report of the finished steps only (after
     a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
@@ -34,8 +34,9 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
         return {}
     check_data(dataset, data)
     # a record stands in for a run where this machine has none (a run directory here, even an interrupted one, is
-    # this machine's own and resumes)
-    recorded = {s: r for s, r in records.load(runs).items() if not (runs / s).exists()}
+    # this machine's own and resumes), or only a rebuild for its checkpoint
+    recorded = {s: r for s, r in records.load(runs).items()
+                if not (runs / s).exists() or records.rebuild_marker(runs, s).is_file()}
     # judged on the whole plan, so the report leaves out stale rows outside --only too
     stale = stale_steps(plan(dataset, budget, out, data, llama, None, options)[0], runs, recorded)
     needed = needed_steps(steps, runs, stale, recorded)
@@ -52,7 +53,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
                                        step.name in needed)
     finally:  # whatever finished is reported, also when a step fails
         write_report(runs.parent, dataset, budget, llama, options,
-                     ran_here=any(how not in ("reused", "recorded") for how in done.values()),
+                     ran_here=any(how in ("ran", "resumed") for how in done.values()),
                      stale=set(stale) - set(done))
     return done
 

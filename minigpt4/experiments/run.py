@@ -56,8 +56,9 @@ def stale_steps(steps, runs, records=None):
     for step in steps:
         path = runs / step.name
         finished = (path / "metrics.json").is_file()
-        record = None if finished else records.get(step.name)
-        if path.exists() and (finished or not record):
+        rebuild = rec.rebuild_marker(runs, step.name).is_file() and step.name in records
+        record = records.get(step.name) if rebuild or not finished else None
+        if path.exists() and not record:
             changed, what = changed_keys(step, path), "it ran"
         else:
             changed, what = (record_changes(step, record), "its record was made") if record else ({}, "")
@@ -74,6 +75,7 @@ def stale_steps(steps, runs, records=None):
 
 
 def needed_steps(steps, runs, stale, records):
+    # a rebuild that finished has its checkpoint: no longer needed
     """The recorded steps without a run here that must run again because a step that runs reads their checkpoint
     (a record holds numbers, not weights); with their own dependencies, transitively."""
     need = set()
@@ -92,26 +94,35 @@ def run_step(step, runs, stale=None, record=None, needed=False):
     path = runs / step.name
     if stale and path.exists():
         print(f"[{step.name}] {stale}: the old run moved to {_aside(path, 'stale')}")
+    if stale:
+        rec.rebuild_marker(runs, step.name).unlink(missing_ok=True)
     if (path / "metrics.json").is_file():
         print(f"[{step.name}] reusing {path}")
         return "reused"
+    argv = ["--cfg-path", step.config, "--options", *step.overrides]
+    how = "ran"
     if record and not stale:
         if not needed:
             print(f"[{step.name}] recorded in {rec.folder_of(runs) / (step.name + '.json')} (run on another machine)")
             return "recorded"
+        # Trained again only for the checkpoint that a step to run reads: its row stays its record. An LLM step
+        # is not scored (minutes of training instead of an hour more); an encoder is (seconds), so the report can
+        # tell whether what the readers read matches the record.
         print(f"[{step.name}] recorded, but a step that runs reads its checkpoint, which a record does not hold: "
-              "running it again (same settings; its record is replaced by this run)")
+              "training it again (same settings; its row stays its record)")
+        rec.mark_rebuild(runs, step.name, record)
+        if step.stage != "collab":
+            argv.append("run.test_splits=[]")
+        how = "rebuilt"
     missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
     if missing:
         raise ReproduceError(f"step {step.name} needs the finished run(s) {missing} under {runs}")
-    argv = ["--cfg-path", step.config, "--options", *step.overrides]
-    how = "ran"
     if path.exists():
         # No metrics.json: the run was interrupted. An LLM training run that saved a resume point continues from
         # it with its own resolved config; anything else starts again, the old directory kept for inspection.
         if step.stage == "llm" and (path / "resume" / "latest").is_file() and (path / "config.yaml").is_file():
             argv = ["--cfg-path", str(path / "config.yaml"), "--options", f"run.resume_ckpt_path={path}"]
-            how = "resumed"
+            how = "resumed" if how == "ran" else how
             print(f"[{step.name}] resuming the interrupted run {path}")
         else:
             print(f"[{step.name}] {path} has no metrics.json and no resume point: moved to {_aside(path)}")
