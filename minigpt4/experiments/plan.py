@@ -110,8 +110,9 @@ def check_data(dataset, data):
             "files")
 
 
-def estimate_minutes(step, dataset):
-    """Rough minutes of a step under the cpu budget (see CPU_SPEED)."""
+def estimate_minutes(step, dataset, score=True):
+    """Rough minutes of a step under the cpu budget (see CPU_SPEED); without `score`, its training only (a
+    rebuild)."""
     cfg = OmegaConf.merge(compose(step.config), OmegaConf.from_dotlist(step.overrides))
     if step.stage == "collab":
         return CPU_SPEED["encoder_min"].get(cfg.model.rec_model, CPU_SPEED["default_encoder_min"])
@@ -119,7 +120,7 @@ def estimate_minutes(step, dataset):
     train = 0 if step.stage == "eval" else run.max_epoch * run.iters_per_epoch * run.batch_size_train
     n_test = DATASETS[dataset]["test_rows"]
     # warm and cold are rows of the scored test rows: each prompt is scored once (the runner's memo)
-    scored = min(run.max_eval_rows or n_test, n_test)
+    scored = min(run.max_eval_rows or n_test, n_test) if score else 0
     return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
 
 
@@ -135,13 +136,14 @@ def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=()
         done = (ran or (s.name in recorded and s.name not in needed)) and s.name not in stale
         est = ""
         if budget == "cpu" and not done:
-            m = estimate_minutes(s, dataset)
+            m = estimate_minutes(s, dataset, score=s.name not in needed)
             total += m
             est = f" ~{m:.0f} min"
         state = ("recorded (steps/); rebuilt here for its checkpoint" if done and rebuilt
                  else "done, reused" if done and ran else "recorded (steps/), reused" if done
                  else "to run again" if s.name in stale
-                 else "recorded; runs again for its checkpoint" if s.name in needed else "to run")
+                 else "recorded; trained again for its checkpoint (its row stays its record)" if s.name in needed
+                 else "to run")
         print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
               f" [{state}]{est}")
         if budget == "paper" and s.stage != "collab":
