@@ -126,7 +126,7 @@ def run_step(step, runs, stale=None, record=None, needed=False):
             print(f"[{step.name}] resuming the interrupted run {path}")
         else:
             print(f"[{step.name}] {path} has no metrics.json and no resume point: moved to {_aside(path)}")
-    print(f"[{step.name}] {step.stage}: {step.config} --options {' '.join(step.overrides)}")
+    print(f"[{step.name}] {step.stage}: {' '.join(argv)}")
     sys.stdout.flush()
     try:
         cli.main(step.stage, f"reproduce: {step.name}", argv)
