@@ -49,7 +49,9 @@ def environment(seed):
             return ""
 
     commit = git("rev-parse", "HEAD") or None
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    # results/ holds reports, which a reproduction rewrites while its runs go on: not the code a run came from
+    dirty = (bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")) if commit
+             else None)
     return {"argv": sys.argv, "seed": seed, "python": platform.python_version(), "platform": platform.platform(),
             "libraries": libs, "git_commit": commit, "git_dirty": dirty,
             "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
