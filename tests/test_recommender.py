@@ -133,6 +133,12 @@ def test_bf16_backbone_keeps_fp32_adapters_and_scores(tiny_llama, tmp_path, rec)
         rows = r16.causal_lm.get_output_embeddings().weight[[r16.yes_id, r16.no_id]].float()
         want = hidden.float() @ rows.T
         torch.testing.assert_close(r16(ids, mask), want[:, 0] - want[:, 1], atol=1e-5, rtol=1e-6)
+        # and so under bf16 autocast, the context every bf16 run scores and trains in (Precision.autocast)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -1]
+            got = r16(ids, mask)
+        want = hidden.float() @ rows.T
+        torch.testing.assert_close(got, want[:, 0] - want[:, 1], atol=1e-5, rtol=1e-6)
 
 
 def _lora_cfg(layers, r=4):

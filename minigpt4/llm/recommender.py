@@ -126,12 +126,15 @@ class LLMRecommender(nn.Module):
                                   use_cache=False).last_hidden_state[:, -1]
         head = lm.get_output_embeddings()
         # In fp32 even for a bf16 backbone: Yes/No logits sit near +-13, where bf16 steps by 1/16, so a bf16
-        # head would round most Yes-minus-No scores into ties. Two rows of the head cost nothing in fp32.
-        rows = head.weight[[self.yes_id, self.no_id]].float()  # [2, H]
-        logits = hidden.float() @ rows.T
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[[self.yes_id, self.no_id]].float()
-        logits = self.finish_logits(logits)
+        # head would round most Yes-minus-No scores into ties. Two rows of the head cost nothing in fp32. Autocast
+        # is switched off here: under it (every bf16 run) the matmul would be cast back to bf16 (ICL on ML-100K
+        # scored 4,000 rows with 44 distinct values that way).
+        with torch.autocast(hidden.device.type, enabled=False):
+            rows = head.weight[[self.yes_id, self.no_id]].float()  # [2, H]
+            logits = hidden.float() @ rows.T
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[[self.yes_id, self.no_id]].float()
+            logits = self.finish_logits(logits)
         return logits[:, 0] - logits[:, 1] if self.score_type == "yes_minus_no" else logits[:, 0]
 
     def finish_logits(self, logits):
