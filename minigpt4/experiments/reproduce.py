@@ -20,6 +20,7 @@ from minigpt4.experiments.definitions import BUDGETS, DATASETS, ReproduceError
 from minigpt4.experiments.plan import check_data, plan, print_plan
 from minigpt4.experiments.report import write_report
 from minigpt4.experiments.run import needed_steps, run_step, stale_steps
+from minigpt4.train.run_dir import code_state
 
 
 def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False,
@@ -86,6 +87,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    code_state()  # the commit of the code this process loaded, before a long reproduction sees the tree change
     args = parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:

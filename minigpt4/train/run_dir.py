@@ -3,6 +3,7 @@ values included), what the run ran on (`environment.json`: command, seed, librar
 JSON-lines metric log, TensorBoard scalars, metrics.json and predictions. Every file is written atomically
 (temporary file + rename)."""
 
+import functools
 import json
 import os
 import platform
@@ -30,16 +31,11 @@ def _clean(x):
     return x
 
 
-def environment(seed):
-    """What a run needs to be repeated: the command, the seed, library versions and the code's git commit."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    libs = {}
-    for name in ("torch", "transformers", "peft", "numpy", "pandas", "scikit-learn", "omegaconf", "gguf"):
-        try:
-            libs[name] = version(name)
-        except PackageNotFoundError:
-            libs[name] = None
+@functools.lru_cache(maxsize=1)
+def code_state():
+    """(git commit, uncommitted changes?) of the code this process runs, read once per process: reproduce.py runs
+    every step in one process with the code it loaded first, so a commit made while it runs must not be credited
+    to its later steps."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args):
@@ -52,6 +48,20 @@ def environment(seed):
     # results/ holds reports, which a reproduction rewrites while its runs go on: not the code a run came from
     dirty = (bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")) if commit
              else None)
+    return commit, dirty
+
+
+def environment(seed):
+    """What a run needs to be repeated: the command, the seed, library versions and the code's git commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = {}
+    for name in ("torch", "transformers", "peft", "numpy", "pandas", "scikit-learn", "omegaconf", "gguf"):
+        try:
+            libs[name] = version(name)
+        except PackageNotFoundError:
+            libs[name] = None
+    commit, dirty = code_state()
     return {"argv": sys.argv, "seed": seed, "python": platform.python_version(), "platform": platform.platform(),
             "libraries": libs, "git_commit": commit, "git_dirty": dirty,
             "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
