@@ -590,3 +590,17 @@ def test_a_kept_pair_and_a_recorded_row_follow_the_numbers_they_came_from(tmp_pa
     assert changed_inputs({"binllm_io": {"tallrec": None}}, {"tallrec": b}) == [
         "binllm_io read tallrec trained again on its machine for the checkpoint, not scored; the tallrec row is "
         "tallrec's record"]
+
+
+def test_report_names_each_llm_rows_precision_and_a_rounded_score_head():
+    from minigpt4.experiments.report import precision_line
+
+    line = precision_line({
+        "binmf": {"test": {}},  # an encoder: no precision of its own
+        "tallrec": {"precision": {"dtype": "fp32"}},
+        "binllm": {"precision": {"dtype": "bf16", "score_head": "fp32"}},
+        "softprompt": {"precision": {"dtype": "bf16"}},
+        "icl": {}})[0]
+    assert "fp32: tallrec;" in line and "bf16: binllm;" in line and "not recorded: icl" in line
+    assert "bf16 with its scores rounded to bf16 (run before the fp32 score head): softprompt;" in line
+    assert "binmf" not in line

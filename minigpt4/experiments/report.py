@@ -125,7 +125,12 @@ def precision_line(metrics):
     by = {}
     for step, m in metrics.items():
         if STEPS[step].stage != "collab":
-            by.setdefault((m.get("precision") or {}).get("dtype", "not recorded"), []).append(step)
+            p = m.get("precision") or {}
+            dtype = p.get("dtype", "not recorded")
+            if dtype == "bf16" and p.get("score_head") != "fp32":
+                # scored before the score head was kept out of autocast: bf16 scores, many of them tied
+                dtype = "bf16 with its scores rounded to bf16 (run before the fp32 score head)"
+            by.setdefault(dtype, []).append(step)
     if not by:
         return []
     return ["Precision of the LLM rows (`precision` in each step's metrics; `run.dtype: auto` takes bf16 on a CPU "

@@ -86,7 +86,9 @@ def main(cfg, stage):
             restore_state(model, best_state)  # the final test scores the best epoch's adapter
     # --------------------------------------------------------------------------------------------- evaluation
     results.update(scorer.test(run.test_splits, run_dir))
-    results["precision"] = {"dtype": precision.name, "why": precision.reason, **scorer.compiled_info}
+    # score_head: the Yes/No logits are fp32 whatever the backbone's dtype (runs before that fix lack the key)
+    results["precision"] = {"dtype": precision.name, "why": precision.reason, "score_head": "fp32",
+                            **scorer.compiled_info}
     results["warm_cold_rules"] = task.warm_cold_rules()  # which rows test_warm / test_cold hold
     if {"test_warm", "test_cold"} & set(run.test_splits):
         print(f"test_warm / test_cold rules: {results['warm_cold_rules']}")
