@@ -604,3 +604,16 @@ def test_report_names_each_llm_rows_precision_and_a_rounded_score_head():
     assert "fp32: tallrec;" in line and "bf16: binllm;" in line and "not recorded: icl" in line
     assert "bf16 with its scores rounded to bf16 (run before the fp32 score head): softprompt;" in line
     assert "binmf" not in line
+
+
+def test_a_bf16_run_scored_with_a_rounded_head_runs_again(tmp_path):
+    """Before the score head was kept out of autocast, bf16 runs scored with bf16-rounded Yes/No logits (many ties):
+    such a run or record is stale, whatever its settings; an fp32 run, or a bf16 one with the fp32 head, is not."""
+    steps, runs, _ = plan("ml-100k", "cpu", tmp_path)
+    for step, precision in (("softprompt", {"dtype": "bf16"}),
+                            ("personprompt", {"dtype": "bf16", "score_head": "fp32"}), ("icl", {"dtype": "fp32"})):
+        (runs / step).mkdir(parents=True)
+        (runs / step / "metrics.json").write_text(json.dumps({"test": {"auc": 0.5}, "precision": precision}))
+    record = {"step": "collm_din", "metrics": {"test": {"auc": 0.7}, "precision": {"dtype": "bf16"}}}
+    stale = stale_steps(steps, runs, {"collm_din": record})
+    assert set(stale) == {"softprompt", "collm_din"} and "rounded to bf16" in stale["softprompt"]

@@ -3,6 +3,7 @@ another machine (records.py) unless a step that runs needs its checkpoint; an in
 last resume point, and a finished run or record whose settings no longer match the plan (or that reads a run that
 runs again) is set aside and run again. Each step runs in this process through `minigpt4.cli.main`."""
 
+import json
 import sys
 
 from minigpt4 import cli
@@ -47,9 +48,21 @@ def record_changes(step, record):
     return rec.config_changes(step, record["config"], DERIVED_KEYS | set(step.machine_keys), paths=False)
 
 
+def _metrics(path):
+    return json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+
+
+def rounded_scores(metrics):
+    """True for an LLM run that computed in bf16 before its Yes/No score head was kept out of autocast (commit
+    `LLM score head in fp32 under bf16 autocast too`): its metrics.json lacks precision.score_head."""
+    p = (metrics or {}).get("precision") or {}
+    return p.get("dtype") == "bf16" and p.get("score_head") != "fp32"
+
+
 def stale_steps(steps, runs, records=None):
     """{step: why} for the runs (and, without a run, the records) that exist but must run again: their settings
-    changed (changed_keys), or a step they read will run (again), so what they read would change under them. A
+    changed (changed_keys), their scores were rounded (rounded_scores), or a step they read will run (again), so
+    what they read would change under them. A
     recorded step that runs again only for its checkpoint is not a step that runs again here: same settings."""
     records = records or {}
     stale, will_run = {}, set()
@@ -63,7 +76,11 @@ def stale_steps(steps, runs, records=None):
         else:
             changed, what = (record_changes(step, record), "its record was made") if record else ({}, "")
         reread = [d for d in step.depends if d in will_run]
-        if changed:
+        done = record["metrics"] if record else _metrics(path) if finished else None
+        if rounded_scores(done):
+            stale[step.name] = ("scored in bf16 before the score head was kept in fp32, so its scores were rounded "
+                                "to bf16 (on ML-100K 4,000 rows took 16-44 distinct values): it runs again")
+        elif changed:
             shown = "; ".join(f"{k}: {then!r} -> {now!r}" for k, (then, now) in list(changed.items())[:4])
             more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
             stale[step.name] = f"settings changed since {what}: {shown}{more}"
@@ -75,9 +92,9 @@ def stale_steps(steps, runs, records=None):
 
 
 def needed_steps(steps, runs, stale, records):
-    # a rebuild that finished has its checkpoint: no longer needed
     """The recorded steps without a run here that must run again because a step that runs reads their checkpoint
-    (a record holds numbers, not weights); with their own dependencies, transitively."""
+    (a record holds numbers, not weights); with their own dependencies, transitively. A rebuild that finished has
+    its checkpoint: no longer needed."""
     need = set()
     for step in reversed(steps):  # a step comes after what it reads
         runs_here = not (runs / step.name / "metrics.json").is_file() and (
