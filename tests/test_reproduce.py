@@ -617,3 +617,16 @@ def test_a_bf16_run_scored_with_a_rounded_head_runs_again(tmp_path):
     record = {"step": "collm_din", "metrics": {"test": {"auc": 0.7}, "precision": {"dtype": "bf16"}}}
     stale = stale_steps(steps, runs, {"collm_din": record})
     assert set(stale) == {"softprompt", "collm_din"} and "rounded to bf16" in stale["softprompt"]
+
+
+def test_a_stale_run_here_needs_the_checkpoints_of_what_it_reads(tmp_path):
+    """collm_din finished here but must run again; tallrec and din are known from records only: both are rebuilt
+    for their checkpoints. Without a step to run, nothing is."""
+    from minigpt4.experiments.run import needed_steps
+
+    steps, runs, _ = plan("ml-100k", "cpu", tmp_path, only=["collm_din"])
+    (runs / "collm_din").mkdir(parents=True)
+    (runs / "collm_din" / "metrics.json").write_text("{}")
+    known = {"tallrec": {}, "din": {}}
+    assert needed_steps(steps, runs, {"collm_din": "settings changed"}, known) == {"tallrec", "din"}
+    assert needed_steps(steps, runs, {}, known) == set()

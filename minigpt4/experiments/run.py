@@ -62,8 +62,8 @@ def rounded_scores(metrics):
 def stale_steps(steps, runs, records=None):
     """{step: why} for the runs (and, without a run, the records) that exist but must run again: their settings
     changed (changed_keys), their scores were rounded (rounded_scores), or a step they read will run (again), so
-    what they read would change under them. A
-    recorded step that runs again only for its checkpoint is not a step that runs again here: same settings."""
+    what they read would change under them. A recorded step that is only rebuilt for its checkpoint is not a step
+    that runs again here: same settings."""
     records = records or {}
     stale, will_run = {}, set()
     for step in steps:
@@ -97,8 +97,8 @@ def needed_steps(steps, runs, stale, records):
     its checkpoint: no longer needed."""
     need = set()
     for step in reversed(steps):  # a step comes after what it reads
-        runs_here = not (runs / step.name / "metrics.json").is_file() and (
-            step.name in stale or step.name not in records or step.name in need)
+        runs_here = step.name in stale or not (runs / step.name / "metrics.json").is_file() and (
+            step.name not in records or step.name in need)
         if runs_here:
             need.update(step.depends)
     return {s for s in need if s in records and not (runs / s / "metrics.json").is_file()}
@@ -106,8 +106,8 @@ def needed_steps(steps, runs, stale, records):
 
 def run_step(step, runs, stale=None, record=None, needed=False):
     """Run one step unless its metrics.json exists, or its `record` does and no step that runs needs its checkpoint
-    (`needed`); returns 'reused', 'recorded', 'resumed' or 'ran'. `stale`: why an existing run or record must run
-    again (stale_steps); an old run is moved aside first, kept for inspection."""
+    (`needed`); returns 'reused', 'recorded', 'rebuilt', 'resumed' or 'ran'. `stale`: why an existing run or
+    record must run again (stale_steps); an old run is moved aside first, kept for inspection."""
     path = runs / step.name
     if stale and path.exists():
         print(f"[{step.name}] {stale}: the old run moved to {_aside(path, 'stale')}")
