@@ -21,6 +21,7 @@ from minigpt4.experiments.definitions import (
     STEPS,
     ReproduceError,
 )
+from minigpt4.experiments.records import rebuild_marker
 
 
 @dataclass
@@ -132,7 +133,7 @@ def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=()
     total, train_rows, score_rows = 0.0, 0, 0
     for i, s in enumerate(steps, 1):
         ran = (runs / s.name / "metrics.json").is_file()
-        rebuilt = (runs / f"{s.name}.rebuild.json").is_file() and s.name in recorded
+        rebuilt = rebuild_marker(runs, s.name).is_file() and s.name in recorded
         done = (ran or (s.name in recorded and s.name not in needed)) and s.name not in stale
         est = ""
         if budget == "cpu" and not done:

@@ -82,6 +82,13 @@ def test_key(metrics):
     return [None if test.get(k) is None else round(test[k], 4) for k in ("auc", "uauc")]
 
 
+def rounded_scores(metrics):
+    """True for an LLM run that computed in bf16 before its Yes/No score head was kept out of autocast (commit
+    `LLM score head in fp32 under bf16 autocast too`): its metrics.json lacks precision.score_head."""
+    p = (metrics or {}).get("precision") or {}
+    return p.get("dtype") == "bf16" and p.get("score_head") != "fp32"
+
+
 def load(runs):
     """{step: record} of the records beside `runs/`. A record that is not valid JSON, or names another step, is an
     error naming the file: it would otherwise be skipped silently and its step run again for hours."""

@@ -125,9 +125,8 @@ def precision_line(metrics):
     by = {}
     for step, m in metrics.items():
         if STEPS[step].stage != "collab":
-            p = m.get("precision") or {}
-            dtype = p.get("dtype", "not recorded")
-            if dtype == "bf16" and p.get("score_head") != "fp32":
+            dtype = (m.get("precision") or {}).get("dtype", "not recorded")
+            if records.rounded_scores(m):
                 # scored before the score head was kept out of autocast: bf16 scores, many of them tied
                 dtype = "bf16 with its scores rounded to bf16 (run before the fp32 score head)"
             by.setdefault(dtype, []).append(step)

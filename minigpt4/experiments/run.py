@@ -52,16 +52,9 @@ def _metrics(path):
     return json.loads((path / "metrics.json").read_text(encoding="utf-8"))
 
 
-def rounded_scores(metrics):
-    """True for an LLM run that computed in bf16 before its Yes/No score head was kept out of autocast (commit
-    `LLM score head in fp32 under bf16 autocast too`): its metrics.json lacks precision.score_head."""
-    p = (metrics or {}).get("precision") or {}
-    return p.get("dtype") == "bf16" and p.get("score_head") != "fp32"
-
-
 def stale_steps(steps, runs, records=None):
     """{step: why} for the runs (and, without a run, the records) that exist but must run again: their settings
-    changed (changed_keys), their scores were rounded (rounded_scores), or a step they read will run (again), so
+    changed (changed_keys), their scores were rounded (records.rounded_scores), or a step they read will run (again), so
     what they read would change under them. A recorded step that is only rebuilt for its checkpoint is not a step
     that runs again here: same settings."""
     records = records or {}
@@ -77,7 +70,7 @@ def stale_steps(steps, runs, records=None):
             changed, what = (record_changes(step, record), "its record was made") if record else ({}, "")
         reread = [d for d in step.depends if d in will_run]
         done = record["metrics"] if record else _metrics(path) if finished else None
-        if rounded_scores(done):
+        if rec.rounded_scores(done):
             stale[step.name] = ("scored in bf16 before the score head was kept in fp32, so its scores were rounded "
                                 "to bf16 (on ML-100K 4,000 rows took 16-44 distinct values): it runs again")
         elif changed:
