@@ -174,9 +174,9 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                   "`minigpt4.metrics.redraw_spread` on `runs/<step>/predictions_test.csv`), that is how much the "
                   "row would move had other users been scored. A difference between two rows smaller than about "
                   "twice that spread is not a finding. It leaves out how far another training of the same step "
-                  "would land (docs/RESULTS.md measures that for a few steps). It is measured for the LLM rows on the whole test split they "
-                  "scored: the encoder (stage 0) rows, the warm / cold rows and a row scored on one user only show "
-                  "–.", ""]
+                  "would land (docs/RESULTS.md measures that for a few steps). It is measured for the LLM rows on "
+                  "the whole test split they scored: the encoder (stage 0) rows, the warm / cold rows and a row "
+                  "scored on one user only show –.", ""]
     if budget == "smoke":
         lines += ["**Smoke budget: a few training steps on tiny samples; it checks the pipeline, its numbers mean "
                   "nothing.**", ""]
