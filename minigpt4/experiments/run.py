@@ -90,9 +90,9 @@ def needed_steps(steps, runs, stale, records):
     its checkpoint: no longer needed."""
     need = set()
     for step in reversed(steps):  # a step comes after what it reads
-        runs_here = step.name in stale or not (runs / step.name / "metrics.json").is_file() and (
-            step.name not in records or step.name in need)
-        if runs_here:
+        finished = (runs / step.name / "metrics.json").is_file()
+        unrecorded = step.name not in records or step.name in need
+        if step.name in stale or (not finished and unrecorded):
             need.update(step.depends)
     return {s for s in need if s in records and not (runs / s / "metrics.json").is_file()}
 
