@@ -91,8 +91,8 @@ def needed_steps(steps, runs, stale, records):
     need = set()
     for step in reversed(steps):  # a step comes after what it reads
         finished = (runs / step.name / "metrics.json").is_file()
-        unrecorded = step.name not in records or step.name in need
-        if step.name in stale or (not finished and unrecorded):
+        no_usable_record = step.name not in records or step.name in need  # a needed record holds no weights
+        if step.name in stale or (not finished and no_usable_record):
             need.update(step.depends)
     return {s for s in need if s in records and not (runs / s / "metrics.json").is_file()}
 
