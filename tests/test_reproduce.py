@@ -308,7 +308,8 @@ def test_report_names_the_code_of_every_run_and_of_each_resumption(tmp_path):
 
     envs = {"mf": {"git_commit": "a" * 40, "git_dirty": False},
             "binllm": {"git_commit": "b" * 40, "git_dirty": True,
-                       "resumes": [{"step": 300, "git_commit": "a" * 40, "git_dirty": False}]}}
+                       "resumes": [{"step": 300, "git_commit": "a" * 40, "git_dirty": False},
+                                   {"step": 300, "git_commit": "a" * 40, "git_dirty": False}]}}
     for step, env in envs.items():
         (tmp_path / step).mkdir()
         (tmp_path / step / "environment.json").write_text(json.dumps(env))

@@ -83,7 +83,7 @@ def provenance(env, runs_code=None):
 def run_commits(runs, steps, recorded=None):
     """{(commit, dirty): [step, ...]}: the code each finished step's run came from, by its environment.json (or,
     for a step known from its record only, the record's); a run resumed on other code is also listed under that
-    code as `<step> from step N`."""
+    code as `<step> from step N` (once: a run stopped again before its next checkpoint resumes from the same one)."""
     out, recorded = {}, recorded or {}
     for step in steps:
         f = runs / step / "environment.json"
@@ -93,7 +93,9 @@ def run_commits(runs, steps, recorded=None):
             env = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
         out.setdefault((env.get("git_commit"), env.get("git_dirty")), []).append(step)
         for r in env.get("resumes", []):
-            out.setdefault((r.get("git_commit"), r.get("git_dirty")), []).append(f"{step} from step {r['step']}")
+            names = out.setdefault((r.get("git_commit"), r.get("git_dirty")), [])
+            if f"{step} from step {r['step']}" not in names:
+                names.append(f"{step} from step {r['step']}")
     return out
 
 
