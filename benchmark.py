@@ -232,9 +232,10 @@ def phase(samples, tokens, seconds, peak, flops_token, machine, train=False):
 MODES = ("fp32", "bf16", "bf16+compile")
 
 
-def precision_modes(args, device, tok, rows, prompt, table, machine, flops_token):
+def precision_modes(args, device, tok, rows, prompt, table, machine, flops_token, progress=None):
     """Our path in each of `args.modes` on the same rows and (seeded) weights: scoring and training speed, and how
-    far bf16 and compiling move the scores from fp32 eager scoring of the same rows."""
+    far bf16 and compiling move the scores from fp32 eager scoring of the same rows. `progress(out)` after each
+    mode."""
     sub = rows.iloc[:args.dtype_rows]
     split = TokenizedSplit(tok, build_prompts(sub, prompt, table), sub, 10**6)
     train = TokenizedSplit(tok, build_prompts(rows, prompt, table), rows, 10**6)
@@ -264,6 +265,8 @@ def precision_modes(args, device, tok, rows, prompt, table, machine, flops_token
             res["training"] = phase(args.dtype_steps * args.batch_train, tokens, secs, mem, flops_token,
                                     machine[p.name], train=True)
         out[mode] = res
+        if progress:
+            progress(out)
         del model, forward
         line = (f"{mode}: scoring {res['scoring']['samples_per_s']:.2f} samples/s "
                 f"(first batch {res['first_batch_s']:.0f} s)")
@@ -441,6 +444,7 @@ def run(args):
     print(f"scoring: ours {report['scoring']['ours']['samples_per_s']:.2f} samples/s, reference "
           f"{report['scoring']['reference']['samples_per_s']:.2f} -> x{report['scoring']['speedup']:.2f}; "
           f"AUC {m_fast['auc']:.6f} vs {m_ref['auc']:.6f}, UAUC {m_fast['uauc']:.6f} vs {m_ref['uauc']:.6f}")
+    save(report, args.out)
 
     # ---- training
     train_rows = rows.iloc[:args.train_rows]
@@ -465,9 +469,11 @@ def run(args):
     report["training"] = results
     print(f"training: ours {results['ours']['samples_per_s']:.2f} samples/s, reference "
           f"{results['reference']['samples_per_s']:.2f} -> x{results['speedup']:.2f}")
+    save(report, args.out)
 
     # ---- our path in each precision: fp32, bf16, bf16 + compiled scoring
-    report["precision"] = precision_modes(args, device, tok, rows, prompt, table, machine, flops_token)
+    report["precision"] = precision_modes(args, device, tok, rows, prompt, table, machine, flops_token,
+                                          progress=lambda modes: save({**report, "precision": modes}, args.out))
     if args.profile:
         report["profile"] = profile_modes(args, device, tok, rows, prompt, table, Path(args.out).parent)
 
@@ -478,13 +484,18 @@ def run(args):
           f"{report['shared_prefix_fraction']:.1%}")
     print(f"UAUC on {args.uauc_rows:,} rows: vectorised {report['uauc']['vectorised_s']:.2f} s, loop "
           f"{report['uauc']['loop_s']:.2f} s -> x{report['uauc']['speedup']:.1f}")
-    out = Path(args.out)
+    save(report, args.out)
+    print(f"wrote {args.out}")
+    return report
+
+
+def save(report, path):
+    """Write the report so far, whole (a run stopped at a time limit keeps the sections that finished)."""
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(out)
-    print(f"wrote {out}")
-    return report
 
 
 def parse(argv=None):

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,6 +45,8 @@ from minigpt4.text_codes import CodeTable  # noqa: E402
 
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6)
+PARTS = {"7b": "7b_shape", "bf16": "bf16_stability", "small": "small_model"}  # --parts name: report key
+PARTS_BY_KEY = {v: k for k, v in PARTS.items()}
 TOY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
            max_position_embeddings=2048)
 
@@ -162,6 +165,15 @@ def padding_probe(llama_dir, device):
     return out
 
 
+def call(cmd, timeout):
+    """Exit status of `cmd` run from the repository root; 124 when it ran past `timeout` seconds (as timeout(1))."""
+    try:
+        return subprocess.run(cmd, cwd=ROOT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"stopped after {timeout} s: {' '.join(cmd)}", file=sys.stderr)
+        return 124
+
+
 def part_bf16(args, device, llama_dir):
     """Stage 0 then stage 2 (BinLLM-IT from the base model) in bf16 and fp32, through the framework's scripts."""
     runs = Path(args.out) / "runs"
@@ -170,7 +182,7 @@ def part_bf16(args, device, llama_dir):
     data = [f"datasets.{args.dataset_key}.path={args.data}"]
     stage0 = py + ["pretrain_collab.py", "--cfg-path", args.binmf_config, "--options", *common, *data,
                    "run.job_id=binmf"] + (["run.max_epoch=2"] if args.smoke else [])
-    result = {"steps": args.steps, "stage0": subprocess.run(stage0, cwd=ROOT).returncode}
+    result = {"steps": args.steps, "stage0": call(stage0, args.part_timeout)}
     for dtype in ("bf16", "fp32"):
         cmd = py + ["train_binllm.py", "--cfg-path", args.binllm_config, "--options", *common, *data,
                     f"model.llama_model={llama_dir}", f"model.rec_config.pretrained_path={runs}/binmf/rec_model.pth",
@@ -178,12 +190,21 @@ def part_bf16(args, device, llama_dir):
                     "run.test_splits=[test]", f"run.max_eval_rows={args.eval_rows}", f"run.job_id=binllm_{dtype}",
                     f"run.batch_size_eval={args.eval_batch}"]
         start = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        rc = call(cmd, args.part_timeout)
         metrics = runs / f"binllm_{dtype}" / "metrics.json"
         entry = {"returncode": rc, "seconds": time.perf_counter() - start, "command": " ".join(cmd[1:])}
         if rc == 0 and metrics.is_file():
             m = json.loads(metrics.read_text())
-            entry.update({k: m["test"][k] for k in ("auc", "uauc", "rows")}, final_loss=m.get("train", {}).get("loss"))
+            entry.update({k: m["test"][k] for k in ("auc", "uauc", "rows")},
+                         peak_gpu_memory_gib=m.get("train", {}).get("peak_gpu_memory_gib"),
+                         scoring_samples_per_s=m["test"].get("samples_per_s"))
+        log = runs / f"binllm_{dtype}" / "log.jsonl"
+        if log.is_file():  # the training losses as logged: all finite, and the last one
+            losses = [json.loads(line) for line in log.read_text().splitlines() if '"train_loss"' in line]
+            if losses:
+                entry.update(final_loss=losses[-1]["train_loss"], last_step=losses[-1]["step"],
+                             losses_finite=bool(np.isfinite([x["train_loss"] for x in losses]).all()),
+                             train_samples_per_s=losses[-1].get("train_samples_per_s"))
         result[dtype] = entry  # returncode 4: the run stopped at a non-finite loss (minigpt4's NaN guard)
     if "auc" in result["bf16"] and "auc" in result["fp32"]:
         result["auc_diff"] = result["bf16"]["auc"] - result["fp32"]["auc"]
@@ -199,49 +220,102 @@ def part_small(args, device, llama_dir):
          "--dtype-rows", "4096", "--dtype-steps", "20"]
     cmd = [sys.executable, "benchmark.py", "--device", device.type, "--llama", llama_dir, "--data", args.data,
            "--out", str(out), *sizes]
-    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    out.unlink(missing_ok=True)
+    rc = call(cmd, args.part_timeout)
+    # benchmark.py writes its report after each section: one stopped early still brings the sections it finished
     return {"returncode": rc, "command": " ".join(cmd[1:]),
-            **({"report": json.loads(out.read_text())} if rc == 0 and out.is_file() else {})}
+            **({"report": json.loads(out.read_text())} if out.is_file() else {})}
 
 
 def markdown(report):
+    commands = "; ".join(f"`{c}`" for c in report.get("commands", [report.get("command", "")]))
     lines = [f"# GPU check: {report['device_name']}", "",
              f"torch {report['torch']}, transformers {report['transformers']}, peft {report['peft']}; measured bf16 "
-             f"matmul {report['matmul_bf16'] / 1e12:.0f} TFLOP/s; command `{report['command']}`", ""]
-    a = report.get("7b_shape")
-    if a:
-        lines += [f"## a. 7B shape ({a['params'] / 1e9:.2f} B parameters, {a['mean_prompt_tokens']} tokens per "
-                  "prompt on average)", "", "| phase | path | batch | checkpointing | samples/s | tokens/s | MFU | "
-                  "peak GiB | estimate GiB |", "|---|---|---|---|---|---|---|---|---|"]
-        for kind in ("train", "score"):
-            for r in a[kind]:
-                if "error" in r:
-                    lines.append(f"| {kind} | {r.get('path', 'ours')} | {r['batch']} | {r.get('checkpointing', '')} "
-                                 f"| {r['error']} | | | | |")
-                    continue
-                lines.append(f"| {kind} | {r['path']} | {r['batch']} | {r.get('checkpointing', '')} | "
-                             f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | "
-                             f"{r['peak_memory_gib']:.1f} | {r.get('estimate_gib', float('nan')):.1f} |")
-        lines.append("")
-    b = report.get("bf16_stability")
-    if b:
-        lines += [f"## b. bf16 stability (BinLLM-IT, {b['steps']} steps)", "", "| dtype | exit | test AUC | UAUC | "
-                  "rows | seconds |", "|---|---|---|---|---|---|"]
-        for dtype in ("bf16", "fp32"):
-            r = b[dtype]
-            lines.append(f"| {dtype} | {r['returncode']} | {r.get('auc', float('nan')):.4f} | "
-                         f"{r.get('uauc', float('nan')):.4f} | {r.get('rows', '')} | {r['seconds']:.0f} |")
-        probe = json.dumps(b["padding_probe"])
-        lines += ["", f"Left-padding probe (bf16 gradients per attention kernel): `{probe}`", ""]
-    c = report.get("small_model")
-    if c and "report" in c:
-        r = c["report"]
-        lines += ["## c. SmolLM2 throughput", "", f"scoring {r['scoring']['ours']['samples_per_s']:.0f} samples/s "
-                  f"(reference {r['scoring']['reference']['samples_per_s']:.0f}); training "
-                  f"{r['training']['ours']['samples_per_s']:.0f} samples/s (reference "
-                  f"{r['training']['reference']['samples_per_s']:.0f}); precision modes: "
-                  f"`{json.dumps(r.get('precision', {}))[:600]}`", ""]
+             f"matmul {report['matmul_bf16'] / 1e12:.0f} TFLOP/s (8192³ products); commands {commands}", ""]
+    for key, section in (("7b_shape", md_7b), ("bf16_stability", md_bf16), ("small_model", md_small)):
+        part = report.get(key)
+        if not part:
+            continue
+        if "error" in part:  # the part raised: its last line here, the whole traceback in report.json
+            lines += [f"## {key}: failed after {part.get('part_seconds', 0):.0f} s", "",
+                      f"`{part['error'].strip().splitlines()[-1]}`", ""]
+            continue
+        lines += section(part) + [f"({part.get('part_seconds', 0):.0f} s)", ""]
     return "\n".join(lines) + "\n"
+
+
+def md_7b(a):
+    lines = [f"## a. 7B shape ({a['params'] / 1e9:.2f} B parameters, {a['mean_prompt_tokens']} tokens per prompt on "
+             "average)", "", "| phase | path | batch | checkpointing | samples/s | tokens/s | MFU | peak GiB | "
+             "estimate GiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for kind in ("train", "score"):
+        for r in a[kind]:
+            if "error" in r:
+                lines.append(f"| {kind} | {r.get('path', 'ours')} | {r['batch']} | {r.get('checkpointing', '')} "
+                             f"| {r['error']} | | | | |")
+                continue
+            lines.append(f"| {kind} | {r['path']} | {r['batch']} | {r.get('checkpointing', '')} | "
+                         f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.1%} | "
+                         f"{r['peak_memory_gib']:.1f} | {r.get('estimate_gib', float('nan')):.1f} |")
+    return lines + [""]
+
+
+def md_bf16(b):
+    lines = [f"## b. bf16 stability (BinLLM-IT, {b['steps']} steps; stage 0 exit {b['stage0']})", "",
+             "| dtype | exit | last step | losses finite | mean train loss | train samples/s | test AUC | UAUC "
+             "| rows | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for dtype in ("bf16", "fp32"):
+        r = b.get(dtype)
+        if r is None:
+            continue
+        nan = float("nan")
+        lines.append(f"| {dtype} | {r['returncode']} | {r.get('last_step', '')} | {r.get('losses_finite', '')} | "
+                     f"{r.get('final_loss', nan):.4f} | {r.get('train_samples_per_s') or nan:.1f} | "
+                     f"{r.get('auc', nan):.4f} | {r.get('uauc', nan):.4f} | {r.get('rows', '')} | "
+                     f"{r['seconds']:.0f} |")
+    if "auc_diff" in b:
+        lines += ["", f"AUC bf16 − fp32 on the same rows: {b['auc_diff']:+.4f}"]
+    if "padding_probe" in b:
+        lines += ["", f"Left-padding probe (bf16 gradients per attention kernel): `{json.dumps(b['padding_probe'])}`"]
+    return lines + [""]
+
+
+def md_small(c):
+    if "report" not in c:
+        return ["## c. SmolLM2 throughput", "", f"benchmark.py exit {c['returncode']}: `{c['command']}`", ""]
+    r = c["report"]
+    lines = ["## c. SmolLM2 throughput", "", "| phase | path | batch | samples/s | tokens/s | MFU | peak GiB |",
+             "|---|---|---|---|---|---|---|"]
+    for phase, batch in (("scoring", r["batch_eval"]), ("training", r["batch_train"])):
+        for path in ("ours", "reference") if phase in r else ():
+            x = r[phase][path]
+            lines.append(f"| {phase} | {path} | {batch} | {x['samples_per_s']:.0f} | {x['tokens_per_s']:.0f} | "
+                         f"{x['mfu']:.1%} | {x['peak_memory_gib']:.1f} |")
+    modes = {k: v for k, v in r.get("precision", {}).items() if isinstance(v, dict)}
+    if modes:
+        lines += ["", "| our path | scoring samples/s | training samples/s | first batch s | AUC − fp32 |",
+                  "|---|---|---|---|---|"]
+        for mode, v in modes.items():
+            train = v.get("training", {}).get("samples_per_s")
+            diff = v.get("vs_fp32", {}).get("auc_diff")
+            lines.append(f"| {mode} | {v['scoring']['samples_per_s']:.0f} | "
+                         f"{'' if train is None else f'{train:.0f}'} | {v['first_batch_s']:.1f} | "
+                         f"{'' if diff is None else f'{diff:+.4f}'} |")
+    if c["returncode"] != 0:
+        lines += ["", f"benchmark.py exit {c['returncode']}: the sections above are those it finished"]
+    return lines + [""]
+
+
+def write(report, out, mirror):
+    """report.json and report.md into `out` (and `mirror`), whole files only: a call stopped at its limit still has
+    the parts that finished."""
+    for folder in [out] + ([Path(mirror)] if mirror else []):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in (("report.json", json.dumps(report, indent=2, default=str) + "\n"),
+                           ("report.md", markdown(report))):
+            tmp = folder / (name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(folder / name)
 
 
 def main(argv=None):
@@ -249,8 +323,13 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="toy sizes, any device: checks the script itself")
     p.add_argument("--device", default="cuda")
     p.add_argument("--parts", default="7b,bf16,small", help="comma-separated subset of 7b,bf16,small")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the parts of an earlier report.json in --out that this call does not run (a check "
+                        "split over several calls on one machine)")
+    p.add_argument("--mirror", default=None, help="also write the report files here (the device tool's $OUT)")
     p.add_argument("--llama", default="gpu_cache/smollm2", help="SmolLM2 as a Hugging Face directory")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory for the 7B shape (default: --llama)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer directory for the 7B shape (default: gpu_cache/tokenizer if there, else --llama)")
     p.add_argument("--data", default="gpu_cache/ml-1m")
     p.add_argument("--dataset-key", default="movie_ood", help="datasets.<key> of the configs")
     p.add_argument("--binmf-config", default="train_configs/ml1m_binmf.yaml")
@@ -260,40 +339,73 @@ def main(argv=None):
     p.add_argument("--rows-7b", type=int, default=1024)
     p.add_argument("--eval-rows", type=int, default=5000)
     p.add_argument("--eval-batch", type=int, default=256)
+    p.add_argument("--part-timeout", type=int, default=360, help="seconds each subprocess run may take")
     p.add_argument("--out", default="runs/gpu_check")
     args = p.parse_args(argv)
+    parts = args.parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        p.error(f"--parts: unknown {unknown}; choose from {','.join(PARTS)}")
+    if args.tokenizer is None:
+        args.tokenizer = "gpu_cache/tokenizer" if Path("gpu_cache/tokenizer").is_dir() else args.llama
+    needs_llama = {"bf16", "small"} & set(parts)
+    if needs_llama and not (Path(args.llama) / "config.json").is_file():
+        p.error(f"--llama {args.llama} has no config.json, and parts {sorted(needs_llama)} need SmolLM2's weights: "
+                "carry gpu_pack/2 too (scripts/gpu_pack.sh), or pass --parts 7b")
     device = torch.device(args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     import peft
     import transformers
 
-    report = {"command": "python scripts/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-              "matmul_bf16": bench.matmul_flops(device, torch.bfloat16, n=256 if args.smoke else 8192)}
-    parts = args.parts.split(",")
-    if "7b" in parts:
-        from transformers import AutoTokenizer
+    command = "python scripts/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    report = {}
+    if args.merge and (out / "report.json").is_file():
+        report = {k: v for k, v in json.loads((out / "report.json").read_text()).items() if k not in PARTS.values()
+                  or PARTS_BY_KEY[k] not in parts}
+    report.update({"commands": report.get("commands", []) + [command],
+                   "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                   "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                   "matmul_bf16": bench.matmul_flops(device, torch.bfloat16, n=256 if args.smoke else 8192)})
+    write(report, out, args.mirror)
+    for part in parts:  # each part is recorded as it ends; one that fails leaves its traceback and the rest run on
+        start = time.perf_counter()
+        try:
+            if part == "7b":
+                from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.llama)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"
-        rows = bench.load_rows(args.data, 64 if args.smoke else args.rows_7b, 0)
-        bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
-        report["7b_shape"] = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits,
-                                     report["matmul_bf16"])
-    if "bf16" in parts:
-        report["bf16_stability"] = part_bf16(args, device, args.llama)
-    if "small" in parts:
-        report["small_model"] = part_small(args, device, args.llama)
-    out = Path(args.out)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "report.md").write_text(markdown(report))
+                tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+                if tokenizer.pad_token_id is None:
+                    tokenizer.pad_token = tokenizer.eos_token
+                tokenizer.padding_side = "left"
+                rows = bench.load_rows(args.data, 64 if args.smoke else args.rows_7b, 0)
+                bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
+                result = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits, report["matmul_bf16"])
+            elif part == "bf16":
+                result = part_bf16(args, device, args.llama)
+            else:
+                result = part_small(args, device, args.llama)
+        except Exception:
+            result = {"error": traceback.format_exc()}
+            print(result["error"], file=sys.stderr)
+        result["part_seconds"] = time.perf_counter() - start
+        report[PARTS[part]] = result
+        write(report, out, args.mirror)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     print(markdown(report))
     print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
-    failed = [k for k in ("bf16", "fp32") if report.get("bf16_stability", {}).get(k, {}).get("returncode", 0) != 0]
-    return 1 if failed or report.get("small_model", {}).get("returncode", 0) != 0 else 0
+    return 1 if failures(report) else 0
+
+
+def failures(report):
+    """The parts of `report` that did not finish cleanly."""
+    out = [key for key in PARTS.values() if "error" in report.get(key, {})]
+    b = report.get("bf16_stability", {})
+    out += [f"bf16_stability.{k}" for k in ("bf16", "fp32") if b.get(k, {}).get("returncode", 0) != 0]
+    if report.get("small_model", {}).get("returncode", 0) != 0:
+        out.append("small_model")
+    return out
 
 
 if __name__ == "__main__":
