@@ -42,6 +42,6 @@ lm.save_pretrained("gpu_cache/smollm2")
 tok.save_pretrained("gpu_cache/smollm2")
 PYEOF
 fi
-[ -d gpu_cache/ml-1m ] || unzip -q -o gpu_cache/ml-1m.zip -d gpu_cache/
+[ -d gpu_cache/ml-1m ] || "$PY" -m zipfile -e gpu_cache/ml-1m.zip gpu_cache/  # no unzip there
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 exec "$PY" scripts/gpu_check.py "$@" ${OUT:+--mirror "$OUT"}
