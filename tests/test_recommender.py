@@ -174,6 +174,24 @@ def test_backbone_uses_pytorch_sdpa_attention(tiny_llama):
     assert model.config._attn_implementation == "sdpa"
 
 
+def test_forward_leaves_cudnn_attention_out(rec):
+    """cuDNN's fused attention returns NaN gradients for some left-padded batch widths on H100/H200 (the GPU
+    check's probe): the scorer's forward runs with it switched off, and switches it back on after."""
+    seen = []
+    attention = rec.causal_lm.model.layers[0].self_attn
+    hook = attention.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    try:
+        short, long = encode(rec.tokenizer, [SHORT, LONG])
+        ids, mask = left_pad([short, long], rec.tokenizer.pad_token_id)
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        rec(ids, mask).sum().backward()
+    finally:
+        hook.remove()
+        rec.zero_grad(set_to_none=True)
+    assert seen == [False]
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
 # ------------------------------------------------------------------------------- final-logit scaling / soft-capping
 # Backbones whose forward transforms lm_head's output: the score must equal the forward's logits all the same.
 # (config class, model class, the transform's key); the values are small so the transform clearly matters.

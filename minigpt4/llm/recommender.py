@@ -13,6 +13,7 @@ embeddings and the backbone runs on `inputs_embeds`; otherwise it runs on the to
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minigpt4.config import ConfigError, load_in_bits
 from minigpt4.llm.backbone import add_lora, answer_token_ids, load_backbone
@@ -26,6 +27,11 @@ LOGIT_SCALING = {"cohere": ("logit_scale", "multiply"),  # cohere, cohere2, cohe
                  "hyperclovax": ("logits_scaling", "multiply")}
 SCALE_KEYS = ("logit_scale", "logits_scaling")
 # keys of transforms not reproduced here: such a backbone is refused
+# Every attention kernel but cuDNN's. PyTorch (>= 2.11) picks cuDNN's first on H100/H200 when a mask is passed, and
+# its backward returns NaN query gradients when a masked batch is 64 tokens past a multiple of 128 wide and a row
+# is fully masked, as a left-padded row's pad positions are (pytorch/pytorch#196678; the GPU check's padding probe
+# hit it: results/gpu/nvidia-h200). It also builds a graph for each new batch shape. The other kernels have neither.
+ATTENTION_KERNELS = [b for name, b in SDPBackend.__members__.items() if name not in ("ERROR", "CUDNN_ATTENTION")]
 UNSUPPORTED_LOGIT_KEYS = {"output_multiplier": "multiplies the logits before soft-capping them (Muse)",
                           "logits_soft_cap": "soft-caps the logits under its own key (RecurrentGemma)"}
 
@@ -122,8 +128,9 @@ class LLMRecommender(nn.Module):
             tokens = {"inputs_embeds": self.input_embeddings(input_ids, users, items, his)}
         else:
             tokens = {"input_ids": input_ids}
-        hidden = lm.get_decoder()(**tokens, attention_mask=attention_mask, position_ids=position_ids,
-                                  use_cache=False).last_hidden_state[:, -1]
+        with sdpa_kernel(ATTENTION_KERNELS):
+            hidden = lm.get_decoder()(**tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                      use_cache=False).last_hidden_state[:, -1]
         head = lm.get_output_embeddings()
         # In fp32 even for a bf16 backbone: Yes/No logits sit near +-13, where bf16 steps by 1/16, so a bf16
         # head would round most Yes-minus-No scores into ties. Two rows of the head cost nothing in fp32. Autocast
