@@ -122,7 +122,7 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
             result["train"].append(r if isinstance(r, dict) else failed)
             if isinstance(r, dict):
                 r["batch"] = b
-    ref = try_batches(grid[:1], lambda b: train(b, False, reference=True))
+    ref = try_batches([1] if args.smoke else [8, 32], lambda b: train(b, False, reference=True))
     result["train"] += [dict(r, batch=b) if isinstance(r, dict) else {"batch": b, "error": r, "path": "reference"}
                         for b, r in ref]
     set_checkpointing(rec.causal_lm, False)
@@ -143,25 +143,60 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
     return result
 
 
+PROBE_WIDTHS = (64, 192, 200)  # 64 and 192 are 64 mod 128, where cuDNN's backward fails; 200 is not
+PROBE_KERNELS = ("CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+
+
 def padding_probe(llama_dir, device):
-    """Gradients of a heavily left-padded bf16 batch under each attention kernel: NaN here, and not with the
-    eager kernel, would point at fully-masked pad rows in the fused kernel (the suspect of the step-14 NaN)."""
+    """Are the gradients of a left-padded bf16 batch finite, per attention kernel and batch width? Rows are padded
+    by 0, 1/4, 3/4 of the width and all but one token, so pad positions form fully-masked attention rows. cuDNN's
+    backward returns NaN at widths 64 mod 128 (pytorch/pytorch#196678), the cause of the bf16 NaN seen in training;
+    `default` is PyTorch's own choice of kernel, `ours` the scorer's forward with LoRA (cuDNN left out)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(llama_dir)
-    out = {}
-    for impl in ("sdpa", "eager"):
-        lm = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.bfloat16, attn_implementation=impl).to(device)
-        ids = torch.randint(10, len(tok) - 10, (4, 64), device=device)
+    lm = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.bfloat16, attn_implementation="sdpa").to(device)
+    lm.requires_grad_(False)
+    generator = torch.Generator().manual_seed(0)
+
+    def batch(width):
+        ids = torch.randint(10, len(tok) - 10, (4, width), generator=generator).to(device)
         mask = torch.ones_like(ids)
-        for row, pad in enumerate((0, 16, 48, 63)):  # one row keeps a single real token
+        for row, pad in enumerate((0, width // 4, 3 * width // 4, width - 1)):
             mask[row, :pad] = 0
+        return ids, mask
+
+    def embedding_grads_finite(width, kernels):
+        ids, mask = batch(width)
         embeds = lm.get_input_embeddings()(ids).detach().requires_grad_(True)
-        logits = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[:, -1].float()
+        with sdpa_kernel(kernels):
+            logits = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits[:, -1].float()
         logits.logsumexp(-1).sum().backward()
-        out[impl] = {"logits_finite": bool(torch.isfinite(logits).all()),
-                     "grads_finite": bool(torch.isfinite(embeds.grad).all())}
-        del lm
+        return bool(torch.isfinite(embeds.grad).all())
+
+    everything = [b for name, b in SDPBackend.__members__.items() if name != "ERROR"]
+    out = {}
+    for width in PROBE_WIDTHS:
+        row = {"default": embedding_grads_finite(width, everything)}
+        for name in PROBE_KERNELS:
+            try:
+                row[name] = embedding_grads_finite(width, [getattr(SDPBackend, name)])
+            except RuntimeError as e:  # the kernel does not run on this device or for these inputs
+                row[name] = "n/a"
+                print(f"padding probe: {name} at width {width}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        out[width] = row
+    lora = SimpleNamespace(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"], layers_to_transform=[])
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    rec = LLMRecommender(add_lora(lm, lora), tok, "yes").to(device)
+    for width in PROBE_WIDTHS:
+        ids, mask = batch(width)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            rec(ids, mask).sum().backward()
+        trained = [q.grad for q in rec.parameters() if q.requires_grad]
+        out[width]["ours"] = all(bool(torch.isfinite(g).all()) for g in trained if g is not None)
+        rec.zero_grad(set_to_none=True)
     return out
 
 
@@ -232,7 +267,8 @@ def markdown(report):
     lines = [f"# GPU check: {report['device_name']}", "",
              f"torch {report['torch']}, transformers {report['transformers']}, peft {report['peft']}; measured bf16 "
              f"matmul {report['matmul_bf16'] / 1e12:.0f} TFLOP/s (8192³ products); commands {commands}", ""]
-    for key, section in (("7b_shape", md_7b), ("bf16_stability", md_bf16), ("small_model", md_small)):
+    md_small_here = lambda c: md_small(c, report["matmul_bf16"])  # noqa: E731
+    for key, section in (("7b_shape", md_7b), ("bf16_stability", md_bf16), ("small_model", md_small_here)):
         part = report.get(key)
         if not part:
             continue
@@ -275,22 +311,34 @@ def md_bf16(b):
                      f"{r['seconds']:.0f} |")
     if "auc_diff" in b:
         lines += ["", f"AUC bf16 − fp32 on the same rows: {b['auc_diff']:+.4f}"]
-    if "padding_probe" in b:
-        lines += ["", f"Left-padding probe (bf16 gradients per attention kernel): `{json.dumps(b['padding_probe'])}`"]
+    probe = b.get("padding_probe", {})
+    if probe and all(isinstance(v, dict) and "default" in v for v in probe.values()):
+        kernels = list(next(iter(probe.values())))
+        lines += ["", "Left-padding probe: gradients of a left-padded bf16 batch finite, per attention kernel and "
+                  "batch width (`default`: PyTorch's choice; `ours`: the scorer's forward with LoRA)", "",
+                  "| width | " + " | ".join(kernels) + " |", "|---" * (len(kernels) + 1) + "|"]
+        lines += [f"| {w} | " + " | ".join(str(row.get(k, "")) for k in kernels) + " |" for w, row in probe.items()]
+    elif probe:  # the first check's probe: {kernel: {logits_finite, grads_finite}} at width 64
+        lines += ["", f"Left-padding probe (width 64, bf16 gradients per attention implementation): "
+                  f"`{json.dumps(probe)}`"]
     return lines + [""]
 
 
-def md_small(c):
+def md_small(c, matmul_bf16):
+    """Part c. MFU here is against the check's own 8192³ bf16 matmul rate, whatever ceiling benchmark.py measured
+    (the first check's benchmark.py timed 1024³ products, far below a GPU's rate)."""
     if "report" not in c:
         return ["## c. SmolLM2 throughput", "", f"benchmark.py exit {c['returncode']}: `{c['command']}`", ""]
     r = c["report"]
-    lines = ["## c. SmolLM2 throughput", "", "| phase | path | batch | samples/s | tokens/s | MFU | peak GiB |",
+    lines = ["## c. SmolLM2 throughput", "",
+             "| phase | path | batch | samples/s | tokens/s | MFU (bf16 rate) | peak GiB |",
              "|---|---|---|---|---|---|---|"]
     for phase, batch in (("scoring", r["batch_eval"]), ("training", r["batch_train"])):
         for path in ("ours", "reference") if phase in r else ():
             x = r[phase][path]
+            mfu = x["tokens_per_s"] * r["flops_per_token"] * (2 if phase == "training" else 1) / matmul_bf16
             lines.append(f"| {phase} | {path} | {batch} | {x['samples_per_s']:.0f} | {x['tokens_per_s']:.0f} | "
-                         f"{x['mfu']:.1%} | {x['peak_memory_gib']:.1f} |")
+                         f"{mfu:.1%} | {x['peak_memory_gib']:.1f} |")
     modes = {k: v for k, v in r.get("precision", {}).items() if isinstance(v, dict)}
     if modes:
         lines += ["", "| our path | scoring samples/s | training samples/s | first batch s | AUC − fp32 |",

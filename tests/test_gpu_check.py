@@ -29,3 +29,49 @@ def test_7b_shape_part_runs_and_reports(tiny_llama, synthetic_dir, tmp_path):
     assert all(r["estimate_gib"] > 0 for r in a["train"])
     md = (out / "report.md").read_text()
     assert "## a. 7B shape" in md and md.count("| train | ours |") == 4
+
+
+def _gpu_check():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    return gpu_check
+
+
+def test_a_failing_part_is_recorded_and_fails_the_check(tiny_llama, tmp_path):
+    gpu_check = _gpu_check()
+    out = tmp_path / "check"
+    rc = gpu_check.main(["--smoke", "--device", "cpu", "--parts", "7b", "--llama", str(tiny_llama), "--data",
+                         str(tmp_path / "no_such_split"), "--out", str(out), "--mirror", str(tmp_path / "mirror")])
+    assert rc == 1
+    report = json.loads((out / "report.json").read_text())
+    assert "no_such_split" in report["7b_shape"]["error"]
+    assert gpu_check.failures(report) == ["7b_shape"]
+    md = (tmp_path / "mirror" / "report.md").read_text()  # the mirror ($OUT on the device) holds the same files
+    assert md == (out / "report.md").read_text() and "## 7b_shape: failed" in md
+
+
+def test_merge_keeps_the_parts_of_an_earlier_call(tiny_llama, synthetic_dir, tmp_path):
+    """A check split over two calls on one machine: the second call's report keeps the first call's parts."""
+    gpu_check = _gpu_check()
+    out = tmp_path / "check"
+    out.mkdir()
+    earlier = json.loads((ROOT / "results/gpu/nvidia-h200/report.json").read_text())
+    (out / "report.json").write_text(json.dumps(earlier))
+    rc = gpu_check.main(["--smoke", "--device", "cpu", "--parts", "7b", "--llama", str(tiny_llama), "--data",
+                         str(synthetic_dir), "--out", str(out), "--merge"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["bf16_stability"] == earlier["bf16_stability"]
+    assert report["small_model"] == earlier["small_model"]
+    assert report["7b_shape"]["sizes"] == gpu_check.TOY  # this call's part replaced the earlier one
+    assert report["commands"][:-1] == earlier["commands"] and "--merge" in report["commands"][-1]
+    md = (out / "report.md").read_text()
+    assert "## a. 7B shape" in md and "## b. bf16 stability" in md and "## c. SmolLM2 throughput" in md
+
+
+def test_parts_that_need_smollm2_weights_are_refused_without_them(tmp_path, capsys):
+    gpu_check = _gpu_check()
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--device", "cpu", "--parts", "7b,bf16", "--llama", str(tmp_path), "--out", str(tmp_path)])
+    assert "carry gpu_pack/2" in capsys.readouterr().err
