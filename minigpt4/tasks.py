@@ -33,7 +33,8 @@ class RecTask:
         return self.dataset.id_counts(self._frames)
 
     def token_splits(self, tokenizer, prompt, names, codes, history_len=0, mode=None):
-        """Each named split as a TokenizedSplit (run.max_train_rows / max_eval_rows: the same rows in every run).
+        """Each named split as a TokenizedSplit (run.max_train_rows / max_eval_rows: the same rows in every run of
+        one run.sample_seed, which defaults to run.seed).
         codes: BinLLM's CodeTable or None; history_len: ids of history each row carries for a slot encoder that
         reads it (SASRec, DIN); mode: the run mode (default `self.llm_mode`), `slots` marks the ID slots."""
         run, m = self.cfg.run, self.cfg.model
@@ -41,7 +42,7 @@ class RecTask:
         out = {}
         for split in dict.fromkeys(names):
             limit = run.max_train_rows if split == "train" else run.max_eval_rows
-            rows = sample_split(self.rows, split, limit, run.seed)
+            rows = sample_split(self.rows, split, limit, run.seed if run.sample_seed < 0 else run.sample_seed)
             out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes, slots), rows, m.max_txt_len,
                                         name=split, slot_tokens=m.proj_token_num if slots else 0,
                                         history_len=history_len, slot_layout=m.slot_layout, add_bos=m.add_bos)

@@ -128,6 +128,23 @@ def test_task_token_splits_follow_the_config(tmp_path, synthetic_dir, tok, layou
         assert (seq[0] == tok.bos_token_id) == bos
 
 
+def test_sample_seed_keeps_the_rows_while_run_seed_varies(tmp_path, synthetic_dir, tok):
+    def test_rows(*options):
+        cfg = load_config(tmp_path / "task.yaml", options)
+        task = RecTask(cfg)
+        task.llm_mode = "slots"
+        (split,) = task.token_splits(tok, load_prompt(cfg.model.prompt_path), ["test"], None).values()
+        return list(zip(split.uids, split.iids))
+
+    _task_cfg(tmp_path, synthetic_dir)  # writes task.yaml
+    by_seed = {seed: test_rows(f"run.seed={seed}") for seed in (1, 2)}
+    assert by_seed[1] != by_seed[2]  # by default the sample follows run.seed
+    assert test_rows("run.seed=2", "run.sample_seed=1") == by_seed[1]
+    assert test_rows("run.seed=1", "run.sample_seed=1") == by_seed[1]
+    with pytest.raises(ConfigError, match="run.sample_seed"):
+        test_rows("run.sample_seed=-2")
+
+
 def test_tokenized_split_passes_layout_and_bos(tok):
     import pandas as pd
 

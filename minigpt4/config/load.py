@@ -292,6 +292,8 @@ def _check_values(cfg):
         raise ConfigError(f"model.rec_config.embedding_size={rc.embedding_size} must be a multiple of 8 for code_mode "
                           "ipv4")
     _check_rec_config(model.rec_model, rc)
+    if run.sample_seed < -1:
+        raise ConfigError(f"run.sample_seed must be >= 0, or -1 for run.seed; got {run.sample_seed}")
     if run.dist_timeout_minutes <= 0:
         raise ConfigError(f"run.dist_timeout_minutes must be > 0, got {run.dist_timeout_minutes}")
     if run.evaluate and not run.test_splits:

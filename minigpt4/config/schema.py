@@ -295,6 +295,9 @@ class RunConfig:
         "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC "
         "stays meaningful (0 = all). test_warm / test_cold take the warm / cold rows of test's sample, so the three "
         "describe the same users and cost one scoring pass.")
+    sample_seed: int = _key(
+        -1, "Seed of the max_train_rows / max_eval_rows subsamples; -1 = run.seed. Fix it to vary run.seed (weights, "
+        "batch order) over the same rows, so runs of a seed study pair row by row.")
     log_freq: int = _key(50, "Print the training loss every this many optimizer steps.")
     device: str = _key("auto", "`auto` (the GPU when one is visible, else the CPU), `cuda` (falls back to the CPU with "
                                "a warning when no GPU is visible) or `cpu`.")
