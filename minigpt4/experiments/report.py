@@ -93,9 +93,9 @@ def run_commits(runs, steps, recorded=None):
             env = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
         out.setdefault((env.get("git_commit"), env.get("git_dirty")), []).append(step)
         for r in env.get("resumes", []):
-            names = out.setdefault((r.get("git_commit"), r.get("git_dirty")), [])
-            if f"{step} from step {r['step']}" not in names:
-                names.append(f"{step} from step {r['step']}")
+            names, name = out.setdefault((r.get("git_commit"), r.get("git_dirty")), []), f"{step} from step {r['step']}"
+            if name not in names:
+                names.append(name)
     return out
 
 
