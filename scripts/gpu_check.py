@@ -258,12 +258,46 @@ def part_small(args, device, llama_dir):
         ["--train-rows", "2048", "--score-rows", "8192", "--batch-train", "64", "--batch-eval", "512",
          "--dtype-rows", "4096", "--dtype-steps", "20"]
     cmd = [sys.executable, "benchmark.py", "--device", device.type, "--llama", llama_dir, "--data", args.data,
-           "--out", str(out), *sizes]
+           "--out", str(out), "--modes", args.small_modes, *sizes]
     out.unlink(missing_ok=True)
     rc = call(cmd, args.part_timeout)
     # benchmark.py writes its report after each section: one stopped early still brings the sections it finished
-    return {"returncode": rc, "command": " ".join(cmd[1:]),
-            **({"report": json.loads(out.read_text())} if out.is_file() else {})}
+    result = {"returncode": rc, "command": " ".join(cmd[1:]),
+              **({"report": json.loads(out.read_text())} if out.is_file() else {})}
+    try:  # its failure must not lose benchmark.py's measurements
+        result["train_batches"] = train_batch_sweep(args, device, llama_dir)
+    except Exception:
+        result["train_batches_error"] = traceback.format_exc()
+        print(result["train_batches_error"], file=sys.stderr)
+    return result
+
+
+def train_batch_sweep(args, device, llama_dir):
+    """Our training path in bf16 at growing batches: where SmolLM2's training stops gaining from a larger batch
+    (at batch 8-64 a step costs about the same: per-step overhead, not arithmetic, sets the pace)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    grid, steps = ([2, 4], 2) if args.smoke else ([64, 128, 256, 512], 10)
+    rows = bench.load_rows(args.data, grid[-1] * (steps + 1), 1)
+    bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
+    split = TokenizedSplit(tok, build_prompts(rows, load_prompt(bench.PROMPT), CodeTable(*bits, mode="binary")), rows,
+                           10**6)
+    opts = SimpleNamespace(llama=llama_dir, score_type="yes_minus_no")
+    rec = bench.build(opts, device, torch.bfloat16)
+    amp = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+
+    def measure(batch):
+        opt = torch.optim.AdamW([q for q in rec.parameters() if q.requires_grad], lr=1e-4)
+        bench.our_train_steps(rec, split, batch, 1, device, opt, 99, amp)  # untimed: first kernels of this shape
+        tokens, secs, peak = bench.timed(device, bench.our_train_steps, rec, split, batch, steps, device, opt, 0, amp)
+        return {"batch": batch, "samples_per_s": steps * batch / secs, "tokens_per_s": tokens / secs,
+                "step_s": secs / steps, "peak_memory_gib": peak}
+
+    return [r if isinstance(r, dict) else {"batch": b, "error": r} for b, r in try_batches(grid, measure)]
 
 
 def markdown(report):
@@ -335,13 +369,12 @@ def md_bf16(b):
 def md_small(c, matmul_bf16):
     """Part c. MFU here is against the check's own 8192³ bf16 matmul rate, whatever ceiling benchmark.py measured
     (the first check's benchmark.py timed 1024³ products, far below a GPU's rate)."""
-    if "report" not in c:
-        return ["## c. SmolLM2 throughput", "", f"benchmark.py exit {c['returncode']}: `{c['command']}`", ""]
-    r = c["report"]
-    lines = ["## c. SmolLM2 throughput", "",
-             "| phase | path | batch | samples/s | tokens/s | MFU (bf16 rate) | peak GiB |",
-             "|---|---|---|---|---|---|---|"]
-    for phase, batch in (("scoring", r["batch_eval"]), ("training", r["batch_train"])):
+    r = c.get("report", {})
+    lines = ["## c. SmolLM2 throughput", ""]
+    if r:
+        lines += ["| phase | path | batch | samples/s | tokens/s | MFU (bf16 rate) | peak GiB |",
+                  "|---|---|---|---|---|---|---|"]
+    for phase, batch in (("scoring", r.get("batch_eval")), ("training", r.get("batch_train"))):
         for path in ("ours", "reference") if phase in r else ():
             x = r[phase][path]
             mfu = x["tokens_per_s"] * r["flops_per_token"] * (2 if phase == "training" else 1) / matmul_bf16
@@ -358,7 +391,17 @@ def md_small(c, matmul_bf16):
                          f"{'' if train is None else f'{train:.0f}'} | {v['first_batch_s']:.1f} | "
                          f"{'' if diff is None else f'{diff:+.4f}'} |")
     if c["returncode"] != 0:
-        lines += ["", f"benchmark.py exit {c['returncode']}: the sections above are those it finished"]
+        lines += ["", f"benchmark.py exit {c['returncode']} (`{c['command']}`): the sections above are those it "
+                  "finished"]
+    if "train_batches_error" in c:
+        lines += ["", f"batch sweep failed: `{c['train_batches_error'].strip().splitlines()[-1]}`"]
+    sweep = c.get("train_batches", [])
+    if sweep:
+        lines += ["", "Our training path in bf16 by batch size:", "", "| batch | samples/s | s per step | peak GiB |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['batch']} | {r['error']} | | |" if "error" in r else
+                  f"| {r['batch']} | {r['samples_per_s']:.0f} | {r['step_s']:.3f} | {r['peak_memory_gib']:.1f} |"
+                  for r in sweep]
     return lines + [""]
 
 
@@ -395,6 +438,8 @@ def main(argv=None):
     p.add_argument("--rows-7b", type=int, default=1024)
     p.add_argument("--eval-rows", type=int, default=5000)
     p.add_argument("--eval-batch", type=int, default=256)
+    p.add_argument("--small-modes", default="fp32,bf16,bf16+compile",
+                   help="part c's precision modes (benchmark.py --modes); compiling took 108 s on an H200")
     p.add_argument("--part-timeout", type=int, default=360, help="seconds each subprocess run may take")
     p.add_argument("--out", default="runs/gpu_check")
     args = p.parse_args(argv)

@@ -1,11 +1,13 @@
 """scripts/gpu_check.py at toy sizes on the CPU: every part it runs on a GPU machine must work before device time
 is spent on it (the device is lent rarely, for minutes)."""
 
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import ROOT
 
@@ -76,3 +78,13 @@ def test_parts_that_need_smollm2_weights_are_refused_without_them(tmp_path, caps
     with pytest.raises(SystemExit):
         gpu_check.main(["--device", "cpu", "--parts", "7b,bf16", "--llama", str(tmp_path), "--out", str(tmp_path)])
     assert "carry gpu_pack/2" in capsys.readouterr().err
+
+
+def test_training_batch_sweep_measures_each_batch(tiny_llama, synthetic_dir):
+    gpu_check = _gpu_check()
+    args = argparse.Namespace(smoke=True, data=str(synthetic_dir))
+    sweep = gpu_check.train_batch_sweep(args, torch.device("cpu"), str(tiny_llama))
+    assert [r["batch"] for r in sweep] == [2, 4]
+    assert all(r["samples_per_s"] > 0 and r["step_s"] > 0 for r in sweep)
+    md = "\n".join(gpu_check.md_small({"returncode": 0, "command": "", "train_batches": sweep}, 1e12))
+    assert "| batch | samples/s | s per step | peak GiB |" in md and md.count("\n| 2 |") == 1
