@@ -26,12 +26,12 @@ LOGIT_SCALING = {"cohere": ("logit_scale", "multiply"),  # cohere, cohere2, cohe
                  "granite": ("logits_scaling", "divide"),  # granite, granitemoe*, granite_swa
                  "hyperclovax": ("logits_scaling", "multiply")}
 SCALE_KEYS = ("logit_scale", "logits_scaling")
-# keys of transforms not reproduced here: such a backbone is refused
 # Every attention kernel but cuDNN's. PyTorch (>= 2.11) picks cuDNN's first on H100/H200 when a mask is passed, and
 # its backward returns NaN query gradients when a masked batch is 64 tokens past a multiple of 128 wide and a row
 # is fully masked, as a left-padded row's pad positions are (pytorch/pytorch#196678; the GPU check's padding probe
 # hit it: results/gpu/nvidia-h200). It also builds a graph for each new batch shape. The other kernels have neither.
 ATTENTION_KERNELS = [b for name, b in SDPBackend.__members__.items() if name not in ("ERROR", "CUDNN_ATTENTION")]
+# keys of transforms not reproduced here: such a backbone is refused
 UNSUPPORTED_LOGIT_KEYS = {"output_multiplier": "multiplies the logits before soft-capping them (Muse)",
                           "logits_soft_cap": "soft-caps the logits under its own key (RecurrentGemma)"}
 
