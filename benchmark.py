@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt4.batching import TokenizedSplit, TrainBatches
+from minigpt4.fileio import atomic_text
 from minigpt4.metrics import auc, evaluate_scores, uauc
 from minigpt4.precision import COMPILE_PAD_MULTIPLE, Precision, resolve_precision
 from minigpt4.prompting import build_prompts, fill_prompt, history_text, load_prompt, target_text
@@ -492,11 +493,8 @@ def run(args):
 
 def save(report, path):
     """Write the report so far, whole (a run stopped at a time limit keeps the sections that finished)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def parse(argv=None):

@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import benchmark as bench  # noqa: E402  (the reference-style path and the measuring helpers)
 from minigpt4.batching import TokenizedSplit, TrainBatches  # noqa: E402
-from minigpt4.llm.backbone import add_lora, set_checkpointing  # noqa: E402
+from minigpt4.fileio import atomic_text  # noqa: E402
+from minigpt4.llm.backbone import add_lora, load_tokenizer, set_checkpointing  # noqa: E402
 from minigpt4.llm.memory import LoraShape, estimate_memory  # noqa: E402
 from minigpt4.llm.recommender import LLMRecommender  # noqa: E402
 from minigpt4.prompting import build_prompts, load_prompt  # noqa: E402
@@ -46,7 +47,6 @@ from minigpt4.text_codes import CodeTable  # noqa: E402
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6)
 PARTS = {"7b": "7b_shape", "bf16": "bf16_stability", "small": "small_model"}  # --parts name: report key
-PARTS_BY_KEY = {v: k for k, v in PARTS.items()}
 TOY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
            max_position_embeddings=2048)
 
@@ -157,9 +157,9 @@ def padding_probe(llama_dir, device):
     backward returns NaN at widths 64 mod 128 (pytorch/pytorch#196678), the cause of the bf16 NaN seen in training;
     `default` is PyTorch's own choice of kernel, `ours` the scorer's forward with LoRA (cuDNN left out)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(llama_dir)
+    tok = load_tokenizer(llama_dir)
     lm = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.bfloat16, attn_implementation="sdpa").to(device)
     lm.requires_grad_(False)
     generator = torch.Generator().manual_seed(0)
@@ -191,8 +191,6 @@ def padding_probe(llama_dir, device):
                 print(f"padding probe: {name} at width {width}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         out[width] = row
     lora = SimpleNamespace(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"], layers_to_transform=[])
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
     rec = LLMRecommender(add_lora(lm, lora), tok, "yes").to(device)
     for width in PROBE_WIDTHS:
         ids, mask = batch(width)
@@ -275,12 +273,7 @@ def part_small(args, device, llama_dir):
 def train_batch_sweep(args, device, llama_dir):
     """Our training path in bf16 at growing batches: where SmolLM2's training stops gaining from a larger batch
     (at batch 8-64 a step costs about the same: per-step overhead, not arithmetic, sets the pace)."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(llama_dir)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
+    tok = load_tokenizer(llama_dir)
     grid, steps = ([2, 4], 2) if args.smoke else ([64, 128, 256, 512], 10)
     rows = bench.load_rows(args.data, grid[-1] * (steps + 1), 1)
     bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
@@ -301,7 +294,7 @@ def train_batch_sweep(args, device, llama_dir):
 
 
 def markdown(report):
-    commands = "; ".join(f"`{c}`" for c in report.get("commands", [report.get("command", "")]))
+    commands = "; ".join(f"`{c}`" for c in report["commands"])
     lines = [f"# GPU check: {report['device_name']}", "",
              f"torch {report['torch']}, transformers {report['transformers']}, peft {report['peft']}; measured bf16 "
              f"matmul {report['matmul_bf16'] / 1e12:.0f} TFLOP/s (8192³ products); commands {commands}", ""]
@@ -410,11 +403,8 @@ def write(report, out, mirror):
     the parts that finished."""
     for folder in [out] + ([Path(mirror)] if mirror else []):
         folder.mkdir(parents=True, exist_ok=True)
-        for name, text in (("report.json", json.dumps(report, indent=2, default=str) + "\n"),
-                           ("report.md", markdown(report))):
-            tmp = folder / (name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(folder / name)
+        atomic_text(folder / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+        atomic_text(folder / "report.md", markdown(report))
 
 
 def main(argv=None):
@@ -462,8 +452,8 @@ def main(argv=None):
     command = "python scripts/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {}
     if args.merge and (out / "report.json").is_file():
-        report = {k: v for k, v in json.loads((out / "report.json").read_text()).items() if k not in PARTS.values()
-                  or PARTS_BY_KEY[k] not in parts}
+        rerun = {PARTS[part] for part in parts}
+        report = {k: v for k, v in json.loads((out / "report.json").read_text()).items() if k not in rerun}
     report.update({"commands": report.get("commands", []) + [command],
                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
@@ -473,12 +463,7 @@ def main(argv=None):
         start = time.perf_counter()
         try:
             if part == "7b":
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-                if tokenizer.pad_token_id is None:
-                    tokenizer.pad_token = tokenizer.eos_token
-                tokenizer.padding_side = "left"
+                tokenizer = load_tokenizer(args.tokenizer, located=(args.tokenizer, None))  # a tokenizer alone
                 rows = bench.load_rows(args.data, 64 if args.smoke else args.rows_7b, 0)
                 bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
                 result = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits, report["matmul_bf16"])
