@@ -2,8 +2,8 @@
 # `make reproduce`: every run of the paper's tables on ML-1M (cpu budget) and results/ml-1m/cpu/report.md.
 # `make test`: the whole test suite (CI runs it); `make test-fast`: without the tests marked slow (under 2 min).
 # `make ml-100k`: MovieLens-100K prepared into data/ml-100k/ (from RecBole's wheel, fetched at install).
-# `make bench`: throughput of our path vs a reference-style path, and of fp32 vs bf16 vs bf16 + compiled scoring,
-# with per-op profiles (51 min on 2 AVX2 cores, most of it in emulated bf16).
+# `make bench`: throughput of our path vs a reference-style path, and of fp32, bf16 and bf16 compiled (scoring and
+# training), with per-op profiles (51 min on 2 AVX2 cores, most of it in emulated bf16).
 # All create .venv and install everything on first use (`make install`: only that).
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -142,15 +142,16 @@ class TrainBatches:
     are then visited in a random order. Process r's micro-batch m of a global batch is its rows
     [(m * world + r) * batch_size, ...). The rows of an optimizer step therefore depend only on the global batch
     size: 2 processes x batch b train exactly like 1 process x batch 2b, or like 1 process x b with 2 accumulation
-    steps. Rows that do not fill a last global batch wait for the next pass (drop_last)."""
+    steps. Rows that do not fill a last global batch wait for the next pass (drop_last). Each micro-batch is padded
+    to a multiple of `pad_multiple` tokens (a compiled training forward then sees few shapes)."""
 
-    def __init__(self, split, batch_size, seed, world=1, rank=0, accum=1, bucket=0):
+    def __init__(self, split, batch_size, seed, world=1, rank=0, accum=1, bucket=0, pad_multiple=1):
         self.global_batch = batch_size * world * accum
         if len(split) < self.global_batch:
             raise ConfigError(f"the global batch (run.batch_size_train={batch_size} x {world} processes x {accum} "
                               f"accumulation) is larger than the {len(split)} training rows")
         self.split, self.batch_size, self.world, self.rank = split, batch_size, world, rank
-        self.seed, self.bucket, self.passes = seed, bucket, 0
+        self.seed, self.bucket, self.passes, self.pad_multiple = seed, bucket, 0, pad_multiple
         self.lengths = np.asarray(split.lengths)
         self._new_pass()
 
@@ -184,7 +185,7 @@ class TrainBatches:
         self.micro += 1
         if (self.micro * self.world) * self.batch_size >= self.global_batch:
             self.step, self.micro = self.step + 1, 0
-        return self.split.batch(chunk)
+        return self.split.batch(chunk, self.pad_multiple)
 
     def __iter__(self):
         return self

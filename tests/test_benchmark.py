@@ -64,7 +64,9 @@ def test_benchmark_writes_its_report(tiny_llama, synthetic_dir, tmp_path):
     assert set(prec) >= set(benchmark.MODES) and prec["rows"] == 8
     for mode in benchmark.MODES:
         assert prec[mode]["scoring"]["samples_per_s"] > 0 and 0 < prec[mode]["scoring"]["mfu"]
-    assert "training" in prec["fp32"] and "training" in prec["bf16"] and "training" not in prec["bf16+compile"]
+    # every mode trained; the compiled mode trained through its compiled forward (run.compile_train)
+    for mode in benchmark.MODES:
+        assert prec[mode]["training"]["samples_per_s"] > 0 and prec[mode]["first_step_s"] > 0
     assert prec["bf16+compile"]["vs_fp32"]["pearson"] > 0.999 and prec["bf16"]["vs_fp32"]["pearson"] > 0.999
     assert 0 < prec["bf16"]["vs_fp32"]["max_abs_score_diff"] < 0.15 * prec["bf16"]["vs_fp32"]["score_sd"]
     assert report["auto_precision"]["dtype"] == "fp32"  # the suite pins BINLLM_CPU_BF16=0

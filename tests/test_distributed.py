@@ -111,7 +111,7 @@ class _Rows:  # just enough of a TokenizedSplit
     def __len__(self):
         return len(self.lengths)
 
-    def batch(self, idx):
+    def batch(self, idx, pad_multiple=1):
         return list(idx)
 
 

@@ -1,5 +1,5 @@
-"""run.dtype and run.compile: what `auto` picks on which hardware, and that bf16 and compiled scoring score like
-fp32 eager scoring (tiny Llama, synthetic data)."""
+"""run.dtype, run.compile and run.compile_train: what `auto` picks on which hardware, that bf16 and compiled scoring
+score like fp32 eager scoring, and that compiled training trains the eager adapter (tiny Llama, synthetic data)."""
 
 import json
 from types import SimpleNamespace
@@ -12,9 +12,10 @@ from test_end_to_end import _llm_yaml
 
 from helpers import write_yaml
 from minigpt4 import precision
+from minigpt4.batching import TokenizedSplit, TrainBatches
 from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config
-from minigpt4.precision import COMPILE_MIN_ROWS, resolve_precision
+from minigpt4.precision import COMPILE_MIN_ROWS, COMPILE_PAD_MULTIPLE, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -149,3 +150,59 @@ def test_bf16_training_keeps_trained_weights_fp32(tiny_llama, synthetic_dir, tmp
     adapter = load_file(str(tmp_path / "runs" / "bf16" / "checkpoint_best" / "adapter_model.safetensors"))
     assert adapter and all(t.dtype == torch.float32 for t in adapter.values())
     assert np.isfinite(results["test"]["auc"])
+
+
+def test_compile_train_with_fsdp_is_a_config_error(tmp_path):
+    cfg = write_yaml(tmp_path / "c.yaml", "model: {}\ndatasets:\n  synthetic: {path: x}\nrun: {}\n")
+    assert load_config(cfg, ["run.compile_train=True"]).run.compile_train is True
+    with pytest.raises(ConfigError, match="run.compile_train with run.fsdp"):
+        load_config(cfg, ["run.compile_train=True", "run.fsdp=True"])
+
+
+def test_training_batches_padded_for_a_compiled_forward_hold_the_same_prompts(tiny_llama):
+    """run.compile_train pads each training micro-batch to a multiple of 16 tokens: same rows, same tokens,
+    more left padding only."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    lengths = np.random.default_rng(0).integers(3, 60, 40)
+    rows = pd.DataFrame({"uid": np.arange(40), "iid": np.arange(40) + 100, "label": np.arange(40) % 2})
+    split = TokenizedSplit(tok, [" ".join(["film"] * n) for n in lengths], rows, 10**6)
+    plain = TrainBatches(split, 4, seed=3, bucket=2)
+    padded = TrainBatches(split, 4, seed=3, bucket=2, pad_multiple=COMPILE_PAD_MULTIPLE)
+    widths = set()
+    for _ in range(15):  # past a pass's end (10 batches)
+        a, b = next(plain), next(padded)
+        w, wide = a["input_ids"].shape[1], b["input_ids"].shape[1]
+        assert wide % COMPILE_PAD_MULTIPLE == 0 and w <= wide < w + COMPILE_PAD_MULTIPLE
+        assert torch.equal(b["users"], a["users"]) and torch.equal(b["labels"], a["labels"])
+        assert torch.equal(b["input_ids"][:, -w:], a["input_ids"]) and torch.equal(b["attention_mask"][:, -w:],
+                                                                                   a["attention_mask"])
+        assert int(b["attention_mask"][:, :wide - w].sum()) == 0
+        widths.add(wide)
+    assert len(widths) <= 4  # prompts of 4-61 tokens: widths 16, 32, 48, 64
+
+
+@pytest.mark.slow
+def test_compiled_training_trains_the_eager_adapter(tiny_llama, synthetic_dir, tmp_path, monkeypatch):
+    """run.compile_train: the same steps through the compiled forward and backward give the eager run's losses
+    and adapter (no LoRA dropout: compiled code draws its own random numbers)."""
+    from safetensors.torch import load_file
+
+    cfg = _llm_yaml(tmp_path, "train", synthetic_dir, tmp_path / "runs", tiny_llama, "v2", "prompts/tallrec_movie.txt")
+    common = ["run.dtype=fp32", "run.max_epoch=1", "run.iters_per_epoch=3", "run.warmup_steps=1", "run.init_lr=1e-3",
+              "run.valid_splits=[]", "model.lora_config.dropout=0.0", "run.max_eval_rows=16"]
+    out, compiled_modules, compile = {}, [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled_modules.append(type(m).__name__) or compile(m, **kw))
+    for job, extra in (("eager", []), ("compiled", ["run.compile_train=True"])):
+        main("llm", "stage 1", ["--cfg-path", str(cfg), "--options", f"run.job_id={job}", *common, *extra])
+        assert compiled_modules == ([] if job == "eager" else ["LLMRecommender"])  # scoring 16 rows: not compiled
+        run = tmp_path / "runs" / job
+        losses = [json.loads(line)["train_loss"] for line in (run / "log.jsonl").read_text().splitlines()
+                  if "train_loss" in line]
+        out[job] = losses, load_file(str(run / "checkpoint_best" / "adapter_model.safetensors"))
+    (eager_loss, eager), (compiled_loss, compiled) = out["eager"], out["compiled"]
+    np.testing.assert_allclose(compiled_loss, eager_loss, rtol=1e-5)
+    assert eager.keys() == compiled.keys() and eager
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6)

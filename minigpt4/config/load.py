@@ -302,6 +302,9 @@ def _check_values(cfg):
     if run.resume_ckpt_path and run.fsdp:
         raise ConfigError("run.resume_ckpt_path with run.fsdp: resuming a sharded run is not supported yet; resume "
                           "it without FSDP or start again")
+    if run.compile_train and run.fsdp:
+        raise ConfigError("run.compile_train with run.fsdp: compiling a sharded model's training is not supported; "
+                          "set run.compile_train: False, or train without FSDP (DDP)")
 
 
 def _check_rec_config(rec_model, rc):

@@ -315,6 +315,12 @@ class RunConfig:
         "Gradient (activation) checkpointing of the backbone's decoder layers while training: backward recomputes each "
         "layer's activations instead of keeping them, for about a third more compute. Same gradients; for a batch or "
         "prompt length whose activations do not fit in memory.")
+    compile_train: bool = _key(
+        False,
+        "`torch.compile` the training forward and its backward (dynamic shapes; training batches padded to a multiple "
+        "of 16 tokens, so few shapes compile). For GPUs, where a small backbone's step is bound by kernel launches; "
+        "the first step waits for the compiler (minutes). On a CPU (bf16, SmolLM2, batch 8) it gained 4% after "
+        "222 s of compiling (docs/SPEED.md). Not with run.fsdp.")
     dist_url: str = _key("env://", "Upstream key; torchrun's environment is used.")
     distributed: bool = _key(True, "Upstream key; distributed mode is on exactly when launched by torchrun.")
     use_dist_eval_sampler: bool = _key(True, "Upstream key, unused: evaluation always scores each sample once.")

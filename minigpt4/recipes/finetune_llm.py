@@ -26,7 +26,7 @@ from minigpt4.config import load_in_bits
 from minigpt4.encoders.factory import attach_graph
 from minigpt4.llm import memory
 from minigpt4.llm.backbone import load_tokenizer, set_checkpointing
-from minigpt4.precision import resolve_precision
+from minigpt4.precision import COMPILE_PAD_MULTIPLE, resolve_precision
 from minigpt4.recipes.derived import derive_llm, pick_device, saved_config, seed_everything
 from minigpt4.train import distributed as dist
 from minigpt4.train import resume
@@ -114,11 +114,18 @@ def train(cfg, d, model, scorer, run_dir, meta):
         set_checkpointing(model.causal_lm, True)
     train_model, wrap = wrap_for_training(model, run.fsdp, device)  # DDP, FSDP (in place) or the model itself
     scorer.sharded = wrap == "FSDP"  # sharded: scoring forwards are collectives too
-    optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2))
+    if run.compile_train:  # fewer, fused kernels; the backward is compiled with the forward (AOTAutograd)
+        train_model = torch.compile(train_model, dynamic=True)
+    # fused: the whole AdamW update in one kernel launch per step on a GPU, where launches bound a small model
+    optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2),
+                                  fused=device.type == "cuda" and wrap != "FSDP")
     lr_at = registry.get("lr_scheduler", run.lr_sched)  # linear_warmup_cosine_lr: run.warmup_lr -> init_lr -> min_lr
     batches = TrainBatches(scorer.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), d.accum,
-                           run.length_buckets)
-    log(f"training {n_trained:,} parameters{'; gradient checkpointing' if run.grad_checkpointing else ''}; world "
+                           run.length_buckets, COMPILE_PAD_MULTIPLE if run.compile_train else 1)
+    extras = "".join(f"; {what}" for on, what in ((run.grad_checkpointing, "gradient checkpointing"),
+                                                  (run.compile_train, "compiled (the first step waits for the "
+                                                                      "compiler)")) if on)
+    log(f"training {n_trained:,} parameters{extras}; world "
         f"size {world} ({wrap}), batch {run.batch_size_train} per process "
         f"x {d.accum} accumulation = global batch {run.batch_size_train * d.accum * world}; lr {run.lr_sched} "
         f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
@@ -148,13 +155,14 @@ def train(cfg, d, model, scorer, run_dir, meta):
                 with scorer.autocast():
                     scores = train_model(**on_device(batch, device))
                 loss = model.loss(scores, batch["labels"].to(device))
-                if not torch.isfinite(loss):
+                value = loss.item()  # the micro-batch's one wait for the device
+                if not math.isfinite(value):
                     raise FloatingPointError(
-                        f"loss is {loss.item()} at epoch {epoch} step {step}; training stopped. The last good "
+                        f"loss is {value} at epoch {epoch} step {step}; training stopped. The last good "
                         f"checkpoint is {ckpt} (resume point: {run_dir.path / 'resume'}). "
                         "Lower run.init_lr, or use run.dtype: fp32 if this ran in bf16.")
                 (loss / d.accum).backward()
-                step_loss += loss.item() / d.accum
+                step_loss += value / d.accum
             state["losses"].append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
