@@ -158,6 +158,14 @@ def test_ddp_two_processes_batch_b_equal_one_process_batch_2b(setup):
     _same_training(setup["out"], "ddp")
 
 
+def test_ddp_compiled_training_trains_like_one_process(setup):
+    """run.compile_train under DDP: the DDP-wrapped model compiled (its gradient buckets split the graph)."""
+    stdout = _torchrun([_script("train_binllm.py"), "--cfg-path", str(setup["yaml"]), "--options",
+                        "run.job_id=ddp_compiled", "run.batch_size_train=2", "run.compile_train=True"])
+    assert "world size 2 (DDP)" in stdout and "compiled (the first step waits for the compiler)" in stdout
+    _same_training(setup["out"], "ddp_compiled")
+
+
 def test_global_batch_size_sets_accumulation(setup):
     """run.global_batch_size=4 with batch 1 on 2 processes: 2 micro-batches accumulated per step."""
     stdout = _torchrun([_script("train_binllm.py"), "--cfg-path", str(setup["yaml"]), "--options",

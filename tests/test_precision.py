@@ -184,14 +184,16 @@ def test_training_batches_padded_for_a_compiled_forward_hold_the_same_prompts(ti
 
 
 @pytest.mark.slow
-def test_compiled_training_trains_the_eager_adapter(tiny_llama, synthetic_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointing"])
+def test_compiled_training_trains_the_eager_adapter(tiny_llama, synthetic_dir, tmp_path, monkeypatch, checkpointing):
     """run.compile_train: the same steps through the compiled forward and backward give the eager run's losses
-    and adapter (no LoRA dropout: compiled code draws its own random numbers)."""
+    and adapter (no LoRA dropout: compiled code draws its own random numbers), also with run.grad_checkpointing."""
     from safetensors.torch import load_file
 
     cfg = _llm_yaml(tmp_path, "train", synthetic_dir, tmp_path / "runs", tiny_llama, "v2", "prompts/tallrec_movie.txt")
     common = ["run.dtype=fp32", "run.max_epoch=1", "run.iters_per_epoch=3", "run.warmup_steps=1", "run.init_lr=1e-3",
-              "run.valid_splits=[]", "model.lora_config.dropout=0.0", "run.max_eval_rows=16"]
+              "run.valid_splits=[]", "model.lora_config.dropout=0.0", "run.max_eval_rows=16",
+              f"run.grad_checkpointing={checkpointing}"]
     out, compiled_modules, compile = {}, [], torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled_modules.append(type(m).__name__) or compile(m, **kw))
     for job, extra in (("eager", []), ("compiled", ["run.compile_train=True"])):
