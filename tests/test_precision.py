@@ -10,11 +10,12 @@ import pytest
 import torch
 from test_end_to_end import _llm_yaml
 
-from helpers import write_yaml
+from helpers import encode, left_pad, make_recommender, slot_cfg, write_yaml
 from minigpt4 import precision
 from minigpt4.batching import TokenizedSplit, TrainBatches
 from minigpt4.cli import main
 from minigpt4.config import ConfigError, load_config
+from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.precision import COMPILE_MIN_ROWS, COMPILE_PAD_MULTIPLE, resolve_precision
 
 CPU = torch.device("cpu")
@@ -208,3 +209,25 @@ def test_compiled_training_trains_the_eager_adapter(tiny_llama, synthetic_dir, t
     assert eager.keys() == compiled.keys() and eager
     for name in eager:
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slots", [None, "MF", "sasrec", "DIN", "soft_prompt"])
+def test_the_training_forward_compiles_to_one_graph(tiny_llama, tmp_path, slots):
+    """What run.compile_train compiles has no graph break: one graph the compiler fuses whole, and the
+    precondition for CUDA graphs. A break (a host read of a tensor, an unsupported call) would split it. None:
+    codes as text (BinLLM, TALLRec); else CoLLM / prompt-tuning slots filled by that encoder or table. (LightGCN
+    is the exception: torch.compile does not take its sparse propagation, which runs eagerly between graphs.)"""
+    if slots is None:
+        rec = make_recommender(tmp_path, tiny_llama)
+    else:
+        rec = LLMRecommender.from_config(slot_cfg(tmp_path, tiny_llama, slots, 1).model, slots=True)
+    ids, mask = left_pad(encode(rec.tokenizer, ["#Question: A user watched Heat. Will they enjoy Up?", "Big?"]),
+                         rec.tokenizer.pad_token_id)
+    extra = {}
+    if slots is not None:
+        ids[:, -2:] = torch.tensor([-1, -2])  # a user slot and an item slot per prompt, as TokenizedSplit marks them
+        extra = {"users": torch.tensor([1, 2]), "items": torch.tensor([3, 4]), "his": torch.tensor([[0, 1], [0, 5]])}
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(rec.train())(input_ids=ids, attention_mask=mask, **extra)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons

@@ -32,10 +32,9 @@ def place_slots(embeds, input_ids, slot_vectors):
     """embeds [B, T, H] of the text tokens; input_ids [B, T] with slot j of a row marked as id -(j + 1);
     slot_vectors [B, S, H]. Returns embeds with row b, position t replaced by slot_vectors[b, -id - 1]."""
     is_slot = input_ids < 0
-    if not bool(is_slot.any()):
-        return embeds
     index = (-input_ids - 1).clamp(min=0)  # text positions read slot 0 and are then discarded by `where`
-    if int(index.max()) >= slot_vectors.shape[1]:
+    # the check reads a device value (a host sync) and would split a compiled graph: eager forwards only
+    if not torch.compiler.is_compiling() and int(index.max()) >= slot_vectors.shape[1]:
         raise ValueError(f"a batch marks slot {int(index.max())} but only {slot_vectors.shape[1]} slot vectors "
                          "were given")
     picked = slot_vectors.to(embeds.dtype).gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
