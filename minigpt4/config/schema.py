@@ -319,8 +319,8 @@ class RunConfig:
         False,
         "`torch.compile` the training forward and its backward (dynamic shapes; training batches padded to a multiple "
         "of 16 tokens, so few shapes compile). For GPUs, where a small backbone's step is bound by kernel launches; "
-        "the first step waits for the compiler (minutes). On a CPU (bf16, SmolLM2, batch 8) it gained 4% after "
-        "222 s of compiling (docs/SPEED.md). Not with run.fsdp.")
+        "the first step waits for the compiler (minutes). On a CPU (bf16, SmolLM2, batch 8) steps ran 4-16% faster "
+        "after 200-220 s of compiling (docs/SPEED.md). Not with run.fsdp.")
     dist_url: str = _key("env://", "Upstream key; torchrun's environment is used.")
     distributed: bool = _key(True, "Upstream key; distributed mode is on exactly when launched by torchrun.")
     use_dist_eval_sampler: bool = _key(True, "Upstream key, unused: evaluation always scores each sample once.")
