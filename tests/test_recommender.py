@@ -89,6 +89,25 @@ def test_tokenized_split_batches(rec):
         TokenizedSplit(rec.tokenizer, [LONG, SHORT, LONG], rows, max_len=8, name="t")
 
 
+@pytest.mark.parametrize("pad_multiple", [1, 16])
+def test_a_batch_is_its_prompts_left_padded(rec, pad_multiple):
+    """TokenizedSplit.batch gathers from one flat array: each row is its prompt's ids, right-aligned, slot marks
+    (negative ids) included, pads and a zero mask before them, in the order asked for (repeats allowed)."""
+    texts = [SHORT, LONG, "#Question: A user with feature <UserID> liked Up. \\n#Answer:", LONG + " x", SHORT[:20]]
+    rows = pd.DataFrame({"uid": range(5), "iid": range(10, 15), "label": [1, 0, 1, 0, 1]})
+    split = TokenizedSplit(rec.tokenizer, texts, rows, max_len=1024, slot_tokens=2)
+    assert min(split.input_ids[2]) < 0  # the user's two slot marks
+    for order in ([0, 1, 2, 3, 4], [4, 2], [3, 3, 0], [2]):
+        batch = split.batch(order, pad_multiple)
+        ids, mask = left_pad([split.input_ids[i] for i in order], rec.tokenizer.pad_token_id)
+        extra = -ids.shape[1] % pad_multiple
+        ids = torch.cat([torch.full((len(order), extra), rec.tokenizer.pad_token_id), ids], 1)
+        mask = torch.cat([torch.zeros((len(order), extra), dtype=torch.long), mask], 1)
+        assert torch.equal(batch["input_ids"], ids) and torch.equal(batch["attention_mask"], mask)
+        assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
+        assert batch["users"].tolist() == order and batch["labels"].tolist() == rows["label"][order].tolist()
+
+
 def test_loss_is_bce_on_the_score(rec):
     scores = torch.tensor([2.0, -1.0, 0.5])
     labels = torch.tensor([1, 0, 0])
