@@ -3,7 +3,8 @@
     bash scripts/gpu_check.sh                  # on the GPU machine, from the repository root (≈ 8 min on one H100)
     python scripts/gpu_check.py --smoke ...    # on a CPU: every part at toy sizes (tests/test_gpu_check.py)
 
-It writes runs/gpu_check/report.md and report.json (commit them under results/gpu/<card>/):
+It writes runs/gpu_check/report.md and report.json (commit them under results/gpu/<card>/) as each part measures,
+running the parts in the order `--parts` names them:
   a. 7B shape: Vicuna-7B's sizes (32 layers, hidden 4096, MLP 11008, 32 heads) with random bf16 weights made on the
      GPU, so nothing is downloaded and memory and speed are the real model's. LoRA training and scoring on ML-1M
      prompts with BinLLM codes, our path vs the reference-style path of benchmark.py; samples/s, tokens/s, MFU
@@ -87,7 +88,7 @@ def try_batches(batches, measure):
     return out
 
 
-def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
+def part_7b(args, device, tokenizer, rows, prompt, bits, machine, progress=lambda result: None):
     sizes = TOY if args.smoke else VICUNA_7B
     rec, config = shape_model(tokenizer, sizes, device)
     flops_token = bench.flops_per_token(rec.causal_lm)
@@ -128,9 +129,11 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
             result["train"].append(r if isinstance(r, dict) else failed)
             if isinstance(r, dict):
                 r["batch"] = b
+        progress(result)
     ref = try_batches([1] if args.smoke else [8, 32], lambda b: train(b, False, reference=True))
     result["train"] += [dict(r, batch=b) if isinstance(r, dict) else {"batch": b, "error": r, "path": "reference"}
                         for b, r in ref]
+    progress(result)
     set_checkpointing(rec.causal_lm, False)
 
     def score(batch):
@@ -140,6 +143,7 @@ def part_7b(args, device, tokenizer, rows, prompt, bits, machine):
 
     for b, r in try_batches([4, 8] if args.smoke else [64, 128, 256, 512, 1024], score):
         result["score"].append(r if isinstance(r, dict) else {"batch": b, "error": r})
+    progress(result)
     with amp():
         (_, tokens), secs, peak = bench.timed(device, bench.reference_score, rec, tokenizer, rows, prompt, bits,
                                               "binary", grid[0] * 8, device)
@@ -213,15 +217,19 @@ def call(cmd, timeout):
         return 124
 
 
-def part_bf16(args, device, llama_dir):
-    """Stage 0 then stage 2 (BinLLM-IT from the base model) in bf16 and fp32, through the framework's scripts."""
+def part_bf16(args, device, llama_dir, progress=lambda result: None):
+    """The padding probe (a minute), then stage 0 and stage 2 (BinLLM-IT from the base model) in bf16 and fp32
+    through the framework's scripts; `progress(result)` after each, so a call stopped at its limit keeps them."""
+    result = {"steps": args.steps, "padding_probe": padding_probe(llama_dir, device)}
+    progress(result)
     runs = Path(args.out) / "runs"
     common = [f"run.output_dir={runs}", f"run.device={device.type}"]
     py = [sys.executable]
     data = [f"datasets.{args.dataset_key}.path={args.data}"]
     stage0 = py + ["pretrain_collab.py", "--cfg-path", args.binmf_config, "--options", *common, *data,
                    "run.job_id=binmf"] + (["run.max_epoch=2"] if args.smoke else [])
-    result = {"steps": args.steps, "stage0": call(stage0, args.part_timeout)}
+    result["stage0"] = call(stage0, args.part_timeout)
+    progress(result)
     for dtype in ("bf16", "fp32"):
         cmd = py + ["train_binllm.py", "--cfg-path", args.binllm_config, "--options", *common, *data,
                     f"model.llama_model={llama_dir}", f"model.rec_config.pretrained_path={runs}/binmf/rec_model.pth",
@@ -245,13 +253,13 @@ def part_bf16(args, device, llama_dir):
                              losses_finite=bool(np.isfinite([x["train_loss"] for x in losses]).all()),
                              train_samples_per_s=losses[-1].get("train_samples_per_s"))
         result[dtype] = entry  # returncode 4: the run stopped at a non-finite loss (minigpt4's NaN guard)
+        progress(result)
     if "auc" in result["bf16"] and "auc" in result["fp32"]:
         result["auc_diff"] = result["bf16"]["auc"] - result["fp32"]["auc"]
-    result["padding_probe"] = padding_probe(llama_dir, device)
     return result
 
 
-def part_small(args, device, llama_dir):
+def part_small(args, device, llama_dir, progress=lambda result: None):
     out = Path(args.out) / "benchmark_small.json"
     sizes = ["--train-rows", "16", "--score-rows", "32", "--batch-train", "4", "--batch-eval", "8", "--dtype-rows",
              "8", "--dtype-steps", "1", "--uauc-rows", "10000"] if args.smoke else \
@@ -264,6 +272,7 @@ def part_small(args, device, llama_dir):
     # benchmark.py writes its report after each section: one stopped early still brings the sections it finished
     result = {"returncode": rc, "command": " ".join(cmd[1:]),
               **({"report": json.loads(out.read_text())} if out.is_file() else {})}
+    progress(result)
     try:  # its failure must not lose benchmark.py's measurements
         result["train_batches"] = train_batch_sweep(args, device, llama_dir)
     except Exception:
@@ -309,7 +318,9 @@ def markdown(report):
             lines += [f"## {key}: failed after {part.get('part_seconds', 0):.0f} s", "",
                       f"`{part['error'].strip().splitlines()[-1]}`", ""]
             continue
-        lines += section(part) + [f"({part.get('part_seconds', 0):.0f} s)", ""]
+        ended = ("(unfinished: the call stopped during this part; above is what it had measured)"
+                 if part.get("unfinished") else f"({part.get('part_seconds', 0):.0f} s)")
+        lines += section(part) + [ended, ""]
     return "\n".join(lines) + "\n"
 
 
@@ -334,7 +345,7 @@ def md_7b(a):
 
 
 def md_bf16(b):
-    lines = [f"## b. bf16 stability (BinLLM-IT, {b['steps']} steps; stage 0 exit {b['stage0']})", "",
+    lines = [f"## b. bf16 stability (BinLLM-IT, {b['steps']} steps; stage 0 exit {b.get('stage0', 'not run')})", "",
              "| dtype | exit | last step | losses finite | mean train loss | train samples/s | test AUC | UAUC "
              "| rows | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for dtype in ("bf16", "fp32"):
@@ -463,6 +474,10 @@ def main(argv=None):
                    "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                    "matmul_bf16": bench.matmul_flops(device, torch.bfloat16, n=256 if args.smoke else 8192)})
     write(report, out, args.mirror)
+    def progress(partial):  # a part's results so far, written as they come: a call stopped at its limit keeps them
+        report[PARTS[part]] = dict(partial, unfinished=True)
+        write(report, out, args.mirror)
+
     for part in parts:  # each part is recorded as it ends; one that fails leaves its traceback and the rest run on
         start = time.perf_counter()
         try:
@@ -470,13 +485,15 @@ def main(argv=None):
                 tokenizer = load_tokenizer(args.tokenizer, located=(args.tokenizer, None))  # a tokenizer alone
                 rows = bench.load_rows(args.data, 64 if args.smoke else args.rows_7b, 0)
                 bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
-                result = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits, report["matmul_bf16"])
+                result = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits, report["matmul_bf16"],
+                                 progress)
             elif part == "bf16":
-                result = part_bf16(args, device, args.llama)
+                result = part_bf16(args, device, args.llama, progress)
             else:
-                result = part_small(args, device, args.llama)
-        except Exception:
-            result = {"error": traceback.format_exc()}
+                result = part_small(args, device, args.llama, progress)
+        except Exception:  # what the part had measured before it failed stays in report.json
+            so_far = report.get(PARTS[part], {}) if report.get(PARTS[part], {}).get("unfinished") else {}
+            result = {**{k: v for k, v in so_far.items() if k != "unfinished"}, "error": traceback.format_exc()}
             print(result["error"], file=sys.stderr)
         result["part_seconds"] = time.perf_counter() - start
         report[PARTS[part]] = result

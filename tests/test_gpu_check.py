@@ -88,3 +88,26 @@ def test_training_batch_sweep_measures_each_batch(tiny_llama, synthetic_dir):
     assert all(r["samples_per_s"] > 0 and r["step_s"] > 0 for r in sweep)
     md = "\n".join(gpu_check.md_small({"returncode": 0, "command": "", "train_batches": sweep}, 1e12))
     assert "| batch | samples/s | s per step | peak GiB |" in md and md.count("\n| 2 |") == 1
+
+
+def test_a_part_writes_what_it_has_measured_before_it_ends(tiny_llama, synthetic_dir, tmp_path, monkeypatch):
+    """A device call can stop at its time limit inside a part: part b writes its padding probe before its training
+    runs, and a part that then fails keeps the probe next to its error."""
+    gpu_check = _gpu_check()
+    out = tmp_path / "check"
+    seen = []
+
+    def stage0(cmd, timeout):  # the first subprocess of part b: look at the report, then fail
+        seen.append(json.loads((out / "report.json").read_text())["bf16_stability"])
+        seen.append((out / "report.md").read_text())
+        raise RuntimeError("stage 0 stopped")
+
+    monkeypatch.setattr(gpu_check, "call", stage0)
+    rc = gpu_check.main(["--smoke", "--device", "cpu", "--parts", "bf16", "--llama", str(tiny_llama), "--data",
+                         str(synthetic_dir), "--out", str(out)])
+    assert rc == 1 and len(seen) == 2
+    assert seen[0]["unfinished"] is True and set(seen[0]["padding_probe"]) == {"64", "192", "200"}
+    assert "stage 0 exit not run" in seen[1] and "| 64 |" in seen[1] and "(unfinished: the call stopped" in seen[1]
+    b = json.loads((out / "report.json").read_text())["bf16_stability"]
+    assert "stage 0 stopped" in b["error"] and b["padding_probe"] == seen[0]["padding_probe"]
+    assert "unfinished" not in b
