@@ -38,6 +38,7 @@ from minigpt4.metrics import auc, evaluate_scores, uauc
 from minigpt4.precision import COMPILE_PAD_MULTIPLE, Precision, resolve_precision
 from minigpt4.prompting import build_prompts, fill_prompt, history_text, load_prompt, target_text
 from minigpt4.text_codes import CodeTable, render_codes
+from minigpt4.train.optim import adamw
 
 PROMPT = "prompts/collm_movie.txt"
 
@@ -194,8 +195,8 @@ def our_score(rec, split, batch_size, device, forward=None, pad_multiple=1):
 
 
 def our_optimizer(rec, device):
-    """AdamW over the trained parameters as the framework's loop builds it: fused (one launch) on a GPU."""
-    return torch.optim.AdamW([q for q in rec.parameters() if q.requires_grad], lr=1e-4, fused=device.type == "cuda")
+    """AdamW over the trained parameters, built as the framework's loop builds it (fused on a GPU)."""
+    return adamw([q for q in rec.parameters() if q.requires_grad], device, lr=1e-4)
 
 
 def our_train_steps(rec, split, batch_size, steps, device, optimizer, seed=0, autocast=contextlib.nullcontext,

@@ -32,7 +32,7 @@ from minigpt4.train import distributed as dist
 from minigpt4.train import resume
 from minigpt4.train.checkpoint import load_start, run_meta, save_checkpoint
 from minigpt4.train.eta import RunClock, rows_to_score
-from minigpt4.train.optim import param_groups, wrap_for_training
+from minigpt4.train.optim import adamw, param_groups, wrap_for_training
 from minigpt4.train.run_dir import RunDir
 from minigpt4.train.scoring import Scorer, log, on_device
 from minigpt4.train.sharding import restore_state, trained_state
@@ -116,9 +116,8 @@ def train(cfg, d, model, scorer, run_dir, meta):
     scorer.sharded = wrap == "FSDP"  # sharded: scoring forwards are collectives too
     if run.compile_train:  # fewer, fused kernels; the backward is compiled with the forward (AOTAutograd)
         train_model = torch.compile(train_model, dynamic=True)
-    # fused: the whole AdamW update in one kernel launch per step on a GPU, where launches bound a small model
-    optimizer = torch.optim.AdamW(param_groups(model, run.weight_decay), lr=run.init_lr, betas=(0.9, run.beta2),
-                                  fused=device.type == "cuda" and wrap != "FSDP")
+    optimizer = adamw(param_groups(model, run.weight_decay), device, sharded=wrap == "FSDP", lr=run.init_lr,
+                      betas=(0.9, run.beta2))
     lr_at = registry.get("lr_scheduler", run.lr_sched)  # linear_warmup_cosine_lr: run.warmup_lr -> init_lr -> min_lr
     batches = TrainBatches(scorer.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), d.accum,
                            run.length_buckets, COMPILE_PAD_MULTIPLE if run.compile_train else 1)

@@ -31,6 +31,12 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adamw(params, device, sharded=False, **kwargs):
+    """AdamW as every LLM training step uses it: fused (the whole update in one kernel launch, where launches bound
+    a small model's step) on a GPU unless the parameters are FSDP-sharded; the default implementation elsewhere."""
+    return torch.optim.AdamW(params, fused=device.type == "cuda" and not sharded, **kwargs)
+
+
 def wrap_for_training(model, fsdp, device):
     """(the module the training forwards run through, how: FSDP, DDP or one process). FSDP (`run.fsdp` with
     several processes) shards `model` in place, so its scoring forwards become collectives too."""
