@@ -1,20 +1,24 @@
 """How much memory a run needs per GPU, known before any weight is loaded.
 
 The backbone is built on PyTorch's meta device (shapes only: no weights, no compute, a 7B model in about a second)
-and one training forward is traced there with `saved_tensors_hooks`, so the activations autograd would keep are
-counted from the real graph of this backbone, LoRA layout, batch and prompt length, not from a rule of thumb.
-What it cannot see is added as labelled assumptions: the CUDA context and allocator slack, and the one layer that
-gradient checkpointing recomputes at a time.
+and one training step (forward and backward) is traced there: `saved_tensors_hooks` count what autograd keeps
+between forward and backward, and a dispatch mode follows every tensor the step makes until it dies, so both the
+kept activations and the peak come from the real graph of this backbone, LoRA layout, batch and prompt length, not
+from a rule of thumb. Where a GPU's kernels keep less than the meta device's reference ones (attention, dropout)
+the trace substitutes what the GPU's keep. What it cannot see is added as a labelled assumption: the CUDA context
+and allocator slack.
 
     est = estimate_memory(AutoConfig.from_pretrained(path), dtype=torch.bfloat16, lora=..., batch=8, seq_len=256)
     print(est.describe(available_gib=80))
 """
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from minigpt4.llm.backbone import peft_model, set_checkpointing
 
@@ -34,7 +38,8 @@ class LoraShape:
 @dataclass(frozen=True)
 class MemoryEstimate:
     """GiB per process. `activations` is what autograd keeps between forward and backward (0 when scoring);
-    `transient` the largest short-lived buffers (one layer's activations when scoring or recomputing)."""
+    `transient` what the step holds at its peak beyond that: backward's gradients and, with checkpointing, the
+    layer it recomputes; when scoring, the forward's peak."""
     weights: float
     trained: float  # trained parameters + their gradients + AdamW's two moments, all fp32
     activations: float
@@ -89,7 +94,8 @@ def _storages(tensors):
 class _FusedAttentionKeeps(torch.autograd.Function):
     """Keeps for backward what a fused attention kernel keeps (flash, memory-efficient, cuDNN): queries, keys,
     values, the output, each row's logsumexp and the mask, which a boolean mask enters as an additive one in the
-    queries' dtype, made anew in every layer. Only traced for its memory, never differentiated."""
+    queries' dtype, made anew in every layer. Its backward makes the three gradients, as the kernels' do. Only
+    traced for its memory: no value is computed."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask):
@@ -102,13 +108,38 @@ class _FusedAttentionKeeps(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        raise RuntimeError("the memory trace's attention has no backward")
+        q, k, v = ctx.saved_tensors[:3]
+        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), None
 
 
-class _FusedAttention(TorchFunctionMode):
-    """scaled_dot_product_attention as a GPU runs it, for the trace: on meta tensors PyTorch dispatches to its
-    math kernel, which keeps every attention matrix for backward, where the GPU's fused kernels keep none (7B
-    shape, batch 64: the math kernel's trace came out 60% above the peak measured on an H200)."""
+class _FusedDropoutKeeps(torch.autograd.Function):
+    """Keeps for backward what CUDA's fused dropout kernel keeps: a one-byte mask. On the CPU, and so on the meta
+    device, PyTorch's dropout keeps its noise in the input's dtype instead (four bytes for LoRA's fp32 input). Only
+    traced for its memory: no value is computed."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x.new_empty(x.shape, dtype=torch.bool))
+        return x.new_empty(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.new_empty(grad.shape)
+
+
+class _AsARunComputes(TorchFunctionMode):
+    """The forward as a training run on `device_type` computes it, for the trace.
+    - scaled_dot_product_attention keeps what a fused kernel keeps: on meta tensors PyTorch dispatches to its math
+      kernel, which keeps every attention matrix for backward, where the GPU's fused kernels keep none (7B shape,
+      batch 64: the math kernel's trace came out 60% above the peak measured on an H200).
+    - With bf16 weights a run computes under bf16 autocast (precision.py), so a linear layer with an fp32 operand
+      (LoRA's, after peft casts its input up) keeps bf16 copies, as autocast does; autocast does nothing on meta.
+    - On a GPU, dropout (LoRA's) keeps a one-byte mask (`_FusedDropoutKeeps`)."""
+
+    def __init__(self, autocast_bf16, device_type):
+        super().__init__()
+        self.autocast_bf16 = autocast_bf16
+        self.device_type = device_type
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -116,41 +147,106 @@ class _FusedAttention(TorchFunctionMode):
             q, k, v = args[:3]
             mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
             return _FusedAttentionKeeps.apply(q, k, v, mask)
+        if func is F.dropout and self.device_type == "cuda":
+            p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+            training = args[2] if len(args) > 2 else kwargs.get("training", True)
+            if training and 0 < p < 1 and args[0].requires_grad:
+                return _FusedDropoutKeeps.apply(args[0])
+        if func is F.linear and self.autocast_bf16:
+            args = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
+                    for a in args]
+            kwargs = {k: a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
+                      for k, a in kwargs.items()}
         return func(*args, **kwargs)
 
 
-def saved_activation_bytes(model, batch, seq_len, grad_into_embeddings=False):
-    """Bytes of the tensors one training forward saves for backward (each storage counted once, parameters not at
-    all). Works on meta and on real tensors alike; a 4-D mask keeps transformers from inspecting mask values,
-    which meta tensors do not have."""
+class _LiveBytes(TorchDispatchMode):
+    """The bytes of the storages that ops make while it is active, now and at their peak: a storage counts once
+    however many views share it, and until its last view dies; storages made before (`known`: weights, inputs) do
+    not count. On real CPU tensors it agrees with the allocator's own events (tests/test_memory.py); on meta
+    tensors, which have no allocator, it is the only measure."""
+
+    def __init__(self, known):
+        super().__init__()
+        self.known, self.live, self.now, self.peak = set(known), {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):  # what aten ops return
+            if isinstance(t, torch.Tensor):
+                self._follow(t)
+        return out
+
+    def _follow(self, t):
+        key = t.untyped_storage()._cdata
+        if key in self.known:
+            return
+        if key not in self.live:
+            self.live[key] = [t.untyped_storage().nbytes(), 0]
+            self.now += self.live[key][0]
+            self.peak = max(self.peak, self.now)
+        self.live[key][1] += 1
+        weakref.finalize(t, self._release, key)
+
+    def _release(self, key):
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.now -= entry[0]
+            del self.live[key]
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    kept: int  # bytes autograd keeps between forward and backward
+    peak: int  # the most bytes the step's tensors held at once, the kept ones included
+
+
+def trace_step(model, batch, seq_len, grad=True, backward=True, grad_into_embeddings=False, device_type="cuda"):
+    """StepTrace of one step on `device_type` as LLMRecommender runs it (the decoder, its last position through
+    two rows of the output head in fp32): a forward with gradients and its backward, the forward alone
+    (`backward=False`), or a scoring forward (`grad=False`). Works on meta and on real tensors alike; a 4-D mask
+    keeps transformers from inspecting mask values, which meta tensors do not have. Not with gradient
+    checkpointing's backward: its recomputation runs outside the trace's substitutions (`_AsARunComputes`)."""
     device = next(model.parameters()).device
-    params = set(_storages(model.parameters()))
-    saved = {}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings().weight[:2]
+    embed = base.get_input_embeddings()
+    mask = torch.ones(batch, 1, seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    positions = torch.arange(seq_len, device=device).expand(batch, seq_len)
+    if grad_into_embeddings:  # CoLLM slots: vectors with gradients enter at the input, so every layer keeps
+        tokens = {"inputs_embeds": torch.zeros(batch, seq_len, embed.embedding_dim, dtype=embed.weight.dtype,
+                                               device=device, requires_grad=grad)}
+    else:
+        tokens = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device=device)}
+    known = _storages([*model.parameters(), *model.buffers(), head, mask, positions, *tokens.values()])
+    kept = {}
 
     def pack(t):
         key = t.untyped_storage()._cdata
-        if key not in params:
-            saved[key] = t.untyped_storage().nbytes()
+        if key not in known:
+            kept[key] = t.untyped_storage().nbytes()
         return t
 
-    mask = torch.ones(batch, 1, seq_len, seq_len, dtype=torch.bool, device=device).tril()
-    positions = torch.arange(seq_len, device=device).expand(batch, seq_len)
-    embed = model.get_input_embeddings()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _FusedAttention():
-        if grad_into_embeddings:  # CoLLM slots: vectors with gradients enter at the input, so every layer keeps
-            inputs = torch.zeros(batch, seq_len, embed.embedding_dim, dtype=embed.weight.dtype, device=device,
-                                 requires_grad=True)
-            model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=False)
-        else:
-            ids = torch.zeros(batch, seq_len, dtype=torch.long, device=device)
-            model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-    return sum(saved.values())
+    autocast = embed.weight.dtype == torch.bfloat16
+    with _LiveBytes(known) as live, _AsARunComputes(autocast, device_type), torch.set_grad_enabled(grad):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            hidden = decoder(**tokens, attention_mask=mask, position_ids=positions, use_cache=False)
+            score = hidden.last_hidden_state[:, -1].float() @ head.float().T
+            del hidden
+        if grad and backward:
+            score.sum().backward()
+        del score
+    return StepTrace(sum(kept.values()), live.peak)
 
 
 def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), batch=8, seq_len=256, train=True,
-                    processes=1, fsdp=False, grad_checkpointing=False, load_in_bits=None, slots=False):
+                    processes=1, fsdp=False, grad_checkpointing=False, load_in_bits=None, slots=False,
+                    device_type="cuda"):
     """MemoryEstimate per process. With FSDP the frozen weights are sharded over `processes`; `batch` is the
-    per-process batch. `load_in_bits` (8 or 4): the decoder's linear layers as bitsandbytes stores them."""
+    per-process batch. `load_in_bits` (8 or 4): the decoder's linear layers as bitsandbytes stores them.
+    `device_type`: whose kernels the trace follows where they keep different tensors (dropout; "cpu" to compare
+    with a CPU run)."""
     model = _meta_model(model_config, dtype)
     if lora is not None:
         model = _lora(model, lora)
@@ -167,30 +263,27 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
     weights = frozen_bytes / (processes if fsdp else 1)
     # trained weights are kept in fp32: the weight, its gradient and AdamW's two moments
     trained_bytes = sum(p.numel() for p in trained) * 4 * 4 if train else 0.0
-    full = one_layer = 0.0
     if train:
         model.train()
-        full = saved_activation_bytes(model, batch, seq_len, grad_into_embeddings=slots)
-        layers_with_grad = model_config.num_hidden_layers
-        if not slots and lora is not None and lora.layers:
-            layers_with_grad -= min(i % model_config.num_hidden_layers for i in lora.layers)
-        one_layer = full / max(layers_with_grad, 1)
-    activations = full
-    transient = one_layer if train else _scoring_transient(model_config, batch, seq_len, dtype)
-    if train and grad_checkpointing:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        set_checkpointing(base, True)
-        activations = saved_activation_bytes(model, batch, seq_len, grad_into_embeddings=slots)
+        step = trace_step(model, batch, seq_len, grad_into_embeddings=slots, device_type=device_type)
+        activations, transient = step.kept, step.peak - step.kept  # transient: backward's working set
+        if grad_checkpointing:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            set_checkpointing(base, True)
+            activations = trace_step(model, batch, seq_len, backward=False, grad_into_embeddings=slots,
+                                     device_type=device_type).kept
+            # backward recomputes one layer at a time, which then keeps what it kept in the plain step
+            layers_with_grad = model_config.num_hidden_layers
+            if not slots and lora is not None and lora.layers:
+                layers_with_grad -= min(i % model_config.num_hidden_layers for i in lora.layers)
+            transient += step.kept / max(layers_with_grad, 1)
+    else:
+        model.eval()
+        activations, transient = 0, trace_step(model, batch, seq_len, grad=False, device_type=device_type).peak
     fmt = f"{load_in_bits}-bit" if load_in_bits else str(dtype).removeprefix("torch.")
     setting = dict(params=n_params, weights_format=fmt, batch=batch, seq_len=seq_len, train=train,
                    processes=processes, fsdp=fsdp, grad_checkpointing=grad_checkpointing, slots=slots)
     return MemoryEstimate(weights / GIB, trained_bytes / GIB, activations / GIB, transient / GIB, OVERHEAD_GIB, setting)
-
-
-def _scoring_transient(config, batch, seq_len, dtype):
-    """Scoring keeps nothing for backward; its peak is one layer's largest buffers (the MLP's two
-    intermediate-width projections and the residual stream), the last position's logits being tiny."""
-    return batch * seq_len * (3 * config.intermediate_size + 4 * config.hidden_size) * dtype.itemsize
 
 
 def advice(model_config, estimate, available_gib, **setting):
