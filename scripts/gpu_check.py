@@ -14,8 +14,8 @@ running the parts in the order `--parts` names them:
   b. bf16 stability: BinLLM stage 2 from the base SmolLM2 (ml1m_binllm_it.yaml) for `--steps` steps in bf16 and in
      fp32 on the same rows: finite or not, and AUC/UAUC of the same test rows; plus the left-padding probe (a
      left-padded batch's gradients under each attention kernel), the suspect of the NaN seen at step 14.
-  c. small-model throughput: benchmark.py on SmolLM2 at GPU-sized batches (fp32, bf16, bf16 compiled: scoring and
-     training).
+  c. small-model throughput: our bf16 training path on SmolLM2 at batches 64-512 first, then benchmark.py at
+     GPU-sized batches (fp32, bf16, bf16 compiled: scoring and training).
 
 Files a machine without network needs come from `bash scripts/gpu_pack.sh` (see there): the SmolLM2 GGUF in two
 pieces, the gguf reader's wheel, the tokenizer and ML-1M's processed splits.
@@ -260,6 +260,17 @@ def part_bf16(args, device, llama_dir, progress=lambda result: None):
 
 
 def part_small(args, device, llama_dir, progress=lambda result: None):
+    """Our bf16 training path at batches 64-512 first (about a minute: the direct answer to the training target),
+    then benchmark.py's modes, whose compiles may take minutes; `progress(result)` after each."""
+    result = {}
+    try:  # its failure must not stop benchmark.py's measurements
+        result["train_batches"] = train_batch_sweep(args, device, llama_dir)
+    except Exception:
+        result["train_batches_error"] = traceback.format_exc()
+        print(result["train_batches_error"], file=sys.stderr)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the sweep's cached blocks, before benchmark.py's process needs the memory
+    progress(result)
     out = Path(args.out) / "benchmark_small.json"
     sizes = ["--train-rows", "16", "--score-rows", "32", "--batch-train", "4", "--batch-eval", "8", "--dtype-rows",
              "8", "--dtype-steps", "1", "--uauc-rows", "10000"] if args.smoke else \
@@ -270,14 +281,8 @@ def part_small(args, device, llama_dir, progress=lambda result: None):
     out.unlink(missing_ok=True)
     rc = call(cmd, args.part_timeout)
     # benchmark.py writes its report after each section: one stopped early still brings the sections it finished
-    result = {"returncode": rc, "command": " ".join(cmd[1:]),
-              **({"report": json.loads(out.read_text())} if out.is_file() else {})}
-    progress(result)
-    try:  # its failure must not lose benchmark.py's measurements
-        result["train_batches"] = train_batch_sweep(args, device, llama_dir)
-    except Exception:
-        result["train_batches_error"] = traceback.format_exc()
-        print(result["train_batches_error"], file=sys.stderr)
+    result.update(returncode=rc, command=" ".join(cmd[1:]),
+                  **({"report": json.loads(out.read_text())} if out.is_file() else {}))
     return result
 
 
@@ -397,7 +402,7 @@ def md_small(c, matmul_bf16):
                          f"{blank(v.get('training', {}).get('samples_per_s'), '.0f')} | {v['first_batch_s']:.1f} | "
                          f"{blank(v.get('first_step_s'), '.1f')} | "
                          f"{blank(v.get('vs_fp32', {}).get('auc_diff'), '+.4f')} |")
-    if c["returncode"] != 0:
+    if c.get("returncode", 0) != 0:
         lines += ["", f"benchmark.py exit {c['returncode']} (`{c['command']}`): the sections above are those it "
                   "finished"]
     if "train_batches_error" in c:

@@ -111,3 +111,28 @@ def test_a_part_writes_what_it_has_measured_before_it_ends(tiny_llama, synthetic
     b = json.loads((out / "report.json").read_text())["bf16_stability"]
     assert "stage 0 stopped" in b["error"] and b["padding_probe"] == seen[0]["padding_probe"]
     assert "unfinished" not in b
+
+
+def test_part_c_writes_its_batch_sweep_before_benchmark_runs(tiny_llama, synthetic_dir, tmp_path, monkeypatch):
+    """The sweep answers the training target in about a minute; benchmark.py's compiles may take the rest of the
+    call, so the sweep is measured and written first."""
+    gpu_check = _gpu_check()
+    out = tmp_path / "check"
+    seen = []
+
+    def benchmark(cmd, timeout):  # part c's subprocess: look at the report, then stop as at the call's limit
+        assert "benchmark.py" in cmd[1]
+        seen.append(json.loads((out / "report.json").read_text())["small_model"])
+        seen.append((out / "report.md").read_text())
+        return 124
+
+    monkeypatch.setattr(gpu_check, "call", benchmark)
+    rc = gpu_check.main(["--smoke", "--device", "cpu", "--parts", "small", "--llama", str(tiny_llama), "--data",
+                         str(synthetic_dir), "--out", str(out)])
+    assert rc == 1 and len(seen) == 2  # benchmark.py did not finish: the check says so
+    assert seen[0]["unfinished"] is True and [r["batch"] for r in seen[0]["train_batches"]] == [2, 4]
+    assert "| batch | samples/s | s per step | peak GiB |" in seen[1] and "(unfinished: the call stopped" in seen[1]
+    c = json.loads((out / "report.json").read_text())["small_model"]
+    assert c["returncode"] == 124 and c["train_batches"] == seen[0]["train_batches"] and "report" not in c
+    assert gpu_check.failures(json.loads((out / "report.json").read_text())) == ["small_model"]
+    assert "benchmark.py exit 124" in (out / "report.md").read_text()
