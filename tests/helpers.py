@@ -16,14 +16,14 @@ def write_yaml(path, text):
     return path
 
 
-def model_cfg(tmp_path, llama_dir, r=4, score_type="yes", name="model.yaml", targets=("q_proj", "v_proj")):
+def model_cfg(tmp_path, llama_dir, r=4, score_type="yes", name="model.yaml", targets=("q_proj", "v_proj"), dropout=0.0):
     path = Path(tmp_path) / name
     path.write_text(f"""\
 model:
   llama_model: {llama_dir}
   prompt_path: prompts/tallrec_movie.txt
   score_type: "{score_type}"
-  lora_config: {{use_lora: True, r: {r}, alpha: {2 * r}, target_modules: [{", ".join(targets)}], dropout: 0.0}}
+  lora_config: {{use_lora: True, r: {r}, alpha: {2 * r}, target_modules: [{", ".join(targets)}], dropout: {dropout}}}
 datasets:
   synthetic:
     path: {tmp_path}/unused/

@@ -9,8 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from helpers import ROOT, model_cfg, write_yaml
-from minigpt4.config import load_config
+from helpers import ROOT, model_cfg
 from minigpt4.llm.backbone import set_checkpointing
 from minigpt4.llm.memory import (
     GIB,
@@ -233,17 +232,7 @@ def measured_and_estimated_gib(cfg, dtype, batch, seq_len, checkpointing):
 
 
 def _lora_cfg(tmp_path, llama):
-    return load_config(write_yaml(tmp_path / "lora.yaml", f"""\
-model:
-  llama_model: {llama}
-  prompt_path: prompts/tallrec_movie.txt
-  lora_config: {{use_lora: True, r: 8, alpha: 16, target_modules: [q_proj, v_proj], dropout: 0.05}}
-datasets:
-  synthetic:
-    path: {tmp_path}/unused/
-run:
-  device: cpu
-"""))
+    return model_cfg(tmp_path, llama, r=8, dropout=0.05, name="lora.yaml")  # the shipped LoRA shape
 
 
 @pytest.mark.parametrize("dtype,checkpointing", [(torch.float32, False), (torch.bfloat16, False),
