@@ -108,6 +108,13 @@ def test_settings_move_the_estimate_the_right_way():
     assert estimate_memory(CFG, **base, load_in_bits=4).weights < plain.weights
     scoring = estimate_memory(CFG, **base, train=False)
     assert scoring.activations == 0 and scoring.trained == 0 and scoring.total < plain.total
+    # LoRA's dropout keeps a one-byte mask on a GPU, its fp32 noise on a CPU; without dropout they are the same
+    assert estimate_memory(CFG, **base, device_type="cpu").activations > plain.activations
+    no_dropout = dict(base, lora=LoraShape(r=4, dropout=0.0))
+    assert estimate_memory(CFG, **no_dropout, device_type="cpu").activations == pytest.approx(
+        estimate_memory(CFG, **no_dropout).activations)
+    assert plain.transient > 0  # backward's gradients
+    assert estimate_memory(CFG, **base, grad_checkpointing=True).transient > plain.transient  # + the recomputed layer
 
 
 def test_describe_and_advice():
