@@ -249,6 +249,27 @@ def test_estimate_against_the_measured_cpu_peak_tiny(tmp_path, tiny_llama, dtype
     assert estimated == pytest.approx(measured, rel=0.03)
 
 
+@pytest.mark.parametrize("config_class,extra", [("Qwen2Config", {}), ("Gemma3TextConfig", {"head_dim": 8})],
+                         ids=["qwen2", "gemma3"])
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointing"])
+def test_estimate_against_the_measured_cpu_peak_other_backbones(tmp_path, tiny_llama, config_class, extra,
+                                                                checkpointing):
+    """The other architectures the framework runs (Qwen2: biased projections; Gemma3: tied embeddings, sliding
+    attention, embedding scale), tiny and random, in bf16."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny_llama))
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tok), hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=128, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **extra)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    measured, estimated = measured_and_estimated_gib(_lora_cfg(tmp_path, tmp_path / "lm"), torch.bfloat16, 8, 128,
+                                                     checkpointing)
+    assert estimated == pytest.approx(measured, rel=0.03)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype,checkpointing", [(torch.bfloat16, False), (torch.bfloat16, True)],
                          ids=["bf16", "bf16_checkpointing"])
