@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from helpers import ROOT, model_cfg
+from helpers import ROOT, model_cfg, slot_cfg
 from minigpt4.llm.backbone import set_checkpointing
 from minigpt4.llm.memory import (
     GIB,
@@ -113,6 +113,10 @@ def test_settings_move_the_estimate_the_right_way():
     no_dropout = dict(base, lora=LoraShape(r=4, dropout=0.0))
     assert estimate_memory(CFG, **no_dropout, device_type="cpu").activations == pytest.approx(
         estimate_memory(CFG, **no_dropout).activations)
+    frozen = estimate_memory(CFG, **dict(base, lora=LoraShape(r=4, trained=False)), slots=True)
+    lora_and_slots = estimate_memory(CFG, **base, slots=True)
+    assert frozen.trained == 0 and frozen.activations < lora_and_slots.activations  # no adapter gradient to keep for
+    assert frozen.weights > plain.weights  # the frozen adapters are stored with the backbone
     assert plain.transient > 0  # backward's gradients
     assert estimate_memory(CFG, **base, grad_checkpointing=True).transient > plain.transient  # + the recomputed layer
 
@@ -211,30 +215,35 @@ def cpu_peak_bytes(step):
     return peak
 
 
-def measured_and_estimated_gib(cfg, dtype, batch, seq_len, checkpointing):
+def measured_and_estimated_gib(cfg, dtype, batch, seq_len, checkpointing, slots=False):
     """(measured, estimated) GiB of one training step of the framework's model on the CPU: the stored weights plus
     the peak of forward under the run's autocast, BCE, backward and AdamW's first step (which makes its moments);
-    the estimate without its assumed CUDA context and slack."""
+    the estimate without its assumed CUDA context and slack. slots: CoLLM's, the user's and the item's vector."""
     torch.manual_seed(0)
-    rec = LLMRecommender.from_config(cfg.model, dtype=dtype).train()
+    rec = LLMRecommender.from_config(cfg.model, dtype=dtype, slots=slots).train()
     set_checkpointing(rec.causal_lm, checkpointing)
     optimizer = adamw([p for p in rec.parameters() if p.requires_grad], torch.device("cpu"), lr=1e-3)
     ids = torch.randint(100, 1000, (batch, seq_len))
     mask = torch.ones(batch, seq_len, dtype=torch.long)
     mask[0, : seq_len // 3] = 0  # a left-padded row, as real batches have
     labels = torch.arange(batch) % 2
+    ids_of = {}
+    if slots:
+        ids[:, seq_len // 2], ids[:, -8] = -1, -2  # the slot marks, batching.TokenizedSplit's
+        ids_of = {"users": torch.arange(batch) % cfg.model.user_num, "items": torch.arange(batch) % cfg.model.item_num}
 
     def step():
         with Precision(dtype, "cpu", "test").autocast():
-            loss = rec.loss(rec(ids, mask), labels)
+            loss = rec.loss(rec(ids, mask, **ids_of), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     stored = sum(_storages([*rec.parameters(), *rec.buffers()]).values())
     measured = (stored + cpu_peak_bytes(step)) / GIB
-    est = estimate_memory(rec.causal_lm.config, dtype=dtype, lora=lora_shape(cfg.model.lora_config), batch=batch,
-                          seq_len=seq_len, grad_checkpointing=checkpointing, device_type="cpu")
+    lora = lora_shape(cfg.model.lora_config, trained=not cfg.model.freeze_lora)
+    est = estimate_memory(rec.causal_lm.config, dtype=dtype, lora=lora, batch=batch, seq_len=seq_len,
+                          grad_checkpointing=checkpointing, slots=slots, device_type="cpu")
     return measured, est.total - est.overhead
 
 
@@ -267,6 +276,16 @@ def test_estimate_against_the_measured_cpu_peak_other_backbones(tmp_path, tiny_l
     tok.save_pretrained(tmp_path / "lm")
     measured, estimated = measured_and_estimated_gib(_lora_cfg(tmp_path, tmp_path / "lm"), torch.bfloat16, 8, 128,
                                                      checkpointing)
+    assert estimated == pytest.approx(measured, rel=0.03)
+
+
+@pytest.mark.parametrize("extra", ["", "  freeze_lora: True\n"], ids=["lora_and_slots", "slots_frozen_lora"])
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointing"])
+def test_estimate_against_the_measured_cpu_peak_slots(tmp_path, tiny_llama, extra, checkpointing):
+    """CoLLM's slots: gradients reach the input, so every layer keeps; with model.freeze_lora (its stage 2) the
+    adapters keep less, since no gradient of theirs is needed (the estimate was 10% high before it knew)."""
+    cfg = slot_cfg(tmp_path, tiny_llama, extra=extra)
+    measured, estimated = measured_and_estimated_gib(cfg, torch.bfloat16, 8, 128, checkpointing, slots=True)
     assert estimated == pytest.approx(measured, rel=0.03)
 
 

@@ -33,6 +33,7 @@ class LoraShape:
     target_modules: tuple = ("q_proj", "v_proj")
     layers: tuple = ()  # absolute or negative layer indices; empty = every layer
     dropout: float = 0.05  # > 0 keeps each adapted projection's dropped-out input for backward
+    trained: bool = True  # False: frozen (model.freeze_lora, CoLLM's stage 2): stored, not trained
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,10 @@ def _lora(model, lora):
     layers = sorted({i % n for i in lora.layers}) or None
     config = LoraConfig(r=lora.r, lora_alpha=2 * lora.r, target_modules=list(lora.target_modules),
                         lora_dropout=lora.dropout, layers_to_transform=layers, task_type="CAUSAL_LM")
-    return peft_model(model, config)
+    model = peft_model(model, config)
+    if not lora.trained:  # as LLMRecommender.from_config freezes it
+        model.requires_grad_(False)
+    return model
 
 
 def _storages(tensors):
@@ -312,12 +316,12 @@ def advice(model_config, estimate, available_gib, **setting):
 
 
 
-def lora_shape(lora_config):
-    """The LoraShape of a `model.lora_config`; None without LoRA."""
+def lora_shape(lora_config, trained=True):
+    """The LoraShape of a `model.lora_config`; None without LoRA. trained: False under `model.freeze_lora`."""
     if not lora_config.use_lora:
         return None
     return LoraShape(r=lora_config.r, target_modules=tuple(lora_config.target_modules),
-                     layers=tuple(lora_config.layers_to_transform), dropout=lora_config.dropout)
+                     layers=tuple(lora_config.layers_to_transform), dropout=lora_config.dropout, trained=trained)
 
 
 def backbone_config(llama_model):

@@ -225,7 +225,8 @@ def print_memory_estimate(cfg, d, task, dtype, device):
     split = run.train_splits[0] if train else run.test_splits[0]
     tokenizer = load_tokenizer(model_cfg.llama_model)
     lengths = task.token_splits(tokenizer, d.prompt, [split], d.codes, mode=d.mode)[split].lengths
-    setting = dict(dtype=dtype, lora=memory.lora_shape(d.lora if d.lora is not None else model_cfg.lora_config),
+    lora = memory.lora_shape(d.lora if d.lora is not None else model_cfg.lora_config, trained=not model_cfg.freeze_lora)
+    setting = dict(dtype=dtype, lora=lora,
                    batch=run.batch_size_train if train else run.batch_size_eval, seq_len=int(lengths.max()),
                    train=train, processes=dist.world_size(), fsdp=run.fsdp, grad_checkpointing=run.grad_checkpointing,
                    load_in_bits=load_in_bits(model_cfg), slots=d.mode == "slots")
