@@ -39,8 +39,8 @@ class LoraShape:
 @dataclass(frozen=True)
 class MemoryEstimate:
     """GiB per process. `activations` is what autograd keeps between forward and backward (0 when scoring);
-    `transient` what the step holds at its peak beyond that: backward's gradients and, with checkpointing, the
-    layer it recomputes; when scoring, the forward's peak."""
+    `transient` what the step holds at its peak beyond that: backward's gradients, with checkpointing the layer it
+    recomputes, with FSDP the full weights it gathers; when scoring, the forward's peak."""
     weights: float
     trained: float  # trained parameters + their gradients + AdamW's two moments, all fp32
     activations: float
@@ -284,10 +284,33 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
     else:
         model.eval()
         activations, transient = 0, trace_step(model, batch, seq_len, grad=False, device_type=device_type).peak
+    if fsdp and processes > 1:
+        root, layer = _fsdp_unit_bytes(model)
+        # during the step: the root's full weights and a few layers' beside the activations; at its start, before
+        # any activation exists, the root's gather, which briefly holds them twice (the all-gather's output and the
+        # weights copied out of it), with the first layers' (measured with 2 CPU processes, gloo: tests/test_memory)
+        during = root + (3 if grad_checkpointing and train else 2) * layer
+        transient += max(during, 2 * root + 2 * layer - activations - transient)
     fmt = f"{load_in_bits}-bit" if load_in_bits else str(dtype).removeprefix("torch.")
     setting = dict(params=n_params, weights_format=fmt, batch=batch, seq_len=seq_len, train=train,
                    processes=processes, fsdp=fsdp, grad_checkpointing=grad_checkpointing, slots=slots)
     return MemoryEstimate(weights / GIB, trained_bytes / GIB, activations / GIB, transient / GIB, OVERHEAD_GIB, setting)
+
+
+def _fsdp_unit_bytes(model):
+    """(root, largest layer): bytes of the full weights of FSDP's units (minigpt4/train/sharding.py: one per decoder
+    layer, and the root: embeddings, final norm, output head). FSDP gathers a unit's while it computes: the root's
+    for the whole step, a layer's with the next one's gathered meanwhile, and with checkpointing one more, the
+    recomputed layer's (2 CPU processes: the peak exceeded the shards by the root and 2 or 2.8 layers; a GPU, whose
+    gathers overlap compute, may hold one more)."""
+    layer, root = {}, {}
+    for name, p in model.named_parameters():
+        if ".layers." in name:
+            key = name.split(".layers.")[1].split(".")[0]
+            layer[key] = layer.get(key, 0) + p.untyped_storage().nbytes()
+        else:
+            root[p.untyped_storage()._cdata] = p.untyped_storage().nbytes()
+    return sum(root.values()), max(layer.values(), default=0)
 
 
 def advice(model_config, estimate, available_gib, **setting):
