@@ -286,9 +286,11 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
         activations, transient = 0, trace_step(model, batch, seq_len, grad=False, device_type=device_type).peak
     if fsdp and processes > 1:
         root, layer = _fsdp_unit_bytes(model)
-        # during the step: the root's full weights and a few layers' beside the activations; at its start, before
-        # any activation exists, the root's gather, which briefly holds them twice (the all-gather's output and the
-        # weights copied out of it), with the first layers' (measured with 2 CPU processes, gloo: tests/test_memory)
+        # FSDP gathers a unit's full weights while it computes. During the step: the root's, and a layer's with the
+        # next one's gathered meanwhile (with checkpointing one more, the recomputed layer's), beside the
+        # activations. At its start, before any activation exists: the root's gather, which briefly holds them
+        # twice (the all-gather's output and the weights copied out of it), and the first layers'. Measured with 2
+        # CPU processes (gloo; tests/test_memory.py); a GPU, whose gathers overlap compute, may hold one more layer.
         during = root + (3 if grad_checkpointing and train else 2) * layer
         transient += max(during, 2 * root + 2 * layer - activations - transient)
     fmt = f"{load_in_bits}-bit" if load_in_bits else str(dtype).removeprefix("torch.")
@@ -299,10 +301,7 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
 
 def _fsdp_unit_bytes(model):
     """(root, largest layer): bytes of the full weights of FSDP's units (minigpt4/train/sharding.py: one per decoder
-    layer, and the root: embeddings, final norm, output head). FSDP gathers a unit's while it computes: the root's
-    for the whole step, a layer's with the next one's gathered meanwhile, and with checkpointing one more, the
-    recomputed layer's (2 CPU processes: the peak exceeded the shards by the root and 2 or 2.8 layers; a GPU, whose
-    gathers overlap compute, may hold one more)."""
+    layer, and the root: embeddings, final norm, output head)."""
     layer, root = {}, {}
     for name, p in model.named_parameters():
         if ".layers." in name:
