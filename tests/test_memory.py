@@ -115,7 +115,7 @@ def test_settings_move_the_estimate_the_right_way():
         estimate_memory(CFG, **no_dropout).activations)
     frozen = estimate_memory(CFG, **dict(base, lora=LoraShape(r=4, trained=False)), slots=True)
     lora_and_slots = estimate_memory(CFG, **base, slots=True)
-    assert frozen.trained == 0 and frozen.activations < lora_and_slots.activations  # no adapter gradient to keep for
+    assert frozen.trained == 0 and frozen.activations < lora_and_slots.activations  # nothing kept for adapter grads
     assert frozen.weights > plain.weights  # the frozen adapters are stored with the backbone
     assert plain.transient > 0  # backward's gradients
     assert estimate_memory(CFG, **base, grad_checkpointing=True).transient > plain.transient  # + the recomputed layer
