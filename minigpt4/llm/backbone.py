@@ -139,6 +139,11 @@ def peft_model(model, config):
         return get_peft_model(model, config)
 
 
+def base_model(model):
+    """The transformers model under peft's wrapper (LoRA layers injected in place), or `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def set_checkpointing(model, on):
     """Gradient (activation) checkpointing of every decoder layer: backward recomputes each layer's activations
     instead of keeping them, for about a third more compute. Non-reentrant, so it works with a frozen backbone

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from minigpt4.llm.backbone import peft_model, set_checkpointing
+from minigpt4.llm.backbone import base_model, peft_model, set_checkpointing
 
 GIB = 2**30
 OVERHEAD_GIB = 1.0  # CUDA context + allocator slack: measured as 0.6-1.2 GiB on recent cards, not computable here
@@ -157,11 +157,12 @@ class _AsARunComputes(TorchFunctionMode):
             if training and 0 < p < 1 and args[0].requires_grad:
                 return _FusedDropoutKeeps.apply(args[0])
         if func is F.linear and self.autocast_bf16:
-            args = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
-                    for a in args]
-            kwargs = {k: a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
-                      for k, a in kwargs.items()}
+            args, kwargs = [_to_bf16(a) for a in args], {k: _to_bf16(a) for k, a in kwargs.items()}
         return func(*args, **kwargs)
+
+
+def _to_bf16(a):
+    return a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -213,7 +214,7 @@ def trace_step(model, batch, seq_len, grad=True, backward=True, grad_into_embedd
     keeps transformers from inspecting mask values, which meta tensors do not have. Not with gradient
     checkpointing's backward: its recomputation runs outside the trace's substitutions (`_AsARunComputes`)."""
     device = next(model.parameters()).device
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     decoder, head = base.get_decoder(), base.get_output_embeddings().weight[:2]
     embed = base.get_input_embeddings()
     mask = torch.ones(batch, 1, seq_len, seq_len, dtype=torch.bool, device=device).tril()
@@ -272,8 +273,7 @@ def estimate_memory(model_config, *, dtype=torch.bfloat16, lora=LoraShape(), bat
         step = trace_step(model, batch, seq_len, grad_into_embeddings=slots, device_type=device_type)
         activations, transient = step.kept, step.peak - step.kept  # transient: backward's working set
         if grad_checkpointing:
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            set_checkpointing(base, True)
+            set_checkpointing(base_model(model), True)
             activations = trace_step(model, batch, seq_len, backward=False, grad_into_embeddings=slots,
                                      device_type=device_type).kept
             # backward recomputes one layer at a time, which then keeps what it kept in the plain step

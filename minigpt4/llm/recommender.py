@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from minigpt4.config import ConfigError, load_in_bits
-from minigpt4.llm.backbone import add_lora, answer_token_ids, load_backbone
+from minigpt4.llm.backbone import add_lora, answer_token_ids, base_model, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
 from minigpt4.registry import register
 
@@ -107,7 +107,7 @@ class LLMRecommender(nn.Module):
     @property
     def causal_lm(self):
         """The transformers model (LoRA layers injected in place when peft wraps it)."""
-        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+        return base_model(self.llm)
 
     def backbone_signature(self):
         """What identifies the backbone an adapter was trained on, independent of where its files are."""
