@@ -60,11 +60,15 @@ demo: $(VENV)/.installed $(ML100K)
 	$(PY) eval.py --cfg-path train_configs/demo_eval.yaml --options model.ckpt=$(DEMO)/binllm run.job_id=eval_binllm
 	$(PY) -m minigpt4.summary $(DEMO)/binmf $(DEMO)/eval_tallrec $(DEMO)/eval_binllm
 
+# The suite's time depends on the CPU (bf16 is emulated without AMX or AVX-512 BF16): the first line says which CPU
+# it ran on, the last ones its 15 slowest tests (docs/TESTING.md: none may pass 2 minutes on an AVX2-only CPU).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	@$(PY) -c "from minigpt4.precision import cpu_summary; print(cpu_summary())"
+	$(PY) -m pytest -q --durations=15 tests
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" -n auto tests
+	@$(PY) -c "from minigpt4.precision import cpu_summary; print(cpu_summary())"
+	$(PY) -m pytest -q -m "not slow" -n auto --durations=15 tests
 
 bench: $(VENV)/.installed
 	$(PY) benchmark.py --profile

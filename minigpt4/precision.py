@@ -26,19 +26,48 @@ COMPILE_MIN_ROWS = 2000
 COMPILE_PAD_MULTIPLE = 16
 
 
-def cpu_bf16_hardware():
-    """(has fast bf16, what was found) for this CPU, from PyTorch's own CPU feature checks.
+# oneDNN, which multiplies bf16 on a CPU, can be held below the CPU's instruction set (ONEDNN_MAX_CPU_ISA, or its
+# older name DNNL_MAX_CPU_ISA); at these levels it has no bf16 instructions and bf16 is emulated whatever the CPU
+# has. Measured on a Xeon with AMX (1024^2 matmul, one thread): bf16 1,091 GFLOP/s; AVX2 1.0; AVX512_CORE 22;
+# fp32 136. So `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` makes such a CPU compute like an AVX2-only one.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
-    BINLLM_CPU_BF16=0 or 1 replaces the check (the test suite sets 0, so its runs compute alike on every CPU)."""
+
+def cpu_bf16_hardware():
+    """(has fast bf16, what was found) for this CPU: `cpu_bf16_native()`, unless BINLLM_CPU_BF16=0 or 1 replaces
+    it (the test suite sets 0, so its runs compute alike on every CPU)."""
     forced = os.environ.get("BINLLM_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1", f"BINLLM_CPU_BF16={forced} replaces the CPU check"
+    return cpu_bf16_native()
+
+
+def cpu_bf16_native():
+    """(has fast bf16, what was found) from PyTorch's own CPU feature checks and oneDNN's instruction-set limit."""
     capability = torch.backends.cpu.get_cpu_capability()
     found = [name for name, check in (("AMX", "_is_amx_tile_supported"), ("AVX-512 BF16", "_is_avx512_bf16_supported"))
              if getattr(torch.cpu, check, lambda: False)()]
+    limit = next((f"{key}={os.environ[key]}" for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+                  if os.environ.get(key, "").upper() in ONEDNN_ISAS_WITHOUT_BF16), None)
+    if found and limit:
+        return False, (f"the CPU has {' and '.join(found)} but {limit} keeps oneDNN below them (PyTorch capability "
+                       f"{capability}), so bf16 is emulated")
     if found:
         return True, f"the CPU has {' and '.join(found)} (PyTorch capability {capability})"
     return False, f"the CPU has neither AMX nor AVX-512 BF16 (PyTorch capability {capability}), so bf16 is emulated"
+
+
+def cpu_summary():
+    """One line on the CPU and its bf16, printed by `make test` before the suite (its time depends on both)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    native, why = cpu_bf16_native()
+    return f"CPU: {model}, {os.cpu_count()} cores; bf16 {'native' if native else 'emulated'}: {why}"
 
 
 def cuda_bf16_hardware(device):

@@ -27,8 +27,10 @@ def run_cfg(dtype="auto", amp=True, compile="auto"):
 
 @pytest.fixture
 def cpu_flags(monkeypatch):
-    """Pretend the CPU has the given bf16 features (the suite's BINLLM_CPU_BF16=0 is lifted here)."""
-    monkeypatch.delenv("BINLLM_CPU_BF16", raising=False)
+    """Pretend the CPU has the given bf16 features (the suite's BINLLM_CPU_BF16=0 is lifted here, and so is a
+    oneDNN limit the suite may run under, docs/TESTING.md)."""
+    for key in ("BINLLM_CPU_BF16", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(key, raising=False)
 
     def set_flags(amx=False, avx512_bf16=False, capability="AVX2"):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
@@ -49,6 +51,22 @@ def test_auto_picks_bf16_only_where_the_cpu_multiplies_it(cpu_flags, amx, avx512
     assert p.dtype == expect
     assert capability in p.reason and ("AMX" in p.reason if amx else True)
     assert ("emulated" in p.reason) == (expect == torch.float32)
+
+
+@pytest.mark.parametrize("key, isa, expect", [
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", torch.float32),          # oneDNN held to AVX2: 1.0 GFLOP/s bf16 on an AMX Xeon
+    ("DNNL_MAX_CPU_ISA", "avx512_core", torch.float32),     # the older name; AVX-512 without its bf16 instructions
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", torch.bfloat16),
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX", torch.bfloat16),
+])
+def test_auto_follows_onednns_instruction_set_limit(cpu_flags, monkeypatch, key, isa, expect):
+    """bf16 matmuls run in oneDNN, which a user (or docs/TESTING.md's AVX2 check) can hold below the CPU's own
+    instructions: then bf16 is emulated on an AMX CPU too, and `auto` computes in fp32."""
+    cpu_flags(amx=True, avx512_bf16=True, capability="AVX512")
+    monkeypatch.setenv(key, isa)
+    p = resolve_precision(run_cfg(), CPU)
+    assert p.dtype == expect
+    assert (f"{key}={isa}" in p.reason) == (expect == torch.float32)
 
 
 def test_explicit_dtype_and_amp(cpu_flags):
