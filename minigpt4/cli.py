@@ -1,40 +1,27 @@
 """What the top-level scripts run: parse the arguments, load the config and make it read-only, run the stage's
 recipe, and turn errors into exit codes.
 
-Stages: `collab` (pretrain_collab.py: `recipes/pretrain_encoder.py`), `llm` (train_collm_mf_din.py,
-train_binllm.py) and `eval` (eval.py), both `recipes/finetune_llm.py`.
+Stages: the table in minigpt4/stages.py names each stage's scripts, recipe and checks.
 Exit codes: 2 a configuration, data or prompt error, or an existing run directory (one clear message, printed
 before any heavy work); 3 another process of a multi-process run failed; 4 the loss is not finite.
 
-Fast errors: this module imports nothing heavy. `main` loads the config and runs `preflight` (the dataset's split
-files, the prompt, the checkpoint and encoder a run starts from, a free run directory) before the recipes, torch and
-transformers are imported, so a typo costs about a second (the registry imports a kind's components only when
-that kind is first looked up).
+Fast errors: this module imports nothing heavy. `main` loads the config and runs the stage's checks
+(minigpt4/preflight.py: the dataset's split files, the prompt, the checkpoint and encoder a run starts from, a free
+run directory) before the recipes, torch and transformers are imported, so a typo costs about a second (the
+registry imports a kind's components only when that kind is first looked up).
 """
 
 import argparse
+import importlib
 import os
 import sys
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from minigpt4 import registry
-from minigpt4.config import (
-    NOT_HAVE,
-    ConfigError,
-    dataset_cfg,
-    load_config,
-    reference_markdown,
-    reference_text,
-    require_path,
-    run_mode,
-)
-from minigpt4.data import splits as data_splits
+from minigpt4 import stages
+from minigpt4.config import ConfigError, load_config, reference_markdown, reference_text
 from minigpt4.errors import DataError, PromptError
-from minigpt4.prompting import load_prompt
-from minigpt4.train.checkpoint import find_checkpoint
-from minigpt4.train.run_dir import free_path
+from minigpt4.preflight import preflight
 
 
 def __getattr__(name):
@@ -68,72 +55,17 @@ def parse_args(description, argv=None, stage=None):
     return args
 
 
-def _needed_splits(cfg, stage):
-    """The split files a stage reads: train, valid_full and test always (the id counts), plus the named splits."""
-    run = cfg.run
-    if stage == "collab":
-        names = ["train", "valid_full", "test", "test_warm", "test_cold"]
-    elif stage == "eval" or run.evaluate:
-        names = [*run.test_splits]
-    else:
-        names = [*run.train_splits, *run.valid_splits, *run.test_splits]
-    for split in names:
-        if split not in data_splits.SPLITS:
-            raise DataError(f"unknown split {split!r}; splits are {list(data_splits.SPLITS)}")
-    return dict.fromkeys(["train", "valid_full", "test", *(s for s in names if s in data_splits.FILES)])
-
-
-def stage1_command(cfg_path):
-    """`python train_collm_mf_din.py --cfg-path train_configs/<prefix>_tallrec.yaml` for a config named
-    `<prefix>_<method>.yaml` whose folder holds that stage-1 config; None otherwise."""
-    path = Path(cfg_path)
-    first = path.with_name(path.stem.split("_")[0] + "_tallrec.yaml")
-    if not first.is_file() or first.resolve() == path.resolve():
-        return None
-    return f"python train_collm_mf_din.py --cfg-path {first}"
-
-
-def preflight(cfg, stage, cfg_path=None):
-    """Checks that need neither torch nor the data's contents, run before the recipes are imported: the dataset's
-    directory and split files, the run directory, and for the LLM stages the prompt file, BinLLM's encoder and
-    model.ckpt. The recipes check all of this again, and more, where they use it; this only moves the common
-    mistakes ahead of several seconds of imports, with the same messages."""
-    run, m = cfg.run, cfg.model
-    name, ds = dataset_cfg(cfg)
-    builder = registry.get("dataset", name)
-    if builder.ensure is data_splits.RecDataset.ensure:  # not a dataset that writes itself on first use (synthetic)
-        require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (docs/DATA.md).",
-                     is_dir=True)
-        for split in _needed_splits(cfg, stage):
-            path = Path(ds.path) / data_splits.FILES[split]
-            if not (path.is_file() or path.with_suffix(".parquet").is_file()):
-                raise DataError(f"{path}: missing. Unzip the processed dataset there (docs/DATA.md), or generate "
-                                f"synthetic data with `python -m minigpt4.data.synthetic --out {path.parent}`")
-    else:
-        _needed_splits(cfg, stage)
-    evaluate = stage == "eval" or run.evaluate
-    resuming = stage != "collab" and run.resume_ckpt_path and not evaluate
-    if run.job_id and not resuming and os.environ.get("RANK", "0") == "0":
-        free_path(Path(run.output_dir) / run.job_id)
-    if stage == "collab":
-        return
-    prompt_file = require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
-    load_prompt(prompt_file, m.prompt_template)
-    if run_mode(cfg) == "codes" and m.rec_model == "hash" and m.rec_config.pretrained_path not in ("", NOT_HAVE):
-        require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
-                     "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
-    if m.ckpt:
-        find_checkpoint(m.ckpt, writer=cfg_path and stage1_command(cfg_path))
-
-
 def main(stage, description, argv=None):
-    args = parse_args(description, argv, stage)
+    """Run stage `stage` (a name in minigpt4/stages.py) with the arguments `argv`; returns the recipe's metrics."""
+    asked = stages.get(stage)
+    args = parse_args(description, argv, asked.name)
     dist = None
     try:
         cfg = load_config(args.cfg_path, args.options)
         OmegaConf.set_readonly(cfg, True)  # what a run derives lives in recipes.derived.Derived, not in cfg
+        stage = asked.under(cfg.run)  # run.evaluate: the LLM stage scores model.ckpt, as eval.py does
         preflight(cfg, stage, args.cfg_path)
-        from minigpt4.recipes import finetune_llm, pretrain_encoder
+        recipe = importlib.import_module(stage.recipe)  # the recipes import torch: only now
         from minigpt4.train import distributed as dist
 
         if not args.verbose:  # transformers' bars for loading (and converting a GGUF file) are noise in a run's log
@@ -141,9 +73,7 @@ def main(stage, description, argv=None):
 
             hf_logging.disable_progress_bar()
 
-        if stage == "collab":
-            return pretrain_encoder.main(cfg)
-        return finetune_llm.main(cfg, stage)
+        return recipe.main(cfg, stage)
     except (ConfigError, DataError, PromptError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

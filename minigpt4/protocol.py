@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from minigpt4 import stages
+
 PROTOCOL_FILE = Path(__file__).resolve().parent / "protocols" / "paper.yaml"
 
 # Per dataset: rows of each split (BINLLM_SPEC §1.2-1.3) and the prompt length the estimate assumes (~250 tokens
@@ -24,14 +26,18 @@ ASSUMED_MFU = {"train": 0.40, "score": 0.50}
 VICUNA_7B_BODY = 6.48e9  # parameters outside the embeddings: 32 x (4 x 4096^2 + 3 x 4096 x 11008)
 
 
+# the sections of a dataset's settings that whole stages take (Stage.protocol), e.g. "llm" and "collab"
+SECTIONS = tuple(dict.fromkeys(s.protocol for s in stages.STAGES.values()))
+
+
 def load():
-    """{dataset: {"llm": {key: (value, source)}, "collab": {...}, "steps": {method: {...}}}}."""
+    """{dataset: {section: {key: (value, source)}, ..., "steps": {method: {...}}}}, a section per SECTIONS."""
     raw = yaml.safe_load(PROTOCOL_FILE.read_text(encoding="utf-8"))
 
     def table(section):
         return {k: (v[0], v[1]) for k, v in (section or {}).items()}
 
-    return {ds: {"llm": table(p.get("llm")), "collab": table(p.get("collab")),
+    return {ds: {**{sec: table(p.get(sec)) for sec in SECTIONS},
                  "steps": {m: table(s) for m, s in (p.get("steps") or {}).items()}} for ds, p in raw.items()}
 
 
@@ -48,11 +54,9 @@ def method_entry(protocol, method):
 
 def settings(dataset, stage, method):
     """{key: (value, source)} the paper budget sets for one step, common keys first, the method's after."""
-    protocol = load()[dataset]
-    common = protocol["collab"] if stage == "collab" else protocol["llm"] if stage == "llm" else {}
-    out = dict(common)
-    if stage == "eval":  # a zero-shot row reads the same score as the trained ones
-        out["model.score_type"] = protocol["llm"]["model.score_type"]
+    protocol, st = load()[dataset], stages.get(stage)
+    # the stage's section (eval: only the score, so a zero-shot row reads the same score as the trained ones)
+    out = {k: v for k, v in protocol[st.protocol].items() if st.protocol_keys is None or k in st.protocol_keys}
     out.update(method_entry(protocol, method))
     return out
 
@@ -93,7 +97,7 @@ def body_parameters(llama):
 def schedule(dataset, stage, cfg):
     """Upper bounds of one LLM step under the paper budget: optimizer steps, rows trained, rows scored."""
     size = SIZES[dataset]
-    if stage == "eval":
+    if not stages.get(stage).trains:
         return {"steps": 0, "train_rows": 0, "epochs": 0, "score_rows": size["test"]}
     run = cfg.run
     batch = run.global_batch_size or run.batch_size_train * run.accum_grad_iters
@@ -130,8 +134,9 @@ def markdown():
              "GPUs that have it), and the early-stopping counter kept on rank 0 only (ours is broadcast).", ""]
     for dataset, p in protocol.items():
         lines += [f"## {dataset}", "", "| applies to | key | value | upstream source |", "|---|---|---|---|"]
-        for where, table in [("every LLM step", p["llm"]), ("every stage-0 step", p["collab"])] + \
-                [(f"`{m}`", t) for m, t in p["steps"].items()]:
+        whole = [(f"every {st.title} step", p[st.protocol]) for st in stages.STAGES.values()
+                 if st.protocol_keys is None]
+        for where, table in whole + [(f"`{m}`", t) for m, t in p["steps"].items()]:
             for key, (value, source) in table.items():
                 lines.append(f"| {where} | `{key}` | `{option(key, value).split('=', 1)[1]}` | {source} |")
         lines.append("")

@@ -107,7 +107,7 @@ def test_missing_paths_exit_2_before_torch_is_imported(tmp_path, script, option,
 
 
 def test_a_missing_stage1_adapter_names_the_stage1_config_of_the_same_dataset(tmp_path):
-    from minigpt4.cli import stage1_command
+    from minigpt4.preflight import stage1_command
 
     assert stage1_command("train_configs/ml100k_binllm.yaml") == (
         "python train_collm_mf_din.py --cfg-path train_configs/ml100k_tallrec.yaml")

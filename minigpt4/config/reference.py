@@ -6,9 +6,10 @@ import shutil
 
 from minigpt4.config.load import ALIASES, INCLUDE_KEY, _distance
 from minigpt4.config.schema import DatasetConfig, ModelConfig, RunConfig, default, is_section, keys, kind
+from minigpt4.stages import NAMES, STAGES
 
-STAGES = ("collab", "llm", "eval")
-SCRIPTS = {"collab": "pretrain_collab.py", "llm": "train_binllm.py / train_collm_mf_din.py", "eval": "eval.py"}
+# Groups of keys read by some stages only; each stage names the groups it reads (minigpt4/stages.py). A key in no
+# group is read by every stage. "upstream_unused": upstream keys accepted so that upstream YAMLs load, read by none.
 _LLM_MODEL = ["arch", "llama_model", "prompt_path", "prompt_template", "max_txt_len", "proj_token_num",
               "proj_mid_times", "freeze_rec", "freeze_proj", "freeze_lora", "user_num", "item_num", "ans_type",
               "score_type", "slot_layout", "slot_init", "add_bos", "ckpt", "low_resource", "load_in_8bit",
@@ -17,20 +18,25 @@ _LLM_TRAINING = ["runner", "lr_sched", "min_lr", "warmup_lr", "warmup_steps", "b
                  "accum_grad_iters", "length_buckets", "global_batch_size", "resume_ckpt_path", "save_every_steps",
                  "evaluate", "train_splits", "valid_splits", "max_train_rows", "log_freq", "fsdp",
                  "grad_checkpointing"]
-# Which stages read a key (or the keys under it), for each script's --help-config list; a key not named here is
-# read by all three. () = read by none: upstream keys accepted so that upstream YAMLs load (docs/CONFIG.md).
-READ_BY = {
-    **{f"model.{k}": ("llm", "eval") for k in _LLM_MODEL},
-    **{f"run.{k}": ("llm", "eval") for k in ("mode", "batch_size_eval", "dtype", "amp", "compile", "tf32",
-                                              "test_splits", "max_eval_rows")},
-    **{f"run.{k}": ("llm",) for k in _LLM_TRAINING},
-    **{f"run.{k}": ("collab", "llm") for k in ("init_lr", "weight_decay", "max_epoch", "batch_size_train",
-                                                "patience")},
-    **dict.fromkeys(["model.model_type", "model.end_sym", "model.proj_drop", "model.rec_config.use_hash",
-                     "model.rec_config.A_n_fold", "model.rec_config.A_split", "model.rec_config.pretrain",
-                     "model.rec_config.l2_emb", "datasets.<name>.data_type", "run.num_workers", "run.world_size",
-                     "run.dist_url", "run.distributed", "run.use_dist_eval_sampler"], ()),
+KEY_GROUPS = {
+    "llm_model": [f"model.{k}" for k in _LLM_MODEL],
+    "llm_scoring": [f"run.{k}" for k in ("mode", "batch_size_eval", "dtype", "amp", "compile", "tf32", "test_splits",
+                                         "max_eval_rows")],
+    "llm_training": [f"run.{k}" for k in _LLM_TRAINING],
+    "training": [f"run.{k}" for k in ("init_lr", "weight_decay", "max_epoch", "batch_size_train", "patience")],
+    "upstream_unused": ["model.model_type", "model.end_sym", "model.proj_drop", "model.rec_config.use_hash",
+                        "model.rec_config.A_n_fold", "model.rec_config.A_split", "model.rec_config.pretrain",
+                        "model.rec_config.l2_emb", "datasets.<name>.data_type", "run.num_workers", "run.world_size",
+                        "run.dist_url", "run.distributed", "run.use_dist_eval_sampler"],
 }
+# key (or the section under it) -> the stages that read it, in the stage table's order
+READ_BY = {key: tuple(n for n, s in STAGES.items() if group in s.key_groups)
+           for group, members in KEY_GROUPS.items() for key in members}
+
+
+def script_names(stage):
+    """`train_binllm.py / train_collm_mf_din.py`: the scripts that run a stage."""
+    return " / ".join(STAGES[stage].scripts)
 
 
 def read_by(key):
@@ -40,7 +46,7 @@ def read_by(key):
         found = READ_BY.get(".".join(parts[:n]))
         if found is not None:
             return found
-    return STAGES
+    return NAMES
 
 
 def _entries(section=None, prefix=None):
@@ -77,7 +83,7 @@ def reference_text(key=None, width=None, stage=None):
     width = width or shutil.get_terminal_size((120, 24)).columns
     shown = [e for e in entries if stage is None or stage in read_by(e[0])]
     name_w = max(len(k) for k, _, _ in shown)
-    lines = [f"config keys {SCRIPTS[stage]} reads:" if stage else "config keys:"]
+    lines = [f"config keys {script_names(stage)} reads:" if stage else "config keys:"]
     for k, d, doc in shown:
         line = f"{k:<{name_w}}  {d!r:<12}  {_first_sentence(doc)}"
         lines.append(line if len(line) <= width else line[:width - 1] + "…")
@@ -89,7 +95,7 @@ def reference_text(key=None, width=None, stage=None):
 
 def _readers(key):
     stages = read_by(key)
-    return ", ".join(SCRIPTS[s] for s in stages) if stages else "no script (an upstream key, accepted and unused)"
+    return ", ".join(script_names(s) for s in stages) if stages else "no script (an upstream key, accepted and unused)"
 
 
 def reference_markdown():
@@ -102,11 +108,11 @@ def reference_markdown():
              "`--options run.init_lr=1e-3 model.ckpt=...`. A file may start with",
              f"`{INCLUDE_KEY}: [base/llm.yaml, datasets/ml1m.yaml]`: those files (relative to it, themselves possibly",
              "layered) are merged first, in order, then the file's own keys (docs/RECIPES.md).", "",
-             "Read by: the stages whose scripts read the key (0 = `pretrain_collab.py`, LLM = `train_binllm.py` /",
-             "`train_collm_mf_din.py`, eval = `eval.py`); `-`: an upstream key that is accepted and read by none.", "",
+             "Read by: the stages whose scripts read the key ("
+             + ", ".join(f"{st.label} = " + " / ".join(f"`{x}`" for x in st.scripts) for st in STAGES.values())
+             + "); `-`: an upstream key that is accepted and read by none.", "",
              "| key | default | read by | meaning |", "|---|---|---|---|"]
-    short = {"collab": "0", "llm": "LLM", "eval": "eval"}
-    lines += [f"| `{k}` | `{d!r}` | {', '.join(short[s] for s in read_by(k)) or '-'} | {doc} |"
+    lines += [f"| `{k}` | `{d!r}` | {', '.join(STAGES[s].label for s in read_by(k)) or '-'} | {doc} |"
               for k, d, doc in _entries()]
     return "\n".join(lines) + "\n"
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from minigpt4 import stages
+
 HERE = Path(__file__).resolve().parent
-STAGES = ("collab", "llm", "eval")
-BUDGET_KINDS = ("collab", "llm", "eval", "full_test", "sub_test")
+BUDGET_KINDS = (*stages.NAMES, "full_test", "sub_test")  # a budget's overrides per stage, then per test size
 PAPER_SOURCES = ("tables", "warm_cold", "compression")
 
 
@@ -23,7 +24,7 @@ class ReproduceError(Exception):
 
 @dataclass(frozen=True)
 class StepDef:
-    stage: str            # collab | llm | eval: the cli stage (pretrain_collab.py / train_*.py / eval.py)
+    stage: str            # the cli stage that runs it, a name in minigpt4/stages.py
     method: str           # the shipped config it runs: train_configs/<prefix>_<method>.yaml
     options: tuple = ()   # the step's own overrides of that config (a code length)
     encoder: str = None   # the stage-0 step whose encoder it reads, when not the one of its rec_model
@@ -76,8 +77,8 @@ def _load_steps():
     steps = {}
     for name, s in _need(path, raw, "steps", dict).items():
         stage = _need(path, s, "stage", str, f"steps.{name}")
-        if stage not in STAGES:
-            raise ReproduceError(f"{path}: steps.{name}.stage is {stage!r}; stages are {', '.join(STAGES)}")
+        if stage not in stages.STAGES:
+            raise ReproduceError(f"{path}: steps.{name}.stage is {stage!r}; stages are {', '.join(stages.NAMES)}")
         unknown = set(s) - {"stage", "method", "options", "encoder"}
         if unknown:
             raise ReproduceError(f"{path}: steps.{name}: unknown key(s) {sorted(unknown)}; keys are stage, method, "

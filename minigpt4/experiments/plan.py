@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from minigpt4 import protocol
+from minigpt4 import protocol, stages
 from minigpt4.config import EMBEDDED_LLM, REPO_ROOT, backbone_profile, compose, load_config
 from minigpt4.experiments.definitions import (
     BUDGETS,
@@ -27,7 +27,7 @@ from minigpt4.experiments.records import rebuild_marker
 @dataclass
 class Step:
     name: str
-    stage: str            # collab | llm | eval: the cli stage (pretrain_collab.py / train_*.py / eval.py)
+    stage: str            # the cli stage that runs it, a name in minigpt4/stages.py
     config: str           # the shipped config it runs
     overrides: list       # --options, in order: the config's own changes, wiring, budget
     depends: list = field(default_factory=list)
@@ -60,7 +60,7 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     data = Path(data or REPO_ROOT / ds["data"])
     steps = {}
     for name, spec in STEPS.items():
-        stage, extra = spec.stage, list(spec.options)
+        stage, extra, llm = spec.stage, list(spec.options), stages.get(spec.stage).llm
         config = REPO_ROOT / "train_configs" / f"{ds['prefix']}_{spec.method}.yaml"
         if not config.is_file():
             raise ReproduceError(f"step {name}: config {config} is missing (every method needs one per dataset)")
@@ -68,7 +68,7 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
         # the paper budget's settings of this method, then the step's own (a code length) again on top
         upstream = protocol.overrides(dataset, stage, spec.method) + extra if budget == "paper" else []
         depends, wiring = [], []
-        if stage != "collab":
+        if llm:
             model = OmegaConf.merge(compose(config), OmegaConf.from_dotlist(upstream)).get("model", {})
             # Wire the dependencies to this reproduction's runs, never to the configs' default paths.
             if model.get("ckpt"):
@@ -81,12 +81,12 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
             if llama:
                 wiring.append(f"model.llama_model={llama}")
             wiring.append(LLM_TEST_SPLITS)
-        full = stage == "collab" or name in FULL_TEST_STEPS
+        full = not llm or name in FULL_TEST_STEPS  # an encoder scores every test row
         for_dataset = (b.get("datasets") or {}).get(dataset, {})  # appended after the budget's own lists
         budget_opts = b[stage] + for_dataset.get(stage, [])
         test_kind = "full_test" if full else "sub_test"
-        kind = [] if stage == "collab" else b[test_kind] + for_dataset.get(test_kind, [])
-        mine = [] if stage == "collab" else list(options)
+        kind = b[test_kind] + for_dataset.get(test_kind, []) if llm else []
+        mine = list(options) if llm else []
         steps[name] = Step(name, stage, str(config), extra + common + wiring + budget_opts + upstream + kind + mine,
                            depends, full, tuple(o.split("=", 1)[0] for o in mine))
     if only:
@@ -115,10 +115,11 @@ def estimate_minutes(step, dataset, score=True):
     """Rough minutes of a step under the cpu budget (see CPU_SPEED); without `score`, its training only (a
     rebuild)."""
     cfg = OmegaConf.merge(compose(step.config), OmegaConf.from_dotlist(step.overrides))
-    if step.stage == "collab":
+    stage = stages.get(step.stage)
+    if not stage.llm:
         return CPU_SPEED["encoder_min"].get(cfg.model.rec_model, CPU_SPEED["default_encoder_min"])
     run = cfg.run
-    train = 0 if step.stage == "eval" else run.max_epoch * run.iters_per_epoch * run.batch_size_train
+    train = 0 if not stage.trains else run.max_epoch * run.iters_per_epoch * run.batch_size_train
     n_test = DATASETS[dataset]["test_rows"]
     # warm and cold are rows of the scored test rows: each prompt is scored once (the runner's memo)
     scored = min(run.max_eval_rows or n_test, n_test) if score else 0
@@ -147,10 +148,10 @@ def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=()
                  else "to run")
         print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
               f" [{state}]{est}")
-        if budget == "paper" and s.stage != "collab":
+        if budget == "paper" and stages.get(s.stage).llm:
             cfg = load_config(s.config, s.overrides)
             sch = protocol.schedule(dataset, s.stage, cfg)
-            if s.stage == "llm":
+            if stages.get(s.stage).trains:
                 print(f"      lr {cfg.run.init_lr:g}, up to {sch['epochs']} epochs x {cfg.run.iters_per_epoch} "
                       f"steps of {sch['batch']} rows = {sch['train_rows']:,} rows; {cfg.model.score_type} score; "
                       f"valid_small after every epoch, patience {sch['patience']}; "

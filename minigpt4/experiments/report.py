@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from minigpt4 import stages
 from minigpt4.config import EMBEDDED_LLM
 from minigpt4.experiments import records
 from minigpt4.experiments.definitions import (
@@ -126,7 +127,7 @@ def precision_line(metrics):
     """Which dtype each LLM row computed in (metrics.json `precision`): rows of several machines may differ."""
     by = {}
     for step, m in metrics.items():
-        if STEPS[step].stage != "collab":
+        if stages.get(STEPS[step].stage).llm:
             dtype = (m.get("precision") or {}).get("dtype", "not recorded")
             if records.rounded_scores(m):
                 # scored before the score head was kept out of autocast: bf16 scores, many of them tied
@@ -361,7 +362,7 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     metrics = {s: from_runs[s] if s in from_runs else recorded[s]["metrics"] for s in STEPS
                if s in from_runs or s in recorded}
     every = load_test_predictions(runs, from_runs, encoders=True)
-    preds = {step: frame for step, frame in every.items() if STEPS[step].stage != "collab"}  # the LLM rows'
+    preds = {step: frame for step, frame in every.items() if stages.get(STEPS[step].stage).llm}  # the LLM rows'
     same = same_rows(preds, from_runs)
     spread = sample_spread(preds, same[0][3]) if same else []
     # only a report without the paper's numbers shows it (seconds per 1,000 test rows of each LLM row)

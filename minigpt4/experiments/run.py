@@ -6,7 +6,7 @@ runs again) is set aside and run again. Each step runs in this process through `
 import json
 import sys
 
-from minigpt4 import cli
+from minigpt4 import cli, stages
 from minigpt4.experiments import records as rec
 from minigpt4.experiments.definitions import ReproduceError
 
@@ -121,7 +121,7 @@ def run_step(step, runs, stale=None, record=None, needed=False):
         print(f"[{step.name}] recorded, but a step that runs reads its checkpoint, which a record does not hold: "
               "training it again (same settings; its row stays its record)")
         rec.mark_rebuild(runs, step.name, record)
-        if step.stage != "collab":
+        if stages.get(step.stage).llm:
             argv.append("run.test_splits=[]")
         how = "rebuilt"
     missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
@@ -130,7 +130,8 @@ def run_step(step, runs, stale=None, record=None, needed=False):
     if path.exists():
         # No metrics.json: the run was interrupted. An LLM training run that saved a resume point continues from
         # it with its own resolved config; anything else starts again, the old directory kept for inspection.
-        if step.stage == "llm" and (path / "resume" / "latest").is_file() and (path / "config.yaml").is_file():
+        resumable = (path / "resume" / "latest").is_file() and (path / "config.yaml").is_file()
+        if stages.get(step.stage).resumes and resumable:
             argv = ["--cfg-path", str(path / "config.yaml"), "--options", f"run.resume_ckpt_path={path}"]
             how = "resumed" if how == "ran" else how
             print(f"[{step.name}] resuming the interrupted run {path}")

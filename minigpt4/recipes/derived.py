@@ -85,7 +85,7 @@ def derive_collab(cfg, task):
 def derive_llm(cfg, stage, task):
     """Everything an LLM stage derives, every input it needs checked, in this order: data, run directory,
     prompt / backbone / mode, encoder codes, checkpoint."""
-    evaluate = stage == "eval" or cfg.run.evaluate
+    evaluate = not stage.trains  # eval.py, or an LLM stage under run.evaluate (Stage.under)
     user_num, item_num = task.id_counts()
     job_id, resume_step = cfg.run.job_id, None
     if cfg.run.resume_ckpt_path and not evaluate:  # continue that run, in its directory

@@ -39,7 +39,8 @@ from minigpt4.train.sharding import restore_state, trained_state
 
 
 def main(cfg, stage):
-    """stage `llm` trains (unless run.evaluate), `eval` scores model.ckpt; `cfg` is read-only. Returns metrics."""
+    """`stage` (minigpt4/stages.py) trains, or scores model.ckpt (eval.py, run.evaluate); `cfg` is read-only.
+    Returns metrics.json's content."""
     # ------------------------------------------------------------------------------------------------- config
     run = cfg.run
     task_class = registry.get("task", run.task)  # rec_pretrain: tasks.RecTask
@@ -66,7 +67,7 @@ def main(cfg, stage):
         load_start(model, cfg.model, meta, d.evaluate)  # stage 1's adapter for stage 2; eval's checkpoint
     # the splits' prompts as token batches (with the model's tokenizer); CoLLM's SASRec / DIN read history ids
     history_len = model.collab.history_len if model.collab is not None else 0
-    names = [*run.test_splits] if d.evaluate else [*run.train_splits, *run.valid_splits, *run.test_splits]
+    names = stage.split_names(run)  # train, valid and test splits; only the test splits when it trains nothing
     splits = task.token_splits(model.tokenizer, d.prompt, names, d.codes, history_len, mode=d.mode)
     run_dir = RunDir(d.run_path, saved_config(cfg, d), dist.is_main(), d.resume_step)  # inputs all checked
     dist.barrier()

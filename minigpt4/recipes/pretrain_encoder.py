@@ -27,11 +27,10 @@ from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, score_ro
 from minigpt4.train.eta import duration
 from minigpt4.train.run_dir import RunDir
 
-SPLITS = ("train", "valid_full", "test", "test_warm", "test_cold")
 
-
-def main(cfg):
-    """Train `model.rec_model` as `cfg` (read-only) says; returns metrics.json's content."""
+def main(cfg, stage):
+    """Train `model.rec_model` as `cfg` (read-only) says; `stage`: its entry in minigpt4/stages.py, whose splits are
+    train, the valid split of model selection, then the scored ones. Returns metrics.json's content."""
     # ------------------------------------------------------------------------------------------------- config
     run = cfg.run
     dist.init(run.device, run.dist_timeout_minutes)
@@ -39,7 +38,8 @@ def main(cfg):
     # --------------------------------------------------------------------------------------------------- data
     task = registry.get("task", run.task)(cfg)  # `rec_pretrain`: the dataset's splits as rows
     d = derive_collab(cfg, task)  # user / item counts, job id; checks rec_model and that the run directory is new
-    frames = {s: task.rows(s) for s in SPLITS}
+    splits = stage.split_names(run)  # train, valid_full, test, test_warm, test_cold
+    frames = {s: task.rows(s) for s in splits}
     run_dir = RunDir(d.run_path, saved_config(cfg, d), dist.is_main())
     print(f"run directory: {run_dir.path}; {cfg.model.rec_model} on {len(frames['train'])} train rows, "
           f"{d.user_num} users / {d.item_num} items")
@@ -94,7 +94,7 @@ def main(cfg):
     # --------------------------------------------------------------------------------------------- evaluation
     model.load_state_dict(torch.load(ckpt, map_location="cpu"))
     built = {"valid_full": valid_inputs}  # its history tensor is already padded; the test splits are new
-    scores = {split: score_rows(model, frames[split], built.get(split)) for split in SPLITS[1:]}
+    scores = {split: score_rows(model, frames[split], built.get(split)) for split in splits[1:]}
     scored = {split: evaluate_scores(frames[split]["uid"].to_numpy(), frames[split]["label"].to_numpy(), s)
               for split, s in scores.items()}
     # which rows test_warm / test_cold hold differs between upstream's scripts: name the rules beside the numbers

@@ -1,0 +1,92 @@
+"""The checks run before a stage's recipe, torch and transformers are imported, so a typo costs about a second:
+the dataset's directory and split files, a free run directory, and for the LLM stages the prompt file, BinLLM's
+encoder and model.ckpt. Each stage names the checks it needs (`Stage.checks`, minigpt4/stages.py); `preflight`
+runs them in that order. The recipes check again only what needs the data's contents or torch (minigpt4/
+recipes/derived.py).
+"""
+
+import os
+from pathlib import Path
+
+from minigpt4 import registry
+from minigpt4.config import NOT_HAVE, dataset_cfg, require_path, run_mode
+from minigpt4.data import splits as data_splits
+from minigpt4.errors import DataError
+from minigpt4.prompting import load_prompt
+from minigpt4.train.checkpoint import find_checkpoint
+from minigpt4.train.run_dir import free_path
+
+
+def is_set(path):
+    """A configured optional path that names a file: upstream writes `not_have` (or leaves it empty) for none."""
+    return path not in ("", NOT_HAVE)
+
+
+def needed_splits(cfg, stage):
+    """The split files a stage reads: train, valid_full and test always (the id counts), plus the stage's splits."""
+    names = stage.split_names(cfg.run)
+    for split in names:
+        if split not in data_splits.SPLITS:
+            raise DataError(f"unknown split {split!r}; splits are {list(data_splits.SPLITS)}")
+    return dict.fromkeys(["train", "valid_full", "test", *(s for s in names if s in data_splits.FILES)])
+
+
+def stage1_command(cfg_path):
+    """`python train_collm_mf_din.py --cfg-path train_configs/<prefix>_tallrec.yaml` for a config named
+    `<prefix>_<method>.yaml` whose folder holds that stage-1 config; None otherwise."""
+    path = Path(cfg_path)
+    first = path.with_name(path.stem.split("_")[0] + "_tallrec.yaml")
+    if not first.is_file() or first.resolve() == path.resolve():
+        return None
+    return f"python train_collm_mf_din.py --cfg-path {first}"
+
+
+def check_dataset(cfg, stage, cfg_path):
+    name, ds = dataset_cfg(cfg)
+    builder = registry.get("dataset", name)
+    if builder.ensure is not data_splits.RecDataset.ensure:  # a dataset that writes itself on first use (synthetic)
+        needed_splits(cfg, stage)
+        return
+    require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (docs/DATA.md).", is_dir=True)
+    for split in needed_splits(cfg, stage):
+        path = Path(ds.path) / data_splits.FILES[split]
+        if not (path.is_file() or path.with_suffix(".parquet").is_file()):
+            raise DataError(f"{path}: missing. Unzip the processed dataset there (docs/DATA.md), or generate "
+                            f"synthetic data with `python -m minigpt4.data.synthetic --out {path.parent}`")
+
+
+def check_run_dir(cfg, stage, cfg_path):
+    """A new run must not write into an existing directory; a resumed one continues in its own."""
+    run = cfg.run
+    resuming = stage.resumes and run.resume_ckpt_path
+    if run.job_id and not resuming and os.environ.get("RANK", "0") == "0":
+        free_path(Path(run.output_dir) / run.job_id)
+
+
+def check_prompt(cfg, stage, cfg_path):
+    m = cfg.model
+    prompt_file = require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
+    load_prompt(prompt_file, m.prompt_template)
+
+
+def check_encoder(cfg, stage, cfg_path):
+    """BinLLM's pretrained binary encoder (the recipe reads its codes)."""
+    m = cfg.model
+    if run_mode(cfg) == "codes" and m.rec_model == "hash" and is_set(m.rec_config.pretrained_path):
+        require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
+                     "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
+
+
+def check_checkpoint(cfg, stage, cfg_path):
+    if cfg.model.ckpt:
+        find_checkpoint(cfg.model.ckpt, writer=cfg_path and stage1_command(cfg_path))
+
+
+CHECKS = {"dataset": check_dataset, "run_dir": check_run_dir, "prompt": check_prompt, "encoder": check_encoder,
+          "checkpoint": check_checkpoint}
+
+
+def preflight(cfg, stage, cfg_path=None):
+    """Run the checks `stage` (a `stages.Stage`) names, with the same messages the recipes would give later."""
+    for name in stage.checks:
+        CHECKS[name](cfg, stage, cfg_path)
