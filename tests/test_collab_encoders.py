@@ -21,7 +21,7 @@ from minigpt4.encoders.din import DIN
 from minigpt4.encoders.lightgcn import LightGCN, bipartite_graph
 from minigpt4.encoders.mf import MF
 from minigpt4.encoders.sasrec import SASRec
-from minigpt4.train.collab import model_inputs, score_rows
+from minigpt4.train.collab import evaluate, model_inputs, score_rows
 
 U, I, L = 7, 11, 6  # users, items (id 0 = padding in both), history length
 
@@ -213,6 +213,11 @@ def test_model_inputs_only_history_models_get_his(synthetic_dir):
     # chunked scoring equals one pass
     full = score_rows(sas, df, batch_size=len(df))
     np.testing.assert_allclose(score_rows(sas, df, batch_size=7), full, rtol=1e-5, atol=1e-6)
+    # a split with no rows (a small dataset's test_cold) has no scores and NaN metrics instead of an error
+    empty = df.iloc[:0]
+    assert score_rows(sas, empty).shape == (0,)
+    result = evaluate(models["MF"], empty)
+    assert result["rows"] == 0 and np.isnan(result["auc"]) and np.isnan(result["uauc"])
 
 
 # ------------------------------------------------------------------------------------------------ config checks

@@ -5,6 +5,7 @@ A split becomes a dict of row tensors built once: `users`, `items`, and `his` (p
 models with `history_len > 0`; a batch is that dict indexed by row and passed as keyword arguments.
 """
 
+import numpy as np
 import torch
 
 from minigpt4.data.history import padded_history
@@ -42,6 +43,8 @@ def score_rows(model, df, inputs=None, batch_size=None):
     # history models hold [batch, maxlen, dim] activations: smaller chunks keep the memory bounded
     batch_size = batch_size or (4096 if "his" in inputs else 65536)
     n = len(df)
+    if n == 0:  # a split with no rows (e.g. no cold rows in a small dataset) has no scores, and metrics of NaN
+        return np.zeros(0, dtype=np.float32)
     return torch.cat([model(**take(inputs, slice(s, s + batch_size))) for s in range(0, n, batch_size)]).numpy()
 
 
