@@ -28,7 +28,8 @@ COMMON = {"model.score_type": "yes", "model.lora_config.use_lora": True, "model.
           "model.lora_config.target_modules": ["q_proj", "v_proj"], "model.lora_config.layers_to_transform": [],
           "run.lr_sched": "linear_warmup_cosine_lr", "run.min_lr": 8e-5, "run.warmup_lr": 1e-5,
           "run.warmup_steps": 200, "run.weight_decay": 1e-3, "run.beta2": 0.999, "run.valid_splits": ["valid"],
-          "run.patience": 20, "run.max_train_rows": 0, "run.max_eval_rows": 0, "run.seed": 42}
+          "run.patience": 20, "run.max_train_rows": 0, "run.max_eval_rows": 0, "run.seed": 42,
+          "run.length_buckets": 0}  # upstream draws plain shuffled batches (DistributedSampler), not by length
 
 
 def _get(cfg, key):
@@ -112,11 +113,18 @@ def test_every_setting_names_its_source_and_the_docs_are_current():
         assert all(src.strip() for t in tables for _, src in t.values()), dataset
     doc = (REPO_ROOT / "docs" / "PAPER_PROTOCOL.md").read_text(encoding="utf-8")
     assert doc == protocol.markdown(), "stale: python -m minigpt4.protocol > docs/PAPER_PROTOCOL.md"
+    # the score is written as the config takes it (YAML 1.1 read a bare `yes` as a boolean, printed `True`)
+    assert "| `model.score_type` | `yes` |" in doc and "| `model.score_type` | `True` |" not in doc
 
 
 def test_amazon_paper_plan_loads(tmp_path):
     steps, _, _ = plan("amazon-book", "paper", tmp_path, data=tmp_path, llama="/models/vicuna-7b")
     by = {s.name: s for s in steps}
+    for name, step in by.items():  # every Amazon LLM step: the settings every upstream config shares
+        if step.stage == "llm":
+            cfg = load_config(step.config, step.overrides)
+            for key, want in COMMON.items():
+                assert _get(cfg, key) == want, (name, key)
     cfg = load_config(by["collm_mf"].config, by["collm_mf"].overrides)
     assert ((cfg.run.init_lr, cfg.run.iters_per_epoch, cfg.run.batch_size_train, cfg.model.freeze_rec)
             == (1e-2, 100, 8, False))
