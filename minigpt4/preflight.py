@@ -8,8 +8,11 @@ recipes/derived.py).
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from minigpt4 import registry
 from minigpt4.config import NOT_HAVE, dataset_cfg, require_path, run_mode
+from minigpt4.config.reference import read_by
 from minigpt4.data import splits as data_splits
 from minigpt4.errors import DataError
 from minigpt4.prompting import load_prompt
@@ -39,6 +42,20 @@ def stage1_command(cfg_path):
     if not first.is_file() or first.resolve() == path.resolve():
         return None
     return f"python train_collm_mf_din.py --cfg-path {first}"
+
+
+# Keys that name the one implementation of a kind: upstream YAMLs name it, any other name is an error (today's).
+ONE_IMPLEMENTATION = {"run.task": ("task", "rec_pretrain"), "model.arch": ("model", "mini_gpt4rec_v2"),
+                      "run.runner": ("runner", "rec_runner_base")}
+
+
+def check_names(cfg, stage, cfg_path):
+    """`run.task`, `model.arch`, `run.runner` (those the stage reads) name upstream's one task, model and loop."""
+    for key, (kind, name) in ONE_IMPLEMENTATION.items():
+        value = OmegaConf.select(cfg, key)
+        if stage.name in read_by(key) and value != name:
+            raise KeyError(f"no {kind} named {value!r} is registered (known: {name}); {key} names upstream's one "
+                           f"{kind}, kept so that upstream YAMLs load")
 
 
 def check_dataset(cfg, stage, cfg_path):
@@ -82,8 +99,8 @@ def check_checkpoint(cfg, stage, cfg_path):
         find_checkpoint(cfg.model.ckpt, writer=cfg_path and stage1_command(cfg_path))
 
 
-CHECKS = {"dataset": check_dataset, "run_dir": check_run_dir, "prompt": check_prompt, "encoder": check_encoder,
-          "checkpoint": check_checkpoint}
+CHECKS = {"names": check_names, "dataset": check_dataset, "run_dir": check_run_dir, "prompt": check_prompt,
+          "encoder": check_encoder, "checkpoint": check_checkpoint}
 
 
 def preflight(cfg, stage, cfg_path=None):

@@ -1,5 +1,7 @@
-"""Name -> object registry, so YAML configs can name models, datasets, tasks, runners and schedules, and
-`prepare_data.py` can name the dataset preparers.
+"""Name -> object registry, for the kinds of which YAML configs choose one of several: collaborative encoders
+(`model.rec_model`), datasets and schedules (`run.lr_sched`); and `prepare_data.py`'s dataset preparers. The task,
+the LLM model and the training loop have one implementation each: the recipes import them directly, and the
+upstream names a config gives them (`run.task`, `model.arch`, `run.runner`) are checked by minigpt4/preflight.py.
 
 Kinds are fixed; a duplicate name or an unknown name is an error that lists what is registered.
 Registration happens when the defining module is imported. `get` and `names` import the modules that define a
@@ -10,11 +12,8 @@ import importlib
 
 # kind -> the modules whose import registers its components (by name: they sit above this module's layer)
 MODULES = {
-    "model": ("minigpt4.llm.recommender",),
     "rec_model": ("minigpt4.encoders",),
     "dataset": ("minigpt4.data.splits",),
-    "task": ("minigpt4.tasks",),
-    "runner": ("minigpt4.recipes.finetune_llm",),
     "lr_scheduler": ("minigpt4.train.optim",),
     "preparer": ("minigpt4.data.prepare",),
 }

@@ -44,11 +44,11 @@ class Stage:
         return STAGES[self.evaluate_as] if self.evaluate_as and run.evaluate else self
 
 
-_LLM_CHECKS = ("dataset", "run_dir", "prompt", "encoder", "checkpoint")
+_LLM_CHECKS = ("names", "dataset", "run_dir", "prompt", "encoder", "checkpoint")
 STAGES = {s.name: s for s in (
     Stage("collab", recipe="minigpt4.recipes.pretrain_encoder", scripts=("pretrain_collab.py",), label="0",
           title="stage-0", llm=False, trains=True, resumes=False,
-          splits=("train", "valid_full", "test", "test_warm", "test_cold"), checks=("dataset", "run_dir"),
+          splits=("train", "valid_full", "test", "test_warm", "test_cold"), checks=("names", "dataset", "run_dir"),
           key_groups=("training",), protocol="collab"),
     Stage("llm", recipe="minigpt4.recipes.finetune_llm", scripts=("train_binllm.py", "train_collm_mf_din.py"),
           label="LLM", title="LLM", llm=True, trains=True, resumes=True,

@@ -1,6 +1,6 @@
-"""The recommendation task (`run.task: rec_pretrain`): the configured dataset's splits as rows, the user / item
-counts they imply, and the token batches of an LLM stage. It reads the config and writes nothing into it; what a
-run derives from it lives in `minigpt4.recipes.derived.Derived`."""
+"""The recommendation task (upstream's `run.task: rec_pretrain`, the only one): the configured dataset's splits as
+rows, the user / item counts they imply, and the token batches of an LLM stage. It reads the config and writes
+nothing into it; what a run derives from it lives in `minigpt4.recipes.derived.Derived`."""
 
 from minigpt4 import registry
 from minigpt4.batching import TokenizedSplit
@@ -9,7 +9,6 @@ from minigpt4.data.splits import sample_split
 from minigpt4.prompting import build_prompts
 
 
-@registry.register("task", "rec_pretrain")
 class RecTask:
     def __init__(self, cfg):
         self.cfg = cfg

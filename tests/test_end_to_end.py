@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from helpers import write_yaml
-from minigpt4 import registry
 from minigpt4.cli import main
 from minigpt4.metrics import evaluate_scores
 from minigpt4.train.checkpoint import read_meta
@@ -79,7 +78,7 @@ run:
 
 
 def _recording_start(train, into):
-    """The training loop (`run.runner`), first storing the model's adapter tensors (named as in
+    """The training loop (`finetune_llm.train`), first storing the model's adapter tensors (named as in
     adapter_model.safetensors)."""
     from peft import get_peft_model_state_dict
 
@@ -104,10 +103,9 @@ def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
     # "starts from stage 1" compares that adapter with the stage-1 checkpoint.
     r["codes_start"], stdout = {}, io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
-        # run.runner names the loop the recipe runs: replace it by name, as a config could
-        registry.get("runner", "rec_runner_base")  # registers the runners (a kind loads on first lookup)
-        loops = registry._REGISTRY["runner"]
-        mp.setitem(loops, "rec_runner_base", _recording_start(loops["rec_runner_base"], r["codes_start"]))
+        from minigpt4.recipes import finetune_llm  # the recipe's one training loop, wrapped to record its start
+
+        mp.setattr(finetune_llm, "train", _recording_start(finetune_llm.train, r["codes_start"]))
         r["codes_results"] = main("llm", "stage 2", ["--cfg-path", str(r["codes_yaml"]), "--options",
                                                      "run.job_id", "codes", "model.ckpt", str(out / "text")])
     r["codes_stdout"] = stdout.getvalue()
@@ -531,8 +529,9 @@ def _flat(tree, prefix=""):
 @pytest.mark.parametrize("option, kind", [("run.runner=nope", "runner"), ("run.task=nope", "task"),
                                           ("model.arch=nope", "model"), ("run.lr_sched=nope", "lr_scheduler")])
 def test_an_unknown_registered_name_is_an_error(pipeline, option, kind):
-    """The config names the task, model, loop (run.runner) and schedule by registered name; the recipe looks
-    them up, and a name nobody registered fails, listing the known ones."""
+    """The config names the task, model, loop (run.runner) and schedule: the first three by upstream's names of
+    the one implementation of each (checked before torch loads), the schedule by registered name; another name
+    fails, listing the known ones."""
     with pytest.raises(KeyError, match=f"no {kind} named 'nope' is registered"):
         main("llm", "x", ["--cfg-path", str(pipeline["text_yaml"]), "--options", f"run.job_id=unknown_{kind}", option])
     if kind != "lr_scheduler":  # looked up before any work; the schedule when training starts

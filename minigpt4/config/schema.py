@@ -94,7 +94,8 @@ class LoraConfig:
 class ModelConfig:
     """`model`: the LLM recommender."""
 
-    arch: str = _key("mini_gpt4rec_v2", "Registered LLM recommender (`mini_gpt4rec_v2`).")
+    arch: str = _key("mini_gpt4rec_v2", "Upstream's name of the one LLM recommender, kept so that upstream YAMLs "
+                     "load; another name is an error.")
     model_type: str = _key("pretrain_vicuna", "Upstream key, informational only.")
     llama_model: str = _key(
         EMBEDDED_LLM,
@@ -199,8 +200,10 @@ class DatasetConfig:
 class RunConfig:
     """`run`: training and evaluation."""
 
-    task: str = _key("rec_pretrain", "Registered task (`rec_pretrain`).")
-    runner: str = _key("rec_runner_base", "Registered runner (`rec_runner_base`).")
+    task: str = _key("rec_pretrain", "Upstream's name of the one task, kept so that upstream YAMLs load; another "
+                     "name is an error.")
+    runner: str = _key("rec_runner_base", "Upstream's name of the one training loop, kept so that upstream YAMLs "
+                       "load; another name is an error.")
     mode: str = _key(
         "v2", "`v2` or `text`: embedding mode; a prompt with titles only is TALLRec, a prompt with "
         "`<UserID>`/`<TargetItemID>` gets CoLLM slots filled by `model.rec_model`'s vectors. `v3` or `codes`: BinLLM, "

@@ -18,7 +18,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from minigpt4.config import ConfigError, load_in_bits
 from minigpt4.llm.backbone import add_lora, answer_token_ids, base_model, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
-from minigpt4.registry import register
 
 # Families whose transformers forward scales lm_head's output by a config value (read in transformers 5.24's
 # modeling files): model_type prefix -> (config key, "multiply" | "divide").
@@ -70,7 +69,6 @@ def final_logit_transform(config):
     return multiply, divide, (float(cap) if cap is not None else None)
 
 
-@register("model", "mini_gpt4rec_v2")
 class LLMRecommender(nn.Module):
     def __init__(self, causal_lm, tokenizer, score_type="yes", collab=None):
         super().__init__()

@@ -26,8 +26,10 @@ from minigpt4.config import load_in_bits
 from minigpt4.encoders.factory import attach_graph
 from minigpt4.llm import memory
 from minigpt4.llm.backbone import load_tokenizer, set_checkpointing
+from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.precision import COMPILE_PAD_MULTIPLE, resolve_precision
 from minigpt4.recipes.derived import derive_llm, pick_device, saved_config, seed_everything
+from minigpt4.tasks import RecTask
 from minigpt4.train import distributed as dist
 from minigpt4.train import resume
 from minigpt4.train.checkpoint import load_start, run_meta, save_checkpoint
@@ -43,21 +45,18 @@ def main(cfg, stage):
     Returns metrics.json's content."""
     # ------------------------------------------------------------------------------------------------- config
     run = cfg.run
-    task_class = registry.get("task", run.task)  # rec_pretrain: tasks.RecTask
-    model_class = registry.get("model", cfg.model.arch)  # mini_gpt4rec_v2: llm.recommender.LLMRecommender
-    train_loop = registry.get("runner", run.runner)  # rec_runner_base: `train` below
     _, _, local_rank = dist.init(run.device, run.dist_timeout_minutes)
     seed_everything(run.seed)  # the same on every rank: identical initial weights, also when sharded
     device = pick_device(cfg, local_rank)
     # --------------------------------------------------------------------------------------------------- data
-    task = task_class(cfg)  # the dataset's splits as rows
+    task = RecTask(cfg)  # the dataset's splits as rows
     d = derive_llm(cfg, stage, task)  # counts, mode, prompt, codes, LoRA, job id: every input checked first
     precision = resolve_precision(run, device)
     # -------------------------------------------------------------------------------------------------- model
     if device.type == "cuda" and dist.is_main():  # will it fit? Known before any weight loads; CPU runs skip it
         print_memory_estimate(cfg, d, task, precision.dtype, device)
     # model.load_in_8bit / load_in_4bit / low_resource: the frozen backbone is stored in 8 or 4 bits on `device`
-    model = model_class.from_config(cfg.model, dtype=precision.dtype, slots=d.mode == "slots", lora=d.lora,
+    model = LLMRecommender.from_config(cfg.model, dtype=precision.dtype, slots=d.mode == "slots", lora=d.lora,
                                     counts=d.counts, device=device)
     if model.collab is not None and model.collab.encoder is not None:
         attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
@@ -82,7 +81,7 @@ def main(cfg, stage):
     # --------------------------------------------------------------------------------------------------- loop
     results = {}
     if not d.evaluate and any(p.requires_grad for p in model.parameters()):
-        results["train"], best_state = train_loop(cfg, d, model, scorer, run_dir, meta)
+        results["train"], best_state = train(cfg, d, model, scorer, run_dir, meta)
         if best_state is not None:
             restore_state(model, best_state)  # the final test scores the best epoch's adapter
     # --------------------------------------------------------------------------------------------- evaluation
@@ -106,7 +105,6 @@ def main(cfg, stage):
     return results
 
 
-@registry.register("runner", "rec_runner_base")  # `run.runner` names this loop
 def train(cfg, d, model, scorer, run_dir, meta):
     """Train the model's trainable parameters; returns (summary, the best epoch's trained tensors or None)."""
     run, device, world = cfg.run, scorer.device, dist.world_size()

@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from minigpt4 import registry
 from minigpt4.data.splits import warm_cold_rules
 from minigpt4.encoders.factory import attach_graph, build_encoder
 from minigpt4.fileio import atomic_write
 from minigpt4.metrics import evaluate_scores
 from minigpt4.recipes.derived import derive_collab, saved_config, seed_everything
+from minigpt4.tasks import RecTask
 from minigpt4.train import distributed as dist
 from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, score_rows, take
 from minigpt4.train.eta import duration
@@ -36,7 +36,7 @@ def main(cfg, stage):
     dist.init(run.device, run.dist_timeout_minutes)
     seed_everything(run.seed)
     # --------------------------------------------------------------------------------------------------- data
-    task = registry.get("task", run.task)(cfg)  # `rec_pretrain`: the dataset's splits as rows
+    task = RecTask(cfg)  # the dataset's splits as rows
     d = derive_collab(cfg, task)  # user / item counts, job id; checks rec_model and that the run directory is new
     splits = stage.split_names(run)  # train, valid_full, test, test_warm, test_cold
     frames = {s: task.rows(s) for s in splits}
