@@ -20,6 +20,7 @@ UPSTREAM_ML1M = {
     "softprompt": (1e-4, 1000, 50, 16, 64),      # C: soft_prompt_ood.yaml
     "personprompt": (1e-2, 1000, 50, 16, 64),    # C: personlized_prompt_ood_cc.yaml
     "binllm": (1e-4, 200, 50, 4, 64),            # B: hash_CF_ml.yaml
+    # no upstream config of their own: the ablations and code lengths read BinLLM's (ours, as the paper's text says)
     "binllm_io": (1e-4, 200, 50, 4, 64), "binllm_it": (1e-4, 200, 50, 4, 64), "binllm_ipv4": (1e-4, 200, 50, 4, 64),
     "binllm16": (1e-4, 200, 50, 4, 64), "binllm64": (1e-4, 200, 50, 4, 64),
 }
@@ -88,6 +89,9 @@ def test_encoders_follow_the_upstream_pretraining_scripts(paper_steps):
         cfg = load_config(paper_steps[name].config, paper_steps[name].overrides)
         assert (cfg.run.init_lr, cfg.run.weight_decay, cfg.model.rec_config.embedding_size) == (lr, wd, size), name
         assert (cfg.run.seed, cfg.run.patience, cfg.run.batch_size_train) == (2023, 100, 2048), name
+    # DIN's batch and patience have no upstream source (no DIN training script): paper.yaml must say they are ours
+    din = protocol.load()["ml-1m"]["steps"]["din"]
+    assert all(din[k][1].startswith("ours:") for k in ("run.batch_size_train", "run.patience"))
 
 
 def test_plan_prints_the_upstream_schedule_without_data(tmp_path, capsys):
@@ -128,3 +132,5 @@ def test_amazon_paper_plan_loads(tmp_path):
     cfg = load_config(by["collm_mf"].config, by["collm_mf"].overrides)
     assert ((cfg.run.init_lr, cfg.run.iters_per_epoch, cfg.run.batch_size_train, cfg.model.freeze_rec)
             == (1e-2, 100, 8, False))
+    # upstream trains Amazon CoLLM-MF's MF from scratch with the mapping (pretrained_path: not_have)
+    assert cfg.model.rec_config.pretrained_path == "not_have" and "mf" not in by["collm_mf"].depends

@@ -22,6 +22,7 @@ from minigpt4.experiments.definitions import (
     ReproduceError,
 )
 from minigpt4.experiments.records import rebuild_marker
+from minigpt4.preflight import is_set
 
 
 @dataclass
@@ -74,7 +75,7 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
             if model.get("ckpt"):
                 depends.append(STAGE1_STEP)
                 wiring.append(f"model.ckpt={runs / STAGE1_STEP / 'checkpoint_best'}")
-            if model.get("rec_config", {}).get("pretrained_path"):
+            if is_set(model.get("rec_config", {}).get("pretrained_path", "")):  # upstream's not_have: none
                 enc = spec.encoder or ENCODER_STEP[model.rec_model]
                 depends.append(enc)
                 wiring.append(f"model.rec_config.pretrained_path={runs / enc / 'rec_model.pth'}")
