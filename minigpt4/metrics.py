@@ -1,8 +1,12 @@
-"""AUC and UAUC as BinLLM/CoLLM report them.
+"""AUC and UAUC as BinLLM/CoLLM report them, and the ranking metrics of one positive among sampled negatives.
 
 UAUC is the *unweighted* mean of per-user AUC over users that have at least two samples and both classes
 (users with one sample or one class are skipped and counted). RecBole weights users by sample count; we do not.
 Per-user AUC is computed for all users at once from tie-averaged ranks, so millions of rows take a second.
+
+Ranking (`positive_ranks`, `ranking_metrics`): each positive is ranked among its candidates (itself and N sampled
+negatives); HR@K, NDCG@K (one relevant item: 1 / log2(rank + 1)) and MRR are means over positives. A negative
+scored equal to the positive ranks above it: a model that cannot tell them apart gets no credit for the tie.
 """
 
 import numpy as np
@@ -99,3 +103,44 @@ def _redraws(users, labels, scores, draws, seed):
         if u_w.sum():
             values[d, 1] = np.sum(np.nan_to_num(user_auc) * u_w) / u_w.sum()
     return values
+
+
+# ------------------------------------------------------------------------------------------------------ ranking
+HIT_KS = (1, 5, 10)
+NDCG_KS = (5, 10)
+
+
+def positive_ranks(scores):
+    """Rank (1 = first) of each positive among its candidates: `scores` [positives, 1 + N], the positive's score in
+    column 0. Ties count against the positive (rank = 1 + negatives scored at least as high)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must be [positives, 1 + negatives] with at least one negative, got {scores.shape}")
+    return 1 + (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
+
+
+def ranking_metrics(ranks):
+    """{"hr@K", "ndcg@K", "mrr", "positives"} over the positives' ranks (NaN for none)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.size == 0:
+        nan = float("nan")
+        return {**{f"hr@{k}": nan for k in HIT_KS}, **{f"ndcg@{k}": nan for k in NDCG_KS}, "mrr": nan, "positives": 0}
+    gain = 1.0 / np.log2(ranks + 1)
+    return {**{f"hr@{k}": float(np.mean(ranks <= k)) for k in HIT_KS},
+            **{f"ndcg@{k}": float(np.mean(np.where(ranks <= k, gain, 0.0))) for k in NDCG_KS},
+            "mrr": float(np.mean(1.0 / ranks)), "positives": int(ranks.size)}
+
+
+def ranking_spread(users, ranks, draws=200, seed=0):
+    """{metric: sd} of `ranking_metrics` over bootstrap redraws of whole users (a user's positives together), as
+    `redraw_spread` does for AUC: how much a ranking row would move had other users been ranked."""
+    users, ranks = np.asarray(users), np.asarray(ranks, dtype=np.float64)
+    ids, inverse = np.unique(users, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        times = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))[inverse]
+        repeated = np.repeat(ranks, times)  # a user drawn twice counts twice
+        values.append(ranking_metrics(repeated))
+    keys = [k for k in values[0] if k != "positives"]
+    return {k: float(np.std([v[k] for v in values])) for k in keys}

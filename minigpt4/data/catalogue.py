@@ -1,0 +1,83 @@
+"""What ranking and a one-user recommendation need besides the rows to score, read from the processed splits:
+the item catalogue (every item with its title), the items each user interacted with, a user's liked history after
+their last interaction, and negatives sampled among the items a user never interacted with.
+
+`frames` is {split name: rows} of the three disjoint files, train, valid_full and test (valid = valid_small is a
+part of valid_full); their rows run forward in time in that order (docs/DATA.md).
+"""
+
+import numpy as np
+
+from minigpt4.errors import DataError
+
+TIME_ORDER = ("train", "valid_full", "test")
+
+
+def item_catalogue(frames):
+    """Every item of the rows and histories with its title: a DataFrame (iid, title), sorted by iid. An item
+    titled two ways is an error naming both (the prompts would not agree on it)."""
+    import pandas as pd
+
+    parts = []
+    for name, df in frames.items():
+        parts.append(pd.DataFrame({"iid": df["iid"].to_numpy(), "title": df["title"].to_numpy(), "split": name}))
+        his = df["his"].explode()
+        titles = df["his_title"].explode()
+        keep = his.notna() & (his.astype("float64") > 0)  # 0 pads the histories
+        parts.append(pd.DataFrame({"iid": his[keep].astype(np.int64).to_numpy(),
+                                   "title": titles[keep].to_numpy(), "split": f"{name} histories"}))
+    rows = pd.concat(parts, ignore_index=True)
+    rows["title"] = rows["title"].astype(str).str.strip()
+    unique = rows.drop_duplicates(["iid", "title"])
+    clash = unique[unique.duplicated("iid", keep=False)]
+    if len(clash):
+        iid = int(clash["iid"].iloc[0])
+        seen = clash[clash["iid"] == iid]
+        raise DataError(f"item {iid} has two titles: " + "; ".join(
+            f"{t!r} in {s}" for t, s in zip(seen["title"], seen["split"])))
+    return unique[["iid", "title"]].sort_values("iid", ignore_index=True)
+
+
+def interacted(frames):
+    """{uid: sorted array of every item the user has a row for, in any split and with either label}."""
+    import pandas as pd
+
+    rows = pd.concat([df[["uid", "iid"]] for df in frames.values()], ignore_index=True)
+    return {int(u): np.unique(g.to_numpy()) for u, g in rows.groupby("uid")["iid"]}
+
+
+def latest_history(frames, uid):
+    """(item ids, titles) a user had liked after their last interaction, oldest first: the `his` of their last
+    row, plus that row's item when it was liked. A user without rows is an error with the range of user ids."""
+    for name in reversed(TIME_ORDER):
+        df = frames.get(name)
+        if df is None:
+            continue
+        mine = df[df["uid"] == uid]
+        if len(mine):
+            last = mine.iloc[-1]
+            ids = [int(i) for i in last["his"] if int(i) > 0]
+            titles = [str(t) for i, t in zip(last["his"], last["his_title"]) if int(i) > 0]
+            if int(last["label"]) == 1:
+                ids.append(int(last["iid"]))
+                titles.append(str(last["title"]).strip())
+            return ids, titles
+    users = np.concatenate([df["uid"].to_numpy() for df in frames.values()])
+    raise DataError(f"user {uid} has no rows in {', '.join(frames)}; user ids run from {users.min()} to "
+                    f"{users.max()}")
+
+
+def sample_negatives(uids, items, seen, n, seed):
+    """[len(uids), n] item ids drawn uniformly, without replacement, from `items` minus the items `seen[uid]` (each
+    row's user), in row order from one seeded generator: the same (uids, items, seen, n, seed) give the same
+    candidates, whichever method then ranks them."""
+    items = np.unique(np.asarray(items, dtype=np.int64))
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(uids), n), dtype=np.int64)
+    for row, uid in enumerate(np.asarray(uids)):
+        pool = np.setdiff1d(items, seen.get(int(uid), ()), assume_unique=False)
+        if len(pool) < n:
+            raise DataError(f"user {int(uid)} has {len(pool)} items they never interacted with, fewer than the "
+                            f"{n} negatives asked for: ask for fewer")
+        out[row] = rng.choice(pool, size=n, replace=False)
+    return out
