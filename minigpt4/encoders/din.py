@@ -129,5 +129,10 @@ class DIN(nn.Module):
         """(user, item) vectors a CoLLM prompt slot receives (upstream: the user slot gets the fused feature)."""
         return self.all_encode(users, items, his), self.item_encoder(items)
 
+    def hidden(self, users, items, his):
+        """The CTR head's last hidden layer (80 wide, under its output Linear): the representation CTRL aligns
+        with the text's (its stage 2 puts an output layer on top of it, as this model's own is)."""
+        return self.fc_layer.fc[:-1](self.all_encode(users, items, his))
+
     def forward(self, users, items, his):
-        return self.fc_layer(self.all_encode(users, items, his)).squeeze(-1)
+        return self.fc_layer.fc[-1](self.hidden(users, items, his)).squeeze(-1)
