@@ -60,6 +60,7 @@ STAGES = {s.name: s for s in (
           key_groups=("llm_model", "llm_scoring"), protocol="llm", protocol_keys=("model.score_type",)),
 )}
 NAMES = tuple(STAGES)
+SCORING = STAGES["eval"]  # the stage that scores a checkpoint and trains nothing: Recommender.from_run builds as it
 
 
 def get(name):

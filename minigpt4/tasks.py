@@ -31,18 +31,24 @@ class RecTask:
         """(user_num, item_num) = max id + 1 over train/valid/test (upstream rule)."""
         return self.dataset.id_counts(self._frames)
 
-    def token_splits(self, tokenizer, prompt, names, codes, history_len=0, mode=None):
-        """Each named split as a TokenizedSplit (run.max_train_rows / max_eval_rows: the same rows in every run of
-        one run.sample_seed, which defaults to run.seed).
+    def sampled_rows(self, split):
+        """The rows of `split` an LLM run uses (run.max_train_rows / max_eval_rows: the same rows in every run of
+        one run.sample_seed, which defaults to run.seed)."""
+        run = self.cfg.run
+        limit = run.max_train_rows if split == "train" else run.max_eval_rows
+        return sample_split(self.rows, split, limit, run.seed if run.sample_seed < 0 else run.sample_seed)
+
+    def tokenize(self, rows, name, tokenizer, prompt, codes, history_len=0, mode=None):
+        """`rows` as prompts in a TokenizedSplit called `name`.
         codes: BinLLM's CodeTable or None; history_len: ids of history each row carries for a slot encoder that
         reads it (SASRec, DIN); mode: the run mode (default `self.llm_mode`), `slots` marks the ID slots."""
-        run, m = self.cfg.run, self.cfg.model
+        m = self.cfg.model
         slots = (mode or self.llm_mode) == "slots"
-        out = {}
-        for split in dict.fromkeys(names):
-            limit = run.max_train_rows if split == "train" else run.max_eval_rows
-            rows = sample_split(self.rows, split, limit, run.seed if run.sample_seed < 0 else run.sample_seed)
-            out[split] = TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes, slots), rows, m.max_txt_len,
-                                        name=split, slot_tokens=m.proj_token_num if slots else 0,
-                                        history_len=history_len, slot_layout=m.slot_layout, add_bos=m.add_bos)
-        return out
+        return TokenizedSplit(tokenizer, build_prompts(rows, prompt, codes, slots), rows, m.max_txt_len, name=name,
+                              slot_tokens=m.proj_token_num if slots else 0, history_len=history_len,
+                              slot_layout=m.slot_layout, add_bos=m.add_bos)
+
+    def token_splits(self, tokenizer, prompt, names, codes, history_len=0, mode=None):
+        """Each named split's `sampled_rows` as a TokenizedSplit (see `tokenize`)."""
+        return {split: self.tokenize(self.sampled_rows(split), split, tokenizer, prompt, codes, history_len, mode)
+                for split in dict.fromkeys(names)}

@@ -536,3 +536,25 @@ def test_an_unknown_registered_name_is_an_error(pipeline, option, kind):
         main("llm", "x", ["--cfg-path", str(pipeline["text_yaml"]), "--options", f"run.job_id=unknown_{kind}", option])
     if kind != "lr_scheduler":  # looked up before any work; the schedule when training starts
         assert not (pipeline["out"] / f"unknown_{kind}").exists()
+
+
+def test_from_run_rebuilds_the_trained_model_and_scores_as_eval_py_wrote(pipeline):
+    """`Recommender.from_run(run_dir)` loads the backbone, adapter, encoder codes and prompt a run used (its
+    config.yaml and checkpoint_best/) and scores that run's test rows: the scores eval.py wrote for the same
+    checkpoint, and those the training run wrote itself."""
+    from minigpt4 import Recommender
+    from minigpt4.config import ConfigError
+
+    rec = Recommender.from_run(pipeline["out"] / "codes")
+    rows = rec.rows("test")
+    scores = rec.score(rows)
+    assert rec.derived.mode == "codes" and rec.derived.codes is not None and not rec.model.training
+    for run in ("eval", "codes"):
+        wrote = pd.read_csv(pipeline["out"] / run / "predictions_test.csv")
+        assert wrote[["uid", "iid"]].values.tolist() == rows[["uid", "iid"]].values.tolist(), run
+        assert np.array_equal(scores.astype(np.float32), wrote["score"].to_numpy(np.float32)), run
+    # an eval run directory rebuilds the checkpoint it scored (its model.ckpt)
+    again = Recommender.from_run(pipeline["out"] / "eval")
+    assert np.array_equal(again.score(again.rows("test")), scores)
+    with pytest.raises(ConfigError, match="stage-0 encoder run"):
+        Recommender.from_run(pipeline["out"] / "binmf")

@@ -17,7 +17,8 @@ LAYERS = [
     ["minigpt4.data", "minigpt4.metrics", "minigpt4.text_codes", "minigpt4.prompting", "minigpt4.encoders"],
     ["minigpt4.batching", "minigpt4.precision", "minigpt4.llm"],
     ["minigpt4.train", "minigpt4.tasks", "minigpt4.preflight"],
-    ["minigpt4.recipes", "minigpt4.cli", "minigpt4.protocol", "minigpt4.experiments", "minigpt4.summary", "minigpt4"],
+    ["minigpt4.recipes", "minigpt4.recommender", "minigpt4.cli", "minigpt4.protocol", "minigpt4.experiments",
+     "minigpt4.summary", "minigpt4"],
 ]
 
 

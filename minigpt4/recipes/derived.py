@@ -82,13 +82,16 @@ def derive_collab(cfg, task):
     return Derived(user_num, item_num, job_id, path)
 
 
-def derive_llm(cfg, stage, task):
+def derive_llm(cfg, stage, task, new_run=True):
     """Everything an LLM stage derives, every input it needs checked, in this order: data, run directory,
-    prompt / backbone / mode, encoder codes, checkpoint."""
+    prompt / backbone / mode, encoder codes, checkpoint. new_run=False: no run directory (Recommender.from_run
+    scores with a finished run's model); `run_path` is then None."""
     evaluate = not stage.trains  # eval.py, or an LLM stage under run.evaluate (Stage.under)
     user_num, item_num = task.id_counts()
     job_id, resume_step = cfg.run.job_id, None
-    if cfg.run.resume_ckpt_path and not evaluate:  # continue that run, in its directory
+    if not new_run:
+        path = None
+    elif cfg.run.resume_ckpt_path and not evaluate:  # continue that run, in its directory
         point = resume.find(cfg.run.resume_ckpt_path) if dist.is_main() else None
         step = json.loads((point / "progress.json").read_text())["step"] if point else None
         resume_step = dist.broadcast_object(step)

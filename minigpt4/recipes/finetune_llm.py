@@ -23,16 +23,15 @@ from tqdm import tqdm
 from minigpt4 import registry
 from minigpt4.batching import TrainBatches, decode
 from minigpt4.config import load_in_bits
-from minigpt4.encoders.factory import attach_graph
 from minigpt4.llm import memory
 from minigpt4.llm.backbone import load_tokenizer, set_checkpointing
-from minigpt4.llm.recommender import LLMRecommender
 from minigpt4.precision import COMPILE_PAD_MULTIPLE, resolve_precision
 from minigpt4.recipes.derived import derive_llm, pick_device, saved_config, seed_everything
+from minigpt4.recommender import Recommender
 from minigpt4.tasks import RecTask
 from minigpt4.train import distributed as dist
 from minigpt4.train import resume
-from minigpt4.train.checkpoint import load_start, run_meta, save_checkpoint
+from minigpt4.train.checkpoint import save_checkpoint
 from minigpt4.train.eta import RunClock, rows_to_score
 from minigpt4.train.optim import adamw, param_groups, wrap_for_training
 from minigpt4.train.run_dir import RunDir
@@ -55,19 +54,11 @@ def main(cfg, stage):
     # -------------------------------------------------------------------------------------------------- model
     if device.type == "cuda" and dist.is_main():  # will it fit? Known before any weight loads; CPU runs skip it
         print_memory_estimate(cfg, d, task, precision.dtype, device)
-    # model.load_in_8bit / load_in_4bit / low_resource: the frozen backbone is stored in 8 or 4 bits on `device`
-    model = LLMRecommender.from_config(cfg.model, dtype=precision.dtype, slots=d.mode == "slots", lora=d.lora,
-                                    counts=d.counts, device=device)
-    if model.collab is not None and model.collab.encoder is not None:
-        attach_graph(model.collab.encoder, task.rows("train"))  # LightGCN propagates over the train graph
-    model = model.to(device)
-    meta = run_meta(cfg.model, model, d.mode, d.codes)  # written beside each checkpoint, checked on loading
-    if cfg.model.ckpt:
-        load_start(model, cfg.model, meta, d.evaluate)  # stage 1's adapter for stage 2; eval's checkpoint
-    # the splits' prompts as token batches (with the model's tokenizer); CoLLM's SASRec / DIN read history ids
-    history_len = model.collab.history_len if model.collab is not None else 0
+    # backbone, LoRA (+ CoLLM's slot module and encoder), model.ckpt loaded: stage 1's adapter for stage 2, eval's
+    rec = Recommender(cfg, task, d, device, precision)
+    model, meta = rec.model, rec.meta  # meta: written beside each checkpoint, checked on loading
     names = stage.split_names(run)  # train, valid and test splits; only the test splits when it trains nothing
-    splits = task.token_splits(model.tokenizer, d.prompt, names, d.codes, history_len, mode=d.mode)
+    splits = rec.token_splits(names)  # the splits' prompts as token batches, with the model's tokenizer
     run_dir = RunDir(d.run_path, saved_config(cfg, d), dist.is_main(), d.resume_step)  # inputs all checked
     dist.barrier()
     print(f"run directory: {run_dir.path}; mode {d.mode}; backbone {cfg.model.llama_model}; device {device}"
@@ -81,7 +72,7 @@ def main(cfg, stage):
     # --------------------------------------------------------------------------------------------------- loop
     results = {}
     if not d.evaluate and any(p.requires_grad for p in model.parameters()):
-        results["train"], best_state = train(cfg, d, model, scorer, run_dir, meta)
+        results["train"], best_state = train(cfg, d, model, splits["train"], scorer, run_dir, meta)
         if best_state is not None:
             restore_state(model, best_state)  # the final test scores the best epoch's adapter
     # --------------------------------------------------------------------------------------------- evaluation
@@ -105,20 +96,20 @@ def main(cfg, stage):
     return results
 
 
-def train(cfg, d, model, scorer, run_dir, meta):
-    """Train the model's trainable parameters; returns (summary, the best epoch's trained tensors or None)."""
+def train(cfg, d, model, train_split, scorer, run_dir, meta):
+    """Train the model's trainable parameters on batches of `train_split` (a TokenizedSplit), scoring the valid
+    split with `scorer`; returns (summary, the best epoch's trained tensors or None)."""
     run, device, world = cfg.run, scorer.device, dist.world_size()
     n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if run.grad_checkpointing:  # backward recomputes each decoder layer instead of keeping its activations
         set_checkpointing(model.causal_lm, True)
     train_model, wrap = wrap_for_training(model, run.fsdp, device)  # DDP, FSDP (in place) or the model itself
-    scorer.sharded = wrap == "FSDP"  # sharded: scoring forwards are collectives too
     if run.compile_train:  # fewer, fused kernels; the backward is compiled with the forward (AOTAutograd)
         train_model = torch.compile(train_model, dynamic=True)
     optimizer = adamw(param_groups(model, run.weight_decay), device, sharded=wrap == "FSDP", lr=run.init_lr,
                       betas=(0.9, run.beta2))
     lr_at = registry.get("lr_scheduler", run.lr_sched)  # linear_warmup_cosine_lr: run.warmup_lr -> init_lr -> min_lr
-    batches = TrainBatches(scorer.splits["train"], run.batch_size_train, run.seed, world, dist.rank(), d.accum,
+    batches = TrainBatches(train_split, run.batch_size_train, run.seed, world, dist.rank(), d.accum,
                            run.length_buckets, COMPILE_PAD_MULTIPLE if run.compile_train else 1)
     extras = "".join(f"; {what}" for on, what in ((run.grad_checkpointing, "gradient checkpointing"),
                                                   (run.compile_train, "compiled (the first step waits for the "
@@ -223,7 +214,7 @@ def print_memory_estimate(cfg, d, task, dtype, device):
     train = not d.evaluate and not (model_cfg.freeze_lora and d.mode != "slots")
     split = run.train_splits[0] if train else run.test_splits[0]
     tokenizer = load_tokenizer(model_cfg.llama_model)
-    lengths = task.token_splits(tokenizer, d.prompt, [split], d.codes, mode=d.mode)[split].lengths
+    lengths = task.tokenize(task.sampled_rows(split), split, tokenizer, d.prompt, d.codes, mode=d.mode).lengths
     lora = memory.lora_shape(d.lora if d.lora is not None else model_cfg.lora_config, trained=not model_cfg.freeze_lora)
     setting = dict(dtype=dtype, lora=lora,
                    batch=run.batch_size_train if train else run.batch_size_eval, seq_len=int(lengths.max()),

@@ -12,6 +12,7 @@ from minigpt4.metrics import evaluate_scores
 from minigpt4.precision import COMPILE_PAD_MULTIPLE
 from minigpt4.train import distributed as dist
 from minigpt4.train.eta import duration, rows_to_score
+from minigpt4.train.sharding import is_sharded
 
 
 def log(*args, sep=" ", end="\n", file=None):
@@ -33,8 +34,12 @@ class Scorer:
         self.precision = precision
         self.compiled = None  # the compiled scoring forward, built on first use when run.compile asks for it
         self.compiled_info = {"compiled": False}
-        self.sharded = False  # True once FSDP has sharded the model: every rank must then run every forward
         self.rows_per_s = None  # the last measured scoring speed (for the time the final test will take)
+
+    @property
+    def sharded(self):
+        """FSDP has sharded the model (run.fsdp, in training): every rank must then run every forward."""
+        return is_sharded(self.model)
 
     @torch.inference_mode()
     def score(self, split, memo=None):

@@ -25,6 +25,13 @@ def shard_model(model):
     return model
 
 
+def is_sharded(model):
+    """`model` was sharded by `shard_model` (fully_shard makes it an FSDPModule)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def _is_trained(model, name):
     """LoRA tensors, and the slot module's tensors except a frozen encoder's (it comes from its own file)."""
     if name.startswith("collab.encoder."):
