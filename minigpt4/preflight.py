@@ -11,18 +11,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from minigpt4 import registry
-from minigpt4.config import NOT_HAVE, dataset_cfg, require_path, run_mode
+from minigpt4.config import dataset_cfg, dataset_dir, encoder_file, is_set, prompt_file, run_mode
 from minigpt4.config.reference import read_by
 from minigpt4.data import splits as data_splits
 from minigpt4.errors import DataError
 from minigpt4.prompting import load_prompt
 from minigpt4.train.checkpoint import find_checkpoint
 from minigpt4.train.run_dir import free_path
-
-
-def is_set(path):
-    """A configured optional path that names a file: upstream writes `not_have` (or leaves it empty) for none."""
-    return path not in ("", NOT_HAVE)
 
 
 def needed_splits(cfg, stage):
@@ -64,7 +59,7 @@ def check_dataset(cfg, stage, cfg_path):
     if builder.ensure is not data_splits.RecDataset.ensure:  # a dataset that writes itself on first use (synthetic)
         needed_splits(cfg, stage)
         return
-    require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (docs/DATA.md).", is_dir=True)
+    dataset_dir(name, ds)
     for split in needed_splits(cfg, stage):
         path = Path(ds.path) / data_splits.FILES[split]
         if not (path.is_file() or path.with_suffix(".parquet").is_file()):
@@ -81,17 +76,14 @@ def check_run_dir(cfg, stage, cfg_path):
 
 
 def check_prompt(cfg, stage, cfg_path):
-    m = cfg.model
-    prompt_file = require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
-    load_prompt(prompt_file, m.prompt_template)
+    load_prompt(prompt_file(cfg.model), cfg.model.prompt_template)
 
 
 def check_encoder(cfg, stage, cfg_path):
     """BinLLM's pretrained binary encoder (the recipe reads its codes)."""
     m = cfg.model
     if run_mode(cfg) == "codes" and m.rec_model == "hash" and is_set(m.rec_config.pretrained_path):
-        require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
-                     "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
+        encoder_file(m)
 
 
 def check_checkpoint(cfg, stage, cfg_path):

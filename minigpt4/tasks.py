@@ -4,7 +4,7 @@ nothing into it; what a run derives from it lives in `minigpt4.recipes.derived.D
 
 from minigpt4 import registry
 from minigpt4.batching import TokenizedSplit
-from minigpt4.config import dataset_cfg, require_path
+from minigpt4.config import dataset_cfg, dataset_dir
 from minigpt4.data.splits import sample_split
 from minigpt4.prompting import build_prompts
 
@@ -15,8 +15,7 @@ class RecTask:
         name, ds = dataset_cfg(cfg)
         # test_warm / test_cold follow run.warm_rule / run.cold_rule (splits.WARM_RULES, COLD_RULES)
         self.dataset = registry.get("dataset", name)(ds.path, cfg.run.warm_rule, cfg.run.cold_rule).ensure()
-        require_path(f"datasets.{name}.path", ds.path, "Unzip the processed dataset there (docs/DATA.md).",
-                     is_dir=True)
+        dataset_dir(name, ds)
         self._frames = {}
         self.llm_mode = None  # token_splits' default run mode (text, slots or codes) when none is passed
 

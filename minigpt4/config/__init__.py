@@ -9,7 +9,7 @@
 from minigpt4.config.backbones import BACKBONES_DIR, backbone_profile
 from minigpt4.config.derived import accumulation_steps, dataset_cfg, load_in_bits, run_mode
 from minigpt4.config.load import INCLUDE_KEY, compose, load_config, parse_options
-from minigpt4.config.paths import REPO_ROOT, require_path, resolve_path
+from minigpt4.config.paths import REPO_ROOT, dataset_dir, encoder_file, is_set, prompt_file, require_path, resolve_path
 from minigpt4.config.reference import reference_markdown, reference_text
 from minigpt4.config.schema import (
     EMBEDDED_LLM,
@@ -26,5 +26,6 @@ from minigpt4.errors import ConfigError
 
 __all__ = ["BACKBONES_DIR", "EMBEDDED_LLM", "INCLUDE_KEY", "NOT_HAVE", "REPO_ROOT", "BuildInfo", "Config",
            "ConfigError", "DatasetConfig", "LoraConfig", "ModelConfig", "RecConfig", "RunConfig", "accumulation_steps",
-           "backbone_profile", "compose", "dataset_cfg", "load_config", "load_in_bits", "parse_options",
-           "reference_markdown", "reference_text", "require_path", "resolve_path", "run_mode"]
+           "backbone_profile", "compose", "dataset_cfg", "dataset_dir", "encoder_file", "is_set", "load_config",
+           "load_in_bits", "parse_options", "prompt_file", "reference_markdown", "reference_text", "require_path",
+           "resolve_path", "run_mode"]

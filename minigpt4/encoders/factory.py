@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minigpt4 import registry
-from minigpt4.config import ConfigError, require_path
+from minigpt4.config import ConfigError, encoder_file
 from minigpt4.encoders.lightgcn import bipartite_graph
 
 # rec_model names that are prompt-tuning tables of the LLM stage, not encoders (upstream spells `personlized`)
@@ -43,9 +43,7 @@ def load_pretrained_encoder(model_cfg, counts=None):
     """The configured encoder with the state dict of `rec_config.pretrained_path` (as pretrain_collab.py wrote
     it), checked strictly; a file made for other sizes is a ConfigError that says so."""
     rc = sized_rec_config(model_cfg.rec_config, counts)
-    path = require_path("model.rec_config.pretrained_path", rc.pretrained_path,
-                        f"Create it with `python pretrain_collab.py` for rec_model {model_cfg.rec_model} "
-                        "(it writes <run dir>/rec_model.pth).", is_dir=False)
+    path = encoder_file(model_cfg)
     encoder = build_encoder(model_cfg, counts)
     try:
         encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

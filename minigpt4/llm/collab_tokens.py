@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from minigpt4 import registry
-from minigpt4.config import NOT_HAVE, ConfigError
+from minigpt4.config import ConfigError, is_set
 from minigpt4.encoders.factory import PROMPT_TABLES, build_encoder, load_pretrained_encoder, sized_rec_config
 
 
@@ -84,7 +84,7 @@ class CollabTokens(nn.Module):
             raise ConfigError("model.rec_model = hash writes codes as text (run.mode v3); CoLLM slots (run.mode v2 "
                               "with <UserID>/<TargetItemID>) need MF, lightgcn, sasrec, DIN, soft_prompt or "
                               "personlized_prompt")
-        if rc.pretrained_path not in ("", NOT_HAVE):
+        if is_set(rc.pretrained_path):
             encoder = load_pretrained_encoder(model_cfg, counts)
         else:
             encoder = build_encoder(model_cfg, counts)

@@ -7,7 +7,6 @@ check every input path before anything heavy is loaded. The run directory's `con
 `saved_config(cfg, derived)`: a merged copy that carries those values, so it loads and reproduces the run.
 """
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt4 import registry
-from minigpt4.config import NOT_HAVE, ConfigError, accumulation_steps, require_path, run_mode
+from minigpt4.config import ConfigError, accumulation_steps, encoder_file, is_set, prompt_file, run_mode
 from minigpt4.encoders.factory import encoder_class, load_pretrained_encoder
 from minigpt4.llm.backbone import check_backbone
 from minigpt4.llm.collab_tokens import PROMPT_TABLES, is_slot_model
@@ -93,7 +92,7 @@ def derive_llm(cfg, stage, task, new_run=True):
         path = None
     elif cfg.run.resume_ckpt_path and not evaluate:  # continue that run, in its directory
         point = resume.find(cfg.run.resume_ckpt_path) if dist.is_main() else None
-        step = json.loads((point / "progress.json").read_text())["step"] if point else None
+        step = resume.read_progress(point).step if point else None
         resume_step = dist.broadcast_object(step)
         path = Path(cfg.run.resume_ckpt_path)
     else:
@@ -111,11 +110,11 @@ def derive_llm(cfg, stage, task, new_run=True):
 def check_llm_inputs(cfg, evaluate):
     """(prompt, mode): fail before any heavy work when a file the LLM stage needs is missing or the prompt does not
     fit run.mode. The mode: `codes` for run.mode v3; `slots` when a v2 prompt has <UserID>/<TargetItemID>, else
-    `text`."""
+    `text`. The paths are checked by the same functions as minigpt4/preflight.py's (a recipe may be run without
+    the cli: Recommender.from_run); what needs torch or the encoders' names is checked here only."""
     m = cfg.model
-    prompt_file = require_path("model.prompt_path", m.prompt_path, "Prompt files ship in prompts/.", is_dir=False)
     check_backbone(m.llama_model)
-    prompt = load_prompt(prompt_file, m.prompt_template)
+    prompt = load_prompt(prompt_file(m), m.prompt_template)
     mode = run_mode(cfg)
     if mode == "codes":
         if not uses_ids(prompt):
@@ -124,12 +123,11 @@ def check_llm_inputs(cfg, evaluate):
         if m.rec_model != "hash":
             raise ConfigError(f"run.mode={cfg.run.mode} (BinLLM codes) needs model.rec_model: hash, "
                               f"got {m.rec_model!r}")
-        if m.rec_config.pretrained_path in ("", NOT_HAVE):
+        if not is_set(m.rec_config.pretrained_path):
             raise ConfigError("BinLLM codes need a binary encoder: run `python pretrain_collab.py --cfg-path "
                               "train_configs/<dataset>_binmf.yaml` and set model.rec_config.pretrained_path to "
                               "the rec_model.pth it writes")
-        require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
-                     "Create it with pretrain_collab.py (it writes <run dir>/rec_model.pth).", is_dir=False)
+        encoder_file(m)
     elif uses_ids(prompt):
         mode = "slots"
         if not is_slot_model(m.rec_model):
@@ -138,10 +136,8 @@ def check_llm_inputs(cfg, evaluate):
                               f"{m.rec_model!r} gives none: use run.mode v3 for BinLLM codes (rec_model hash), or "
                               f"a slot model: {', '.join(n for n in registry.names('rec_model') if n != 'hash')}, "
                               f"{', '.join(PROMPT_TABLES)}")
-        if m.rec_model not in PROMPT_TABLES and m.rec_config.pretrained_path not in ("", NOT_HAVE):
-            require_path("model.rec_config.pretrained_path", m.rec_config.pretrained_path,
-                         "Create it with `python pretrain_collab.py` (it writes <run dir>/rec_model.pth).",
-                         is_dir=False)
+        if m.rec_model not in PROMPT_TABLES and is_set(m.rec_config.pretrained_path):
+            encoder_file(m)
     if m.ckpt:
         find_checkpoint(m.ckpt)
     elif evaluate:

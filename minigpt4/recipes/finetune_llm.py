@@ -4,7 +4,7 @@ CoLLM slots) differ only in their config; eval.py (or run.evaluate) scores model
 
 Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
 - config: `cfg` is read-only; what the run derives from it and the data is one frozen `Derived` (`d`).
-- loop: AdamW (`run.init_lr`, `run.weight_decay`, `run.beta2`), the `run.lr_sched` schedule on the global step,
+- loop: AdamW (`run.weight_decay`, `run.beta2`) at the rate of the `run.lr_sched` schedule on the global step,
   `d.accum` micro-batches per step, `run.iters_per_epoch` steps per epoch, validation after each epoch, early
   stopping after `run.patience` epochs without a better valid AUC. Several processes (torchrun): DDP, or FSDP
   with `run.fsdp`; the rows of a step depend only on the global batch, so N processes x batch b train like one
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from minigpt4 import registry
 from minigpt4.batching import TrainBatches, decode
 from minigpt4.config import load_in_bits
 from minigpt4.llm import memory
@@ -33,9 +32,10 @@ from minigpt4.train import distributed as dist
 from minigpt4.train import resume
 from minigpt4.train.checkpoint import save_checkpoint
 from minigpt4.train.eta import RunClock, rows_to_score
-from minigpt4.train.optim import adamw, param_groups, wrap_for_training
+from minigpt4.train.optim import LearningRate, adamw, param_groups, wrap_for_training
 from minigpt4.train.run_dir import RunDir
 from minigpt4.train.scoring import Scorer, log, on_device
+from minigpt4.train.selection import Progress
 from minigpt4.train.sharding import restore_state, trained_state
 
 
@@ -106,9 +106,9 @@ def train(cfg, d, model, train_split, scorer, run_dir, meta):
     train_model, wrap = wrap_for_training(model, run.fsdp, device)  # DDP, FSDP (in place) or the model itself
     if run.compile_train:  # fewer, fused kernels; the backward is compiled with the forward (AOTAutograd)
         train_model = torch.compile(train_model, dynamic=True)
-    optimizer = adamw(param_groups(model, run.weight_decay), device, sharded=wrap == "FSDP", lr=run.init_lr,
+    schedule = LearningRate(run)  # run.lr_sched over warmup_lr, init_lr, min_lr: it sets the rate of every step
+    optimizer = adamw(param_groups(model, run.weight_decay), device, sharded=wrap == "FSDP", lr=schedule(0),
                       betas=(0.9, run.beta2))
-    lr_at = registry.get("lr_scheduler", run.lr_sched)  # linear_warmup_cosine_lr: run.warmup_lr -> init_lr -> min_lr
     batches = TrainBatches(train_split, run.batch_size_train, run.seed, world, dist.rank(), d.accum,
                            run.length_buckets, COMPILE_PAD_MULTIPLE if run.compile_train else 1)
     extras = "".join(f"; {what}" for on, what in ((run.grad_checkpointing, "gradient checkpointing"),
@@ -116,28 +116,24 @@ def train(cfg, d, model, train_split, scorer, run_dir, meta):
                                                                       "compiler)")) if on)
     log(f"training {n_trained:,} parameters{extras}; world "
         f"size {world} ({wrap}), batch {run.batch_size_train} per process "
-        f"x {d.accum} accumulation = global batch {run.batch_size_train * d.accum * world}; lr {run.lr_sched} "
-        f"{run.warmup_lr:g}->{run.init_lr:g}->{run.min_lr:g}, warm-up {run.warmup_steps} steps, "
+        f"x {d.accum} accumulation = global batch {run.batch_size_train * d.accum * world}; {schedule}, "
         f"{run.max_epoch} epochs x {run.iters_per_epoch} steps")
     valid = run.valid_splits[0] if run.valid_splits else None  # None: no model selection, keep the last
     clock = RunClock(run.max_epoch, run.iters_per_epoch, run.batch_size_train * d.accum * world,
                      len(scorer.splits[valid]) if valid else 0, rows_to_score(scorer.splits, run.test_splits))
     ckpt = run_dir.path / "checkpoint_best"
-    state = {"epoch": 0, "iter": 0, "step": 0, "losses": [], "best": -math.inf, "best_epoch": -1, "bad": 0,
-             "stopped": False}
+    state = Progress()  # epoch, step, this epoch's losses, and model selection's best epoch and patience count
     best_state = None  # the best epoch's trained tensors, restored in memory before the final test
     if d.resume_step is not None:
         state, best_state = resume.restore(run.resume_ckpt_path, model, optimizer, batches)
-    epoch, first_step = state["epoch"], state["step"]  # first_step: where this process started (0, or a resume)
-    while epoch < run.max_epoch and not state["stopped"]:
+    epoch, first_step = state.epoch, state.step  # first_step: where this process started (0, or a resume)
+    while epoch < run.max_epoch and not state.stopped:
         model.train()
-        start, first_iter = time.time(), state["iter"]
+        start, first_iter = time.time(), state.iter
         for _ in tqdm(range(first_iter, run.iters_per_epoch), desc=f"epoch {epoch}", leave=False, mininterval=10,
                       disable=not dist.is_main()):
-            step, step_start = state["step"], time.time()
-            lr = lr_at(step, run)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            step, step_start = state.step, time.time()
+            lr = schedule.apply(optimizer, step)
             step_loss = 0.0
             for _ in range(d.accum):
                 batch = next(batches)
@@ -152,58 +148,53 @@ def train(cfg, d, model, train_split, scorer, run_dir, meta):
                         "Lower run.init_lr, or use run.dtype: fp32 if this ran in bf16.")
                 (loss / d.accum).backward()
                 step_loss += value / d.accum
-            state["losses"].append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
+            state.losses.append(dist.mean_over_ranks(step_loss))  # the loss of the global batch
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            state["step"], state["iter"] = step + 1, state["iter"] + 1
+            state.step, state.iter = step + 1, state.iter + 1
             clock.stepped(time.time() - step_start)
             if step == first_step:  # the estimate a new run prints first
-                log(f"first step: {clock.step_seconds:.1f} s; {clock.describe(state['step'], epoch)}")
-            if state["step"] % run.log_freq == 0:
-                log(f"epoch {epoch} step {state['step']} loss {np.mean(state['losses'][-run.log_freq:]):.4f} "
-                    f"lr {lr:.3g} | {clock.describe(state['step'], epoch)}")
-            mid_epoch = state["iter"] < run.iters_per_epoch  # an epoch's end writes its own below
-            if run.save_every_steps and state["step"] % run.save_every_steps == 0 and mid_epoch:
+                log(f"first step: {clock.step_seconds:.1f} s; {clock.describe(state.step, epoch)}")
+            if state.step % run.log_freq == 0:
+                log(f"epoch {epoch} step {state.step} loss {np.mean(state.losses[-run.log_freq:]):.4f} "
+                    f"lr {lr:.3g} | {clock.describe(state.step, epoch)}")
+            mid_epoch = state.iter < run.iters_per_epoch  # an epoch's end writes its own below
+            if run.save_every_steps and state.step % run.save_every_steps == 0 and mid_epoch:
                 resume.save_point(run_dir.path, state, model, best_state, optimizer, batches)
         seen = (run.iters_per_epoch - first_iter) * d.accum * run.batch_size_train * world
         train_speed = seen / (time.time() - start)
-        if valid is None:
-            metrics, improved = {}, True
-        else:
+        metrics = {}
+        if valid is not None:
             valid_start = time.time()
             metrics = dist.broadcast_object(scorer.evaluate(valid)[0])  # one decision, taken on rank 0
             clock.scored(len(scorer.splits[valid]), time.time() - valid_start)
-            improved = metrics["auc"] > state["best"]
+        improved = state.evaluated(epoch, metrics.get("auc"), run.patience)  # no valid split: the last epoch
         if improved:
-            state.update(best=metrics.get("auc", state["best"]), best_epoch=epoch, bad=0)
             best_state = trained_state(model)  # a collective under FSDP: every rank calls it
             if dist.is_main():
-                save_checkpoint(model, ckpt, {**meta, "epoch": epoch, "step": state["step"],
+                save_checkpoint(model, ckpt, {**meta, "epoch": epoch, "step": state.step,
                                               "valid_auc": metrics.get("auc")}, best_state)
-        else:
-            state["bad"] += 1
-        record = {"epoch": epoch, "step": state["step"], "train_loss": float(np.mean(state["losses"])), "lr": lr,
+        record = {"epoch": epoch, "step": state.step, "train_loss": float(np.mean(state.losses)), "lr": lr,
                   "train_samples_per_s": train_speed, **{f"{valid}_{k}": v for k, v in metrics.items()},
-                  "best_epoch": state["best_epoch"]}
-        run_dir.log(record, step=state["step"])
+                  "best_epoch": state.best_epoch}
+        run_dir.log(record, step=state.step)
         scored = (f"{valid} auc {metrics['auc']:.4f} uauc {metrics['uauc']:.4f} loss {metrics['loss']:.4f} "
                   f"({metrics['samples_per_s']:.1f} samples/s)" if metrics else "no valid split: adapter saved")
         log(f"epoch {epoch}: train loss {record['train_loss']:.4f} ({train_speed:.1f} samples/s) | {scored} | "
             f"lr {lr:.3g}{' | best' if improved and metrics else ''}")
-        state["stopped"] = state["bad"] >= run.patience
-        if state["stopped"]:
-            log(f"early stop: valid auc has not improved for {state['bad']} evaluations (run.patience)")
+        if state.stopped:
+            log(f"early stop: valid auc has not improved for {state.bad} evaluations (run.patience)")
         else:
             epoch += 1
             if epoch < run.max_epoch:
-                log(clock.describe(state["step"], epoch))
-        state.update(epoch=epoch, iter=0, losses=[])
+                log(clock.describe(state.step, epoch))
+        state.epoch, state.iter, state.losses = epoch, 0, []
         resume.save_point(run_dir.path, state, model, best_state, optimizer, batches, best_state if improved else None)
-    print(f"rank {dist.rank()}: training finished at epoch {min(epoch, run.max_epoch - 1)} step {state['step']}",
+    print(f"rank {dist.rank()}: training finished at epoch {min(epoch, run.max_epoch - 1)} step {state.step}",
           flush=True)
     dist.barrier()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"best_valid_auc": state["best"], "best_epoch": state["best_epoch"], "steps": state["step"],
+    return {"best_valid_auc": state.best, "best_epoch": state.best_epoch, "steps": state.step,
             "peak_gpu_memory_gib": peak}, best_state
 
 
@@ -214,7 +205,7 @@ def print_memory_estimate(cfg, d, task, dtype, device):
     train = not d.evaluate and not (model_cfg.freeze_lora and d.mode != "slots")
     split = run.train_splits[0] if train else run.test_splits[0]
     tokenizer = load_tokenizer(model_cfg.llama_model)
-    lengths = task.tokenize(task.sampled_rows(split), split, tokenizer, d.prompt, d.codes, mode=d.mode).lengths
+    lengths = task.token_splits(tokenizer, d.prompt, [split], d.codes, mode=d.mode)[split].lengths
     lora = memory.lora_shape(d.lora if d.lora is not None else model_cfg.lora_config, trained=not model_cfg.freeze_lora)
     setting = dict(dtype=dtype, lora=lora,
                    batch=run.batch_size_train if train else run.batch_size_eval, seq_len=int(lengths.max()),

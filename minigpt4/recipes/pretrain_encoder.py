@@ -11,7 +11,6 @@ Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
   split, with the warm / cold rules that chose test_warm / test_cold), predictions_<split>.csv (every scored row).
 """
 
-import math
 import time
 
 import torch
@@ -26,6 +25,7 @@ from minigpt4.train import distributed as dist
 from minigpt4.train.collab import batch_bounds, evaluate, model_inputs, score_rows, take
 from minigpt4.train.eta import duration
 from minigpt4.train.run_dir import RunDir
+from minigpt4.train.selection import Selection
 
 
 def main(cfg, stage):
@@ -53,7 +53,7 @@ def main(cfg, stage):
     optimizer = torch.optim.Adam(model.parameters(), lr=run.init_lr, weight_decay=run.weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(run.seed)
-    best, best_epoch, bad = -math.inf, -1, 0
+    selection = Selection()  # the best valid AUC, its epoch, epochs since it: early stopping (run.patience)
     ckpt = run_dir.path / "rec_model.pth"
     run_start = time.time()
     for epoch in range(run.max_epoch):
@@ -71,25 +71,23 @@ def main(cfg, stage):
         record = {"epoch": epoch, "train_loss": total / len(labels), "valid_auc": valid["auc"],
                   "valid_uauc": valid["uauc"], "beta": round(getattr(model, "beta", 0.0), 6),
                   "seconds": time.time() - start}
-        if valid["auc"] > best:
-            best, best_epoch, bad = valid["auc"], epoch, 0
+        if selection.evaluated(epoch, valid["auc"], run.patience):
             state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
-        else:
-            bad += 1
-        record["best_epoch"] = best_epoch
+        record["best_epoch"] = selection.best_epoch
         run_dir.log(record, step=epoch)
         if epoch == 0:  # how long the run can take: early stopping decides, so give the rate and the rule
             print(f"an epoch takes {record['seconds']:.1f} s; the run stops {run.patience} epochs after its best "
                   f"valid auc (run.patience), at most {run.max_epoch} epochs")
-        if epoch % 10 == 0 or bad == 0:
+        if epoch % 10 == 0 or selection.bad == 0:
             print(f"epoch {epoch}: loss {record['train_loss']:.4f} valid auc {valid['auc']:.4f} "
-                  f"uauc {valid['uauc']:.4f} beta {record['beta']}{' | best' if bad == 0 else ''} | "
+                  f"uauc {valid['uauc']:.4f} beta {record['beta']}{' | best' if selection.bad == 0 else ''} | "
                   f"{duration(time.time() - run_start)} so far")
         if hasattr(model, "update_beta"):
             model.update_beta(epoch, cfg.model.rec_config.beta_step)
-        if bad >= run.patience:
-            print(f"early stop at epoch {epoch}: no better valid auc for {bad} epochs; best epoch {best_epoch}")
+        if selection.stopped:
+            print(f"early stop at epoch {epoch}: no better valid auc for {selection.bad} epochs; best epoch "
+                  f"{selection.best_epoch}")
             break
     # --------------------------------------------------------------------------------------------- evaluation
     model.load_state_dict(torch.load(ckpt, map_location="cpu"))
@@ -100,7 +98,7 @@ def main(cfg, stage):
     # which rows test_warm / test_cold hold differs between upstream's scripts: name the rules beside the numbers
     rules = warm_cold_rules(cfg)
     print(f"test_warm: warm_rule {rules['warm_rule']}; test_cold: cold_rule {rules['cold_rule']}")
-    results = {"best_epoch": best_epoch, "warm_cold_rules": rules, **scored}
+    results = {"best_epoch": selection.best_epoch, "warm_cold_rules": rules, **scored}
     # -------------------------------------------------------------------------------------------------- files
     for split, s in scores.items():  # as the LLM stages write them: the summary's spread is computed from these
         f = frames[split]
@@ -110,7 +108,8 @@ def main(cfg, stage):
     for split, m in scored.items():
         print(f"{split}: auc {m['auc']:.4f} uauc {m['uauc']:.4f} ({m['rows']} rows)")
     test = scored["test"]
-    print(f"finished: best epoch {best_epoch} of {epoch + 1}, valid_full AUC {best:.4f}; test AUC {test['auc']:.4f} "
-          f"UAUC {test['uauc']:.4f} ({test['rows']} rows). Encoder: {ckpt}; files: {run_dir.path}/")
+    print(f"finished: best epoch {selection.best_epoch} of {epoch + 1}, valid_full AUC {selection.best:.4f}; "
+          f"test AUC {test['auc']:.4f} UAUC {test['uauc']:.4f} ({test['rows']} rows). Encoder: {ckpt}; "
+          f"files: {run_dir.path}/")
     run_dir.close()
     return results

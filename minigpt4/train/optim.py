@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from minigpt4 import registry
 from minigpt4.registry import register
 from minigpt4.train import distributed as dist
 from minigpt4.train.sharding import shard_model
@@ -18,6 +19,27 @@ def linear_warmup_cosine_lr(step, run):
         return min(run.init_lr, run.warmup_lr + (run.init_lr - run.warmup_lr) * step / max(run.warmup_steps, 1))
     total = run.max_epoch * run.iters_per_epoch
     return run.min_lr + (run.init_lr - run.min_lr) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+class LearningRate:
+    """The learning rate of every optimizer step of an LLM run: the `run.lr_sched` schedule, the one reader of
+    run.warmup_lr, run.init_lr and run.min_lr. `apply` sets it on the optimizer before each step."""
+
+    def __init__(self, run):
+        self.run, self.at = run, registry.get("lr_scheduler", run.lr_sched)
+
+    def __call__(self, step):
+        return self.at(step, self.run)
+
+    def apply(self, optimizer, step):
+        lr = self(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def __str__(self):
+        r = self.run
+        return f"lr {r.lr_sched} {r.warmup_lr:g}->{r.init_lr:g}->{r.min_lr:g}, warm-up {r.warmup_steps} steps"
 
 
 def param_groups(model, weight_decay):

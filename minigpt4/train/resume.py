@@ -21,6 +21,7 @@ import torch
 from minigpt4.config import ConfigError
 from minigpt4.fileio import atomic_text, atomic_write
 from minigpt4.train import distributed as dist
+from minigpt4.train.selection import Progress
 from minigpt4.train.sharding import restore_state, trained_state
 
 
@@ -40,9 +41,9 @@ def _set_rng_state(state):
 
 
 def save(run_dir, progress, trained, best, optimizer, batches):
-    """Called by every rank at the same point of training."""
+    """Called by every rank at the same point of training; `progress`: the loop's `Progress`."""
     root = Path(run_dir) / "resume"
-    point = root / f"step_{progress['step']}"
+    point = root / f"step_{progress.step}"
     if dist.is_main():
         point.mkdir(parents=True, exist_ok=True)
     dist.barrier()
@@ -52,7 +53,7 @@ def save(run_dir, progress, trained, best, optimizer, batches):
         atomic_write(point / "trained.pt", lambda tmp: torch.save(trained, tmp))
         if best is not None:
             atomic_write(point / "best.pt", lambda tmp: torch.save(best, tmp))
-        atomic_text(point / "progress.json", json.dumps(progress) + "\n")
+        atomic_text(point / "progress.json", json.dumps(progress.to_json()) + "\n")
     dist.barrier()  # every rank's file is complete before `latest` moves
     if dist.is_main():
         atomic_text(root / "latest", point.name + "\n")
@@ -75,13 +76,19 @@ def find(value):
     return point
 
 
+def read_progress(point):
+    """The `Progress` saved in resume point `point`."""
+    path = Path(point) / "progress.json"
+    return Progress.from_json(json.loads(path.read_text()), where=path)
+
+
 def load(value):
-    """(progress, trained, best, own) for this rank; rank 0's shared parts reach every rank by broadcast."""
+    """(Progress, trained, best, own) for this rank; rank 0's shared parts reach every rank by broadcast."""
     point = find(value)
     shared = None
     if dist.is_main():
         best = point / "best.pt"
-        shared = (json.loads((point / "progress.json").read_text()),
+        shared = (read_progress(point),
                   torch.load(point / "trained.pt", weights_only=False),
                   torch.load(best, weights_only=False) if best.is_file() else None)
     progress, trained, best = dist.broadcast_object(shared)
@@ -107,5 +114,5 @@ def restore(value, model, optimizer, batches):
     batches.load_state(own["batches"])
     _set_rng_state(own["rng"])
     if dist.is_main():
-        print(f"resumed {value} at epoch {progress['epoch']} step {progress['step']}")
+        print(f"resumed {value} at epoch {progress.epoch} step {progress.step}")
     return progress, best
