@@ -1,8 +1,8 @@
 """BinLLM / CoLLM recommendation with LLMs.
 
-Importing the package imports nothing heavy: the named components (encoders, datasets, tasks, the LLM model, the
-runner, schedules, preparers) register when `registry.get` / `registry.names` first asks for their kind, so a
-config can be checked before torch and transformers load.
+Importing the package imports nothing heavy: the named components (encoders, datasets, schedules, preparers)
+register when `registry.get` / `registry.names` first asks for their kind, so a config can be checked before torch
+and transformers load.
 
 `minigpt4.Recommender`: the model a run trained, ready to score rows (`Recommender.from_run(run_dir)`)."""
 
