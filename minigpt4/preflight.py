@@ -14,7 +14,8 @@ from minigpt4 import registry
 from minigpt4.config import dataset_cfg, dataset_dir, encoder_file, is_set, prompt_file, run_mode
 from minigpt4.config.reference import read_by
 from minigpt4.data import splits as data_splits
-from minigpt4.errors import DataError
+from minigpt4.errors import ConfigError, DataError
+from minigpt4.llm.location import check_backbone as backbone_location
 from minigpt4.prompting import load_prompt
 from minigpt4.train.checkpoint import find_checkpoint
 from minigpt4.train.run_dir import free_path
@@ -91,8 +92,28 @@ def check_checkpoint(cfg, stage, cfg_path):
         find_checkpoint(cfg.model.ckpt, writer=cfg_path and stage1_command(cfg_path))
 
 
+def check_start(cfg, stage, cfg_path):
+    """A stage-0 run that starts from given weights (CTRL's second stage: the aligned model) finds them."""
+    if is_set(cfg.model.rec_config.pretrained_path):
+        encoder_file(cfg.model)
+
+
+def check_backbone(cfg, stage, cfg_path):
+    """The language model the stage loads is there (CTRL's alignment writes its text view with it)."""
+    backbone_location(cfg.model.llama_model)
+
+
+def check_aligned_model(cfg, stage, cfg_path):
+    """CTRL aligns the layer under a CTR model's output layer; DIN is the collaborative model that has one here."""
+    if cfg.model.rec_model != "DIN":
+        raise ConfigError(f"model.rec_model = {cfg.model.rec_model!r}: CTRL's alignment (align_ctrl.py) aligns a DIN "
+                          "(the paper's collaborative CTR model): set model.rec_model: DIN, as train_configs/*_ctrl_"
+                          "align.yaml do")
+
+
 CHECKS = {"names": check_names, "dataset": check_dataset, "run_dir": check_run_dir, "prompt": check_prompt,
-          "encoder": check_encoder, "checkpoint": check_checkpoint}
+          "encoder": check_encoder, "checkpoint": check_checkpoint, "start": check_start, "backbone": check_backbone,
+          "aligned_model": check_aligned_model}
 
 
 def preflight(cfg, stage, cfg_path=None):

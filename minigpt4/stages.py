@@ -48,8 +48,14 @@ _LLM_CHECKS = ("names", "dataset", "run_dir", "prompt", "encoder", "checkpoint")
 STAGES = {s.name: s for s in (
     Stage("collab", recipe="minigpt4.recipes.pretrain_encoder", scripts=("pretrain_collab.py",), label="0",
           title="stage-0", llm=False, trains=True, resumes=False,
-          splits=("train", "valid_full", "test", "test_warm", "test_cold"), checks=("names", "dataset", "run_dir"),
-          key_groups=("training",), protocol="collab"),
+          splits=("train", "valid_full", "test", "test_warm", "test_cold"),
+          checks=("names", "dataset", "run_dir", "start"), key_groups=("training",), protocol="collab"),
+    # CTRL's first stage: DIN aligned with the backbone's view of the train rows as text; its second stage is a
+    # `collab` run that starts from the aligned weights (model.rec_config.pretrained_path)
+    Stage("ctrl_align", recipe="minigpt4.recipes.align_ctrl", scripts=("align_ctrl.py",), label="CTRL",
+          title="CTRL alignment", llm=False, trains=True, resumes=True, splits=("train",),
+          checks=("names", "dataset", "run_dir", "aligned_model", "prompt", "backbone"),
+          key_groups=("training", "ctrl"), protocol="ctrl"),
     Stage("llm", recipe="minigpt4.recipes.finetune_llm", scripts=("train_binllm.py", "train_collm_mf_din.py"),
           label="LLM", title="LLM", llm=True, trains=True, resumes=True,
           splits=("run.train_splits", "run.valid_splits", "run.test_splits"), checks=_LLM_CHECKS,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minigpt4 import cli
+from minigpt4 import cli, stages
 from minigpt4.config import REPO_ROOT, load_config
 from minigpt4.experiments.definitions import PAPER, STEPS, ReproduceError
 from minigpt4.experiments.plan import plan
@@ -57,13 +57,13 @@ def test_smoke_runs_the_steps_and_writes_the_report(first):
     ours = json.loads((folder / "runs" / "binllm" / "metrics.json").read_text())["test"]
     binllm_row = next(line for line in report.splitlines() if line.startswith("| BinLLM | binllm |"))
     assert f"{ours['auc']:.4f}" in binllm_row and "0.7425" in binllm_row and "0.6956" in binllm_row
-    assert "| CTRL (DIN) | – | not implemented |" in report
+    assert "| CTRL (DIN) | ctrl | not run |" in report
     binmf = json.loads((folder / "runs" / "binmf" / "metrics.json").read_text())["test"]
     assert f"| BinMF 32 bits | binmf | {binmf['auc']:.4f} |" in report
     assert "| BinMF 16 bits | binmf16 | not run |" in report
     assert "| MF | mf | not run |" in report  # not in --only
     assert "≈0.764" in report  # BinLLM warm AUC read off Figure 2
-    assert "Steps finished: 4 of 21 (the others show `not run`" in report
+    assert "Steps finished: 4 of 23 (the others show `not run`" in report
     rows = list(csv.DictReader(open(folder / "results.csv", encoding="utf-8")))
     splits = {(r["step"], r["split"]) for r in rows}
     assert {("binllm", "test"), ("binllm", "test_warm"), ("binllm", "test_cold"), ("binmf", "valid_full"),
@@ -134,7 +134,7 @@ def test_runs_whose_settings_changed_run_again_with_what_reads_them(first, monke
 
 def test_cpu_budget_scores_every_llm_row_on_the_full_test_split(tmp_path):
     steps, _, _ = plan("ml-1m", "cpu", tmp_path, data=tmp_path)
-    llm = [s for s in steps if s.stage != "collab"]
+    llm = [s for s in steps if stages.get(s.stage).llm]
     assert len(llm) >= 14
     for step in llm:
         assert [o for o in step.overrides if o.startswith("run.max_eval_rows=")][-1] == "run.max_eval_rows=0", step.name
@@ -145,7 +145,7 @@ def test_cpu_budget_scores_the_same_4000_rows_per_llm_row_on_ml100k(tmp_path):
     steps, _, _ = plan("ml-100k", "cpu", tmp_path, data=tmp_path)
     for step in steps:
         rows = [o for o in step.overrides if o.startswith("run.max_eval_rows=")]
-        assert rows == [] if step.stage == "collab" else rows[-1] == "run.max_eval_rows=4000", step.name
+        assert rows == [] if not stages.get(step.stage).llm else rows[-1] == "run.max_eval_rows=4000", step.name
 
 
 def test_ablation_configs_train_on_binllms_schedule():
@@ -480,7 +480,7 @@ def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path
                 in report), step
     assert "| BinMF | binmf | 0.6500 | 0.6000 | – |" in report  # the spread is the LLM rows'
     assert "| BinLLM warm | binllm | 0.6100 | 0.5600 | – | 10 |" in report  # the spread is the test split's
-    assert "| CTRL (DIN) | – | not implemented | not implemented | – | – |" in report
+    assert "| CTRL (DIN) | ctrl | not run | not run | – | – |" in report
     assert "| MF | mf | not run | not run | – | – |" in report
     # one user: no redraw can move the row, so it shows no spread rather than ±0
     one_user = pd.DataFrame({"uid": [7] * 6, "iid": range(6), "label": [0, 1] * 3, "score": np.arange(6.0)})

@@ -280,7 +280,9 @@ def _check_values(cfg):
                 "run.accum_grad_iters": run.accum_grad_iters, "model.lora_config.r": model.lora_config.r,
                 "model.rec_config.embedding_size": rc.embedding_size,
                 "model.max_txt_len": model.max_txt_len, "model.proj_token_num": model.proj_token_num,
-                "model.proj_mid_times": model.proj_mid_times}
+                "model.proj_mid_times": model.proj_mid_times, "model.ctrl.tau": model.ctrl.tau,
+                "model.ctrl.proj_dim": model.ctrl.proj_dim, "model.ctrl.subspaces": model.ctrl.subspaces,
+                "model.ctrl.sub_dim": model.ctrl.sub_dim}
     for where, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where} must be > 0, got {value}")

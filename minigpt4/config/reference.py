@@ -24,14 +24,19 @@ KEY_GROUPS = {
                                          "max_eval_rows")],
     "llm_training": [f"run.{k}" for k in _LLM_TRAINING],
     "training": [f"run.{k}" for k in ("init_lr", "weight_decay", "max_epoch", "batch_size_train", "patience")],
+    # CTRL's alignment: its heads, and the backbone and prompt that write its text view
+    "ctrl": ["model.ctrl", "model.llama_model", "model.prompt_path", "model.prompt_template", "run.batch_size_eval",
+             "run.dtype", "run.amp", "run.max_train_rows", "run.resume_ckpt_path"],
     "upstream_unused": ["model.model_type", "model.end_sym", "model.proj_drop", "model.rec_config.use_hash",
                         "model.rec_config.A_n_fold", "model.rec_config.A_split", "model.rec_config.pretrain",
                         "model.rec_config.l2_emb", "datasets.<name>.data_type", "run.num_workers", "run.world_size",
                         "run.dist_url", "run.distributed", "run.use_dist_eval_sampler"],
 }
-# key (or the section under it) -> the stages that read it, in the stage table's order
-READ_BY = {key: tuple(n for n, s in STAGES.items() if group in s.key_groups)
-           for group, members in KEY_GROUPS.items() for key in members}
+# key (or the section under it) -> the stages that read it, in the stage table's order (a key of several groups: the
+# stages of any of them)
+READ_BY = {key: tuple(n for n, s in STAGES.items()
+                      if any(key in members for g, members in KEY_GROUPS.items() if g in s.key_groups))
+           for members in KEY_GROUPS.values() for key in members}
 
 
 def script_names(stage):

@@ -75,6 +75,20 @@ class RecConfig:
 
 
 @dataclass
+class CtrlConfig:
+    """`model.ctrl`: CTRL's alignment heads and loss (align_ctrl.py; arXiv 2306.02841 v4, section 4)."""
+
+    tau: float = _key(0.7, "Temperature of the two-way InfoNCE loss (> 0; the paper's 0.7).")
+    proj_dim: int = _key(
+        128, "Size both views are projected to before the sub-spaces (the paper's 128).")
+    subspaces: int = _key(
+        4, "Number of sub-representations of each projected view (fine-grained alignment: a pair's similarity is the "
+        "sum over one view's sub-representations of its best dot product with the other's). The paper does not say "
+        "how many; docs/DIFFERENCES.md.")
+    sub_dim: int = _key(32, "Size of each sub-representation (not stated in the paper).")
+
+
+@dataclass
 class LoraConfig:
     """`model.lora_config`: the LoRA adapters."""
 
@@ -175,6 +189,7 @@ class ModelConfig:
         "low_resource.")
     rec_config: RecConfig = field(default_factory=RecConfig)
     lora_config: LoraConfig = field(default_factory=LoraConfig)
+    ctrl: CtrlConfig = field(default_factory=CtrlConfig)
 
 
 @dataclass

@@ -69,7 +69,7 @@ def _load_steps():
     path, raw = _read("steps.yaml")
     datasets = _need(path, raw, "datasets", dict)
     for name, ds in datasets.items():
-        for key, kind in (("prefix", str), ("key", str), ("data", str), ("test_rows", int)):
+        for key, kind in (("prefix", str), ("key", str), ("data", str), ("test_rows", int), ("train_rows", int)):
             _need(path, ds, key, kind, f"datasets.{name}")
         if not isinstance(_need(path, ds, "paper", object, f"datasets.{name}"), (str, type(None))):
             raise ReproduceError(f"{path}: datasets.{name}.paper must be a column of paper_results.yaml or null (no "

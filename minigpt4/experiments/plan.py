@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from minigpt4 import protocol, stages
 from minigpt4.config import EMBEDDED_LLM, REPO_ROOT, backbone_profile, compose, load_config
+from minigpt4.config.reference import read_by
 from minigpt4.experiments.definitions import (
     BUDGETS,
     CPU_SPEED,
@@ -69,18 +70,19 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
         # the paper budget's settings of this method, then the step's own (a code length) again on top
         upstream = protocol.overrides(dataset, stage, spec.method) + extra if budget == "paper" else []
         depends, wiring = [], []
+        model = OmegaConf.merge(compose(config), OmegaConf.from_dotlist(upstream)).get("model", {})
+        # Wire the dependencies to this reproduction's runs, never to the configs' default paths: an LLM step's
+        # stage-1 adapter and encoder, a stage-0 step's starting weights (CTRL: the aligned DIN).
+        if llm and model.get("ckpt"):
+            depends.append(STAGE1_STEP)
+            wiring.append(f"model.ckpt={runs / STAGE1_STEP / 'checkpoint_best'}")
+        if is_set(model.get("rec_config", {}).get("pretrained_path", "")):  # upstream's not_have: none
+            enc = spec.encoder or ENCODER_STEP[model.rec_model]
+            depends.append(enc)
+            wiring.append(f"model.rec_config.pretrained_path={runs / enc / 'rec_model.pth'}")
+        if llama and stage in read_by("model.llama_model"):  # every stage that loads the backbone
+            wiring.append(f"model.llama_model={llama}")
         if llm:
-            model = OmegaConf.merge(compose(config), OmegaConf.from_dotlist(upstream)).get("model", {})
-            # Wire the dependencies to this reproduction's runs, never to the configs' default paths.
-            if model.get("ckpt"):
-                depends.append(STAGE1_STEP)
-                wiring.append(f"model.ckpt={runs / STAGE1_STEP / 'checkpoint_best'}")
-            if is_set(model.get("rec_config", {}).get("pretrained_path", "")):  # upstream's not_have: none
-                enc = spec.encoder or ENCODER_STEP[model.rec_model]
-                depends.append(enc)
-                wiring.append(f"model.rec_config.pretrained_path={runs / enc / 'rec_model.pth'}")
-            if llama:
-                wiring.append(f"model.llama_model={llama}")
             wiring.append(LLM_TEST_SPLITS)
         full = not llm or name in FULL_TEST_STEPS  # an encoder scores every test row
         for_dataset = (b.get("datasets") or {}).get(dataset, {})  # appended after the budget's own lists
@@ -117,8 +119,12 @@ def estimate_minutes(step, dataset, score=True):
     rebuild)."""
     cfg = OmegaConf.merge(compose(step.config), OmegaConf.from_dotlist(step.overrides))
     stage = stages.get(step.stage)
+    encoder = CPU_SPEED["encoder_min"].get(cfg.model.rec_model, CPU_SPEED["default_encoder_min"])
+    if "ctrl" in stage.key_groups:  # CTRL's alignment: the backbone writes each aligned row's text view once
+        rows = min(cfg.run.max_train_rows or DATASETS[dataset]["train_rows"], DATASETS[dataset]["train_rows"])
+        return encoder + rows / CPU_SPEED["score_rows_per_s"] / 60
     if not stage.llm:
-        return CPU_SPEED["encoder_min"].get(cfg.model.rec_model, CPU_SPEED["default_encoder_min"])
+        return encoder
     run = cfg.run
     train = 0 if not stage.trains else run.max_epoch * run.iters_per_epoch * run.batch_size_train
     n_test = DATASETS[dataset]["test_rows"]

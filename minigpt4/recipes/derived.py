@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt4 import registry
 from minigpt4.config import ConfigError, accumulation_steps, encoder_file, is_set, prompt_file, run_mode
 from minigpt4.encoders.factory import encoder_class, load_pretrained_encoder
-from minigpt4.llm.backbone import check_backbone
 from minigpt4.llm.collab_tokens import PROMPT_TABLES, is_slot_model
+from minigpt4.llm.location import check_backbone
 from minigpt4.prompting import load_prompt, uses_ids
 from minigpt4.text_codes import CodeTable
 from minigpt4.train import distributed as dist
@@ -73,10 +73,13 @@ def _new_run(cfg):
     return job_id, free_path(Path(cfg.run.output_dir) / job_id)
 
 
-def derive_collab(cfg, task):
-    """Stage 0: the id counts, then the encoder name and the run directory checked."""
+def derive_collab(cfg, task, resume_step=None):
+    """Stage 0 and CTRL's alignment: the id counts, then the encoder name and the run directory checked.
+    resume_step: the run continues `run.resume_ckpt_path` (its directory) from that step instead."""
     user_num, item_num = task.id_counts()
     encoder_class(cfg.model)  # an unknown rec_model fails before the run directory exists
+    if resume_step is not None:
+        return Derived(user_num, item_num, cfg.run.job_id, Path(cfg.run.resume_ckpt_path), resume_step=resume_step)
     job_id, path = _new_run(cfg)
     return Derived(user_num, item_num, job_id, path)
 

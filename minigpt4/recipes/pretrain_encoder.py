@@ -3,6 +3,8 @@
 
 Read top to bottom: config -> data -> model -> loop -> evaluation -> files.
 - config: `cfg` is read-only; what the run derives (user / item counts, job id) is a frozen `Derived`.
+- model: `model.rec_model` from its seeded initialisation, or from `model.rec_config.pretrained_path` when it is
+  set (CTRL's second stage starts the DIN from the weights its alignment wrote).
 - loop: Adam with coupled L2 (`run.weight_decay`) and BCE over shuffled batches of train; after every epoch the
   *full* valid split is scored and the best state dict kept; early stop after `run.patience` epochs without a
   better valid AUC. The binary encoder's `beta` (how often a bit is binary, not tanh) grows by `beta_step`.
@@ -15,8 +17,9 @@ import time
 
 import torch
 
+from minigpt4.config import is_set
 from minigpt4.data.splits import warm_cold_rules
-from minigpt4.encoders.factory import attach_graph, build_encoder
+from minigpt4.encoders.factory import attach_graph, build_encoder, load_pretrained_encoder
 from minigpt4.fileio import atomic_write
 from minigpt4.metrics import evaluate_scores
 from minigpt4.recipes.derived import derive_collab, saved_config, seed_everything
@@ -45,7 +48,11 @@ def main(cfg, stage):
           f"{d.user_num} users / {d.item_num} items")
     # -------------------------------------------------------------------------------------------------- model
     torch.manual_seed(run.seed)
-    model = build_encoder(cfg.model, d.counts)
+    # from its seeded initialisation, or from given weights (CTRL's second stage: the aligned model), loaded strictly
+    start = is_set(cfg.model.rec_config.pretrained_path)
+    model = load_pretrained_encoder(cfg.model, d.counts) if start else build_encoder(cfg.model, d.counts)
+    if start:
+        print(f"starting from {cfg.model.rec_config.pretrained_path} (model.rec_config.pretrained_path)")
     attach_graph(model, frames["train"])  # LightGCN propagates over the positive train rows
     inputs, labels = model_inputs(model, frames["train"])
     valid_inputs = model_inputs(model, frames["valid_full"])[0]
