@@ -631,3 +631,14 @@ def test_a_stale_run_here_needs_the_checkpoints_of_what_it_reads(tmp_path):
     known = {"tallrec": {}, "din": {}}
     assert needed_steps(steps, runs, {"collm_din": "settings changed"}, known) == {"tallrec", "din"}
     assert needed_steps(steps, runs, {}, known) == set()
+
+
+def test_the_cpu_plan_estimates_every_step_ctrl_included(tmp_path, capsys):
+    """--plan prices every step: stage 0, CTRL's alignment (one backbone pass over the rows it aligns), LLM rows."""
+    main(["--dataset", "ml-100k", "--budget", "cpu", "--plan", "--out", str(tmp_path / "out"),
+          "--data", str(tmp_path / "none")])
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.strip()[:3].strip(". ").isdigit()}
+    assert {"ctrl_align", "ctrl", "din", "tallrec", "binllm"} <= set(lines)
+    assert "after ctrl_align" in lines["ctrl"] and "~40 min" in lines["ctrl_align"]  # 8,000 rows at 3.5 rows/s
+    assert "estimated time of the steps to run" in out and not (tmp_path / "out").exists()

@@ -119,7 +119,7 @@ def estimate_minutes(step, dataset, score=True):
     rebuild)."""
     cfg = OmegaConf.merge(compose(step.config), OmegaConf.from_dotlist(step.overrides))
     stage = stages.get(step.stage)
-    encoder = CPU_SPEED["encoder_min"].get(cfg.model.rec_model, CPU_SPEED["default_encoder_min"])
+    encoder = CPU_SPEED["encoder_min"].get(OmegaConf.select(cfg, "model.rec_model"), CPU_SPEED["default_encoder_min"])
     if "ctrl" in stage.key_groups:  # CTRL's alignment: the backbone writes each aligned row's text view once
         rows = min(cfg.run.max_train_rows or DATASETS[dataset]["train_rows"], DATASETS[dataset]["train_rows"])
         return encoder + rows / CPU_SPEED["score_rows_per_s"] / 60
