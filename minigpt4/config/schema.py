@@ -224,7 +224,9 @@ class RunConfig:
         "`<UserID>`/`<TargetItemID>` gets CoLLM slots filled by `model.rec_model`'s vectors. `v3` or `codes`: BinLLM, "
         "user/item binary codes written into the prompt as text.", choices=("v2", "v3", "text", "codes"))
     lr_sched: str = _key("linear_warmup_cosine_lr", "Registered learning-rate schedule.")
-    init_lr: float = _key(0.0001, "Peak learning rate (AdamW for the LLM stages, Adam for pretrain_collab.py).")
+    init_lr: float = _key(
+        0.0001, "Peak learning rate (AdamW for the LLM stages, Adam for pretrain_collab.py, AdamW at a constant rate "
+        "for align_ctrl.py).")
     min_lr: float = _key(8e-05, "Final learning rate of the cosine decay.")
     warmup_lr: float = _key(1e-05, "Learning rate at step 0 of the linear warm-up.")
     warmup_steps: int = _key(
@@ -307,7 +309,8 @@ class RunConfig:
         "26 rows, so score all rows, run.max_eval_rows: 0; read from test_warm_cold_ood2.pkl's `cold` flag when "
         "present). metrics.json records the rule used.", choices=("not_cold", "unseen"))
     max_train_rows: int = _key(
-        0, "Use a fixed random subsample of about this many train rows, drawn as whole users (0 = all). For CPU runs.")
+        0, "Use a fixed random subsample of about this many train rows, drawn as whole users (0 = all). For CPU runs; "
+        "align_ctrl.py aligns (and writes as text) these rows.")
     max_eval_rows: int = _key(
         0,
         "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC "
