@@ -29,7 +29,7 @@ COMPILE_PAD_MULTIPLE = 16
 # oneDNN, which multiplies bf16 on a CPU, can be held below the CPU's instruction set (ONEDNN_MAX_CPU_ISA, or its
 # older name DNNL_MAX_CPU_ISA); at these levels it has no bf16 instructions and bf16 is emulated whatever the CPU
 # has. Measured on a Xeon with AMX (1024^2 matmul, one thread): bf16 1,091 GFLOP/s; AVX2 1.0; AVX512_CORE 22;
-# fp32 136. So `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` makes such a CPU compute like an AVX2-only one.
+# fp32 136. So `ONEDNN_MAX_CPU_ISA=AVX2` makes such a CPU multiply bf16 as an AVX2-only one does (docs/TESTING.md).
 ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
 
 
