@@ -642,3 +642,19 @@ def test_the_cpu_plan_estimates_every_step_ctrl_included(tmp_path, capsys):
     assert {"ctrl_align", "ctrl", "din", "tallrec", "binllm"} <= set(lines)
     assert "after ctrl_align" in lines["ctrl"] and "~40 min" in lines["ctrl_align"]  # 8,000 rows at 3.5 rows/s
     assert "estimated time of the steps to run" in out and not (tmp_path / "out").exists()
+
+
+def test_a_key_the_schema_gained_after_a_run_at_its_default_is_no_change(tmp_path):
+    """Records made before a schema key existed stay valid while the key keeps its default (model.ctrl came after
+    every ML-100K record); a missing key set away from its default is a change."""
+    from omegaconf import OmegaConf
+
+    from minigpt4.experiments.records import config_changes
+
+    step = next(s for s in plan("ml-100k", "cpu", tmp_path, data=tmp_path)[0] if s.name == "binllm")
+    then = OmegaConf.to_container(load_config(step.config, step.overrides))
+    assert config_changes(step, then) == {}
+    del then["model"]["ctrl"]  # made before the key existed: the key is at its default now
+    assert config_changes(step, then) == {}
+    init_lr = then["run"].pop("init_lr")  # absent then, but the config sets it away from the schema's 1e-4
+    assert init_lr != 1e-4 and config_changes(step, then) == {"run.init_lr": (None, init_lr)}

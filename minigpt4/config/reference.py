@@ -69,6 +69,11 @@ def _entries(section=None, prefix=None):
             yield f"{prefix}{name}", default(f), f"{f.metadata['doc']}{choices}"
 
 
+def defaults():
+    """{dotted key: schema default} of every model. and run. key."""
+    return {key: value for key, value, _ in _entries() if not key.startswith("datasets.")}
+
+
 def _first_sentence(text):
     end = text.find(". ")
     return text if end == -1 else text[:end + 1]

@@ -18,6 +18,7 @@ import json
 from omegaconf import OmegaConf
 
 from minigpt4.config import load_config
+from minigpt4.config.reference import defaults as schema_defaults
 from minigpt4.experiments.definitions import STEPS, ReproduceError
 from minigpt4.fileio import atomic_text
 
@@ -65,11 +66,14 @@ def ignored(key):
 
 def config_changes(step, then, ignore=(), paths=True):
     """{key: (then, now)} where the resolved config `then` (a nested dict) differs from what the plan runs for
-    `step` now, leaving out `ignore`, and without `paths` the wiring keys (paths in the clone that ran it)."""
+    `step` now, leaving out `ignore`, and without `paths` the wiring keys (paths in the clone that ran it). A key
+    the schema gained after the run (absent from `then`) at its default is no change: a new key's default keeps
+    the behaviour the code had without it."""
     now = flat(OmegaConf.to_container(load_config(step.config, step.overrides)))
-    then = flat(then)
+    then, added = flat(then), schema_defaults()
     return {k: (then.get(k), now.get(k)) for k in sorted(set(then) | set(now))
-            if k not in ignore and (paths or not ignored(k)) and then.get(k) != now.get(k)}
+            if k not in ignore and (paths or not ignored(k)) and then.get(k) != now.get(k)
+            and not (k not in then and k in added and now.get(k) == added[k])}
 
 
 def test_key(metrics):
