@@ -243,3 +243,12 @@ def test_a_missing_aligned_din_exits_2_before_torch_is_imported(tmp_path):
                                          "--options", f"run.output_dir={tmp_path}", f"datasets.movie_ood.path={data}")
     assert code == "2" and "model.rec_config.pretrained_path" in err and "ctrl_align/rec_model.pth" in err, err
     assert not torch_loaded
+
+
+def test_alignment_refuses_several_processes(aligned, monkeypatch, capsys):
+    from minigpt4.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit:
+        main("ctrl_align", "CTRL alignment", ["--cfg-path", str(aligned["align"]), "--options", "run.job_id=twice"])
+    assert exit.value.code == 2 and "align_ctrl.py runs in one process" in capsys.readouterr().err

@@ -18,6 +18,7 @@ Read top to bottom: config -> data -> text view -> models -> loop -> files.
   model's state dict, the format stage 0 writes), `ctrl_heads.pth`, metrics.json, resume/.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def main(cfg, stage):
     """Align `model.rec_model` with `model.llama_model`'s view of the train rows; returns metrics.json's content."""
     # ------------------------------------------------------------------------------------------------- config
     run, heads_cfg = cfg.run, cfg.model.ctrl
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would write the same run directory
+        raise ConfigError("align_ctrl.py runs in one process (its DIN and heads are small; the text view is one "
+                          "scoring pass): start it with python, not torchrun --nproc-per-node > 1")
     seed_everything(run.seed)
     # a resumed run continues from its newest resume point (written after every epoch)
     state = torch.load(resume_point(run.resume_ckpt_path), weights_only=False) if run.resume_ckpt_path else None
