@@ -74,8 +74,11 @@ def sample_negatives(uids, items, seen, n, seed):
     items = np.unique(np.asarray(items, dtype=np.int64))
     rng = np.random.default_rng(seed)
     out = np.empty((len(uids), n), dtype=np.int64)
+    pools = {}  # a user's unseen items, computed once for all their positives
     for row, uid in enumerate(np.asarray(uids)):
-        pool = np.setdiff1d(items, seen.get(int(uid), ()), assume_unique=False)
+        pool = pools.get(int(uid))
+        if pool is None:
+            pool = pools[int(uid)] = np.setdiff1d(items, seen.get(int(uid), ()))
         if len(pool) < n:
             raise DataError(f"user {int(uid)} has {len(pool)} items they never interacted with, fewer than the "
                             f"{n} negatives asked for: ask for fewer")
