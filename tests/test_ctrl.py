@@ -79,9 +79,20 @@ def test_din_hidden_is_what_its_output_layer_reads():
     users, items = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
     his = torch.tensor([[0, 0, 1, 2], [0, 3, 4, 5], [1, 2, 3, 4]])
     hidden = din.hidden(users, items, his)
-    assert hidden.shape == (3, 80)
+    assert hidden.shape == (3, din.hidden_dim) == (3, 80)
     out = din.fc_layer.fc[-1]
     torch.testing.assert_close(din(users, items, his), (hidden @ out.weight.T + out.bias).squeeze(-1))
+
+
+def test_reading_din_hidden_width_leaves_the_model_untouched():
+    """align_ctrl sizes its heads from `hidden_dim`: no forward, so BatchNorm statistics and the RNG stay as loaded."""
+    torch.manual_seed(0)
+    din = DIN(10, 20, embedding_size=12, maxlen=4)  # training mode, as alignment builds it
+    before = {k: v.clone() for k, v in din.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert din.hidden_dim == 80
+    assert all(torch.equal(before[k], v) for k, v in din.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state())
 
 
 def test_mean_pooling_leaves_padding_out(tiny_llama):

@@ -129,6 +129,12 @@ class DIN(nn.Module):
         """(user, item) vectors a CoLLM prompt slot receives (upstream: the user slot gets the fused feature)."""
         return self.all_encode(users, items, his), self.item_encoder(items)
 
+    @property
+    def hidden_dim(self):
+        """Width of `hidden` (read from the output layer: a probe forward in training mode would move Dice's
+        BatchNorm statistics and draw dropout noise)."""
+        return self.fc_layer.fc[-1].in_features
+
     def hidden(self, users, items, his):
         """The CTR head's last hidden layer (80 wide, under its output Linear): the representation CTRL aligns
         with the text's (its stage 2 puts an output layer on top of it, as this model's own is)."""

@@ -67,9 +67,7 @@ def main(cfg, stage):
     torch.manual_seed(run.seed)
     model = build_encoder(cfg.model, d.counts)
     inputs = model_inputs(model, rows)[0]
-    with torch.no_grad():
-        collab_dim = model.hidden(**take(inputs, torch.arange(min(2, len(rows))))).shape[1]
-    heads = AlignmentHeads(collab_dim, text.shape[1], heads_cfg.proj_dim, heads_cfg.subspaces, heads_cfg.sub_dim)
+    heads = AlignmentHeads(model.hidden_dim, text.shape[1], heads_cfg.proj_dim, heads_cfg.subspaces, heads_cfg.sub_dim)
     params = [*model.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=run.init_lr, weight_decay=run.weight_decay)
     generator = torch.Generator().manual_seed(run.seed)
