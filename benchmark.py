@@ -16,6 +16,7 @@ synthetic rows, loop vs vectorised.
 
     python benchmark.py                      # 2 CPU cores: ML-1M prompts if data/ml-1m exists (results/speed/)
     python benchmark.py --device cuda --train-rows 512 --score-rows 2048
+    python benchmark.py --ranking --out results/speed/ranking_cpu.json   # shared-prefix vs pointwise, K = 20
 """
 
 import argparse
@@ -379,6 +380,66 @@ def uauc_speed(n_rows, n_users, seed=0):
             "abs_diff": abs(fast - slow)}
 
 
+# ------------------------------------------------------------------------------------------------------ ranking
+def ranking_prompts(data_dir, users, k, seed):
+    """One positive test row of each of `users` test users with k - 1 sampled negatives: the rows and groups."""
+    from minigpt4.data.catalogue import TIME_ORDER, candidate_rows, item_catalogue, ranking_candidates
+    from minigpt4.data.splits import FILES, read_split
+
+    frames = {n: read_split(Path(data_dir) / FILES[n]) for n in TIME_ORDER}
+    # one positive a user, their last (the longest history: most ML-100K test users are new, their first has none)
+    sets = ranking_candidates(frames, k - 1, seed, users).drop_duplicates("uid", keep="last")
+    return candidate_rows(frames["test"].loc[sets["row"]], [[p, *n] for p, n in zip(sets["positive"],
+                                                                                    sets["negatives"])],
+                          item_catalogue(frames), labels=[[1] + [0] * (k - 1)] * len(sets))
+
+
+def shared_score(rec, split, groups, batch_size, device):
+    """Shared-prefix scores of the grouped rows (Scorer.score_shared's loop) and the tokens it ran."""
+    from minigpt4.shared_prefix import SharedPrefixBatches
+
+    rec.eval()
+    batches = SharedPrefixBatches(split, groups, rec.shared_slots())
+    scores = np.zeros(len(split))
+    with torch.inference_mode():
+        for pos, batch in batches.batches(batch_size):
+            scores[pos] = rec.forward_shared(**{k: v.to(device) for k, v in batch.items() if k != "labels"}
+                                             ).float().cpu().numpy()
+    return scores, batches
+
+
+def ranking_speed(args, device, rec, precision):
+    """Shared-prefix scoring against the pointwise path on the same candidate prompts (K per user, ML-100K test
+    users by default): samples/s of each, the token bound K(P+S) / (P+KS) from the prompts' own lengths, the share
+    of it reached, and the largest score difference."""
+    rows, groups = ranking_prompts(args.rank_data, args.rank_users, args.rank_k, args.seed)
+    user_num, item_num = int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1
+    table = CodeTable(*random_codes(user_num, item_num), mode="binary")
+    out = {"data": args.rank_data, "users": len(groups), "k": args.rank_k, "batch_rows": args.rank_batch,
+           "precision": precision.name}
+    for name, prompt, codes in (("binllm", PROMPT, table), ("text_only", "prompts/tallrec_movie.txt", None)):
+        split = TokenizedSplit(rec.tokenizer, build_prompts(rows, load_prompt(prompt), codes), rows, 10**6)
+        with precision.autocast():
+            shared_score(rec, split, groups[:2], args.rank_batch, device)  # warm-up, untimed
+            (ref, _), p_s, p_mem = timed(device, our_score, rec, split, args.rank_batch, device)
+            (got, batches), s_s, s_mem = timed(device, shared_score, rec, split, groups, args.rank_batch, device)
+        ran, full = batches.token_counts()
+        prefix = float(np.mean(batches.prefix_len))
+        suffix = float(np.mean([split.lengths[g].mean() - p for g, p in zip(batches.groups, batches.prefix_len)]))
+        speedup = p_s / s_s
+        out[name] = {"P": prefix, "S": suffix, "pointwise_samples_per_s": len(split) / p_s,
+                     "shared_samples_per_s": len(split) / s_s, "pointwise_tokens": full, "shared_tokens": ran,
+                     "speedup": speedup, "token_bound": full / ran, "share_of_bound": speedup / (full / ran),
+                     "peak_memory_gib": {"pointwise": p_mem, "shared": s_mem},
+                     "max_abs_score_diff": float(np.max(np.abs(got - ref)))}
+        r = out[name]
+        print(f"ranking {name}: P {prefix:.0f}, S {suffix:.1f}, K {args.rank_k}: pointwise "
+              f"{r['pointwise_samples_per_s']:.1f} samples/s, shared {r['shared_samples_per_s']:.1f} -> "
+              f"x{speedup:.2f} of a x{r['token_bound']:.2f} bound ({r['share_of_bound']:.0%}); max |score diff| "
+              f"{r['max_abs_score_diff']:.2e}")
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------ main
 def build(args, device, dtype):
     from omegaconf import OmegaConf
@@ -395,6 +456,16 @@ def build(args, device, dtype):
 
 def run(args):
     device = torch.device(args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu")
+    if args.ranking:
+        precision = resolve_precision(SimpleNamespace(dtype=args.rank_dtype, amp=True, compile="false"), device)
+        rec = build(args, device, precision.dtype)
+        report = {"device": str(device), "platform": platform.processor() or platform.machine(),
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                  "torch": torch.__version__, "backbone": args.llama,
+                  "ranking": ranking_speed(args, device, rec, precision)}
+        save(report, args.out)
+        print(f"wrote {args.out}")
+        return report
     data = Path(args.data)
     if not (data / "test_ood2.pkl").is_file():
         from minigpt4.data.synthetic import generate_synthetic
@@ -527,6 +598,14 @@ def parse(argv=None):
     p.add_argument("--uauc-rows", type=int, default=1_000_000)
     p.add_argument("--uauc-users", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ranking", action="store_true", help="measure only shared-prefix against pointwise scoring of "
+                   "ranking candidates (--rank-*)")
+    p.add_argument("--rank-data", default="data/ml-100k", help="processed splits the candidates come from")
+    p.add_argument("--rank-users", type=int, default=16, help="test users, one positive each")
+    p.add_argument("--rank-k", type=int, default=20, help="candidates a user: 1 positive + K - 1 negatives")
+    p.add_argument("--rank-batch", type=int, default=40, help="candidate rows per batch, in both paths")
+    p.add_argument("--rank-dtype", default="fp32", help="run.dtype of the ranking measurement (auto: the framework's "
+                   "pick)")
     p.add_argument("--out", default="runs/bench/benchmark.json")
     args = p.parse_args(argv)
     unknown = [m for m in args.modes if m not in MODES]

@@ -15,7 +15,7 @@ LAYERS = [
     ["minigpt4.errors", "minigpt4.fileio", "minigpt4.registry", "minigpt4.stages"],
     ["minigpt4.config"],
     ["minigpt4.data", "minigpt4.metrics", "minigpt4.text_codes", "minigpt4.prompting", "minigpt4.encoders"],
-    ["minigpt4.batching", "minigpt4.precision", "minigpt4.llm"],
+    ["minigpt4.batching", "minigpt4.shared_prefix", "minigpt4.precision", "minigpt4.llm"],
     ["minigpt4.train", "minigpt4.tasks", "minigpt4.preflight"],
     ["minigpt4.recipes", "minigpt4.recommender", "minigpt4.cli", "minigpt4.protocol", "minigpt4.experiments",
      "minigpt4.summary", "minigpt4"],

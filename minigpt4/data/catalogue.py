@@ -84,3 +84,47 @@ def sample_negatives(uids, items, seen, n, seed):
                             f"{n} negatives asked for: ask for fewer")
         out[row] = rng.choice(pool, size=n, replace=False)
     return out
+
+
+def candidate_rows(users, candidates, catalogue, labels=None):
+    """Rows to score for ranking: user row r (a DataFrame row with uid, his, his_title) once with each item of
+    `candidates[r]`, titled from `catalogue` (item_catalogue's frame). `labels[r]`: each candidate's label (default
+    0). Returns (rows, groups): the rows in user order, and each user's row positions."""
+    import pandas as pd
+
+    titles = dict(zip(catalogue["iid"].to_numpy().tolist(), catalogue["title"].tolist()))
+    out, groups = [], []
+    for r, (user, items) in enumerate(zip(users.itertuples(index=False), candidates)):
+        items = [int(i) for i in items]
+        unknown = [i for i in items if i not in titles]
+        if unknown:
+            raise DataError(f"item {unknown[0]} is not in the catalogue (item ids run from {min(titles)} to "
+                            f"{max(titles)}; {len(titles)} items have titles)")
+        marks = [0] * len(items) if labels is None else [int(x) for x in labels[r]]
+        groups.append(np.arange(len(out), len(out) + len(items)))
+        for i, label in zip(items, marks):
+            out.append({"uid": int(user.uid), "iid": i, "label": label, "his": list(user.his),
+                        "his_title": list(user.his_title), "title": titles[i]})
+    return pd.DataFrame(out, columns=["uid", "iid", "label", "his", "his_title", "title"]), groups
+
+
+def ranking_candidates(frames, negatives=19, seed=0, users=0):
+    """What every method ranks: for each positive test row of `users` test users drawn with `seed` (0: every user
+    with a positive test row), the user, that row's item and `negatives` items the user never interacted with in
+    any split, drawn uniformly with `seed` (`sample_negatives`). A DataFrame (row: the test row's index, uid,
+    positive, negatives: a list), in test-row order."""
+    import pandas as pd
+
+    test = frames["test"]
+    positives = test[test["label"].to_numpy() == 1]
+    uids = np.unique(positives["uid"].to_numpy())
+    if users < 0:
+        raise DataError(f"users = {users}: ask for a number of test users >= 1, or 0 for all {len(uids)}")
+    if users and users < len(uids):
+        uids = np.sort(np.random.default_rng([seed, 0]).choice(uids, size=users, replace=False))
+    positives = positives[np.isin(positives["uid"].to_numpy(), uids)]
+    drawn = sample_negatives(positives["uid"].to_numpy(), item_catalogue(frames)["iid"].to_numpy(),
+                             interacted(frames), negatives, [seed, 1])
+    return pd.DataFrame({"row": positives.index.to_numpy(), "uid": positives["uid"].to_numpy().astype(np.int64),
+                         "positive": positives["iid"].to_numpy().astype(np.int64),
+                         "negatives": [list(map(int, r)) for r in drawn]})

@@ -87,6 +87,8 @@ class AttentionPooling(nn.Module):
 
 @register("rec_model", "DIN")
 class DIN(nn.Module):
+    target_aware = True  # its user vector attends over the history with the target item (a slot prompt's user slot)
+
     def __init__(self, user_num, item_num, embedding_size=192, maxlen=10, drop=0.2):
         super().__init__()
         self.history_len = maxlen

@@ -10,10 +10,14 @@ With `collab` (CoLLM, soft prompt, PersonPrompt) the prompt's slot positions get
 embeddings and the backbone runs on `inputs_embeds`; otherwise it runs on the token ids.
 """
 
+import copy
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import DynamicCache
 
 from minigpt4.config import ConfigError, load_in_bits
 from minigpt4.llm.backbone import add_lora, answer_token_ids, base_model, load_backbone
@@ -69,6 +73,12 @@ def final_logit_transform(config):
     return multiply, divide, (float(cap) if cap is not None else None)
 
 
+def cache_keyword(decoder):
+    """The decoder forward's keyword for a key/value cache: `cache` since transformers 5.25 (`past_key_values`
+    still works there, with a deprecation warning), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 class LLMRecommender(nn.Module):
     def __init__(self, causal_lm, tokenizer, score_type="yes", collab=None):
         super().__init__()
@@ -122,14 +132,67 @@ class LLMRecommender(nn.Module):
         lm = self.causal_lm
         # Positions count real tokens only, so a prompt scores the same whatever padding its batch needs.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        if self.collab is not None:
-            tokens = {"inputs_embeds": self.input_embeddings(input_ids, users, items, his)}
-        else:
-            tokens = {"input_ids": input_ids}
+        tokens = self._tokens(input_ids, users, items, his)
         with sdpa_kernel(ATTENTION_KERNELS):
             hidden = lm.get_decoder()(**tokens, attention_mask=attention_mask, position_ids=position_ids,
                                       use_cache=False).last_hidden_state[:, -1]
-        head = lm.get_output_embeddings()
+        return self.scores_at(hidden)
+
+    def forward_shared(self, prefix_ids, prefix_mask, suffix_ids, suffix_mask, owner, leaders, runs=None, users=None,
+                       items=None, his=None):
+        """Scores [N] of N candidates whose prompts are a shared prefix (row owner[n] of the left-padded prefix batch)
+        followed by their own suffix (right-padded), as `forward` scores the whole prompts: the prefix runs once
+        and its keys and values serve every candidate of its group (minigpt4/shared_prefix.py). leaders [G]: the
+        candidate whose user / item / history fill the prefix's slots (the batching keeps candidate-dependent
+        slots out of the prefix). runs: bounds of the suffix passes, each padded to its own longest suffix
+        (default: one pass)."""
+        decoder = self.causal_lm.get_decoder()
+        key = cache_keyword(decoder)
+        prefix = None
+        if prefix_ids.shape[1]:
+            position_ids = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)
+            tokens = self._tokens(prefix_ids, *(None if x is None else x[leaders] for x in (users, items, his)))
+            prefix = DynamicCache(config=self.causal_lm.config)  # filled in place by the forward
+            with sdpa_kernel(ATTENTION_KERNELS):
+                decoder(**tokens, attention_mask=prefix_mask, position_ids=position_ids, use_cache=True,
+                        **{key: prefix})
+        start = prefix_mask.sum(-1)  # real prefix tokens before each suffix
+        lengths = suffix_mask.sum(-1)
+        runs = [0, len(owner)] if runs is None else runs.tolist()
+        out = []
+        for a, b in zip(runs[:-1], runs[1:]):
+            width = int(lengths[a:b].max())
+            mine = owner[a:b]
+            cache, mask = None, suffix_mask[a:b, :width]
+            if prefix is not None:
+                cache = copy.deepcopy(prefix) if b < len(owner) or a > 0 else prefix
+                cache.batch_select_indices(mine)  # one copy of its prefix's keys and values per candidate
+                mask = torch.cat([prefix_mask[mine], mask], 1)
+            position_ids = start[mine, None] + torch.arange(width, device=suffix_ids.device)
+            rows = (None if x is None else x[a:b] for x in (users, items, his))
+            tokens = self._tokens(suffix_ids[a:b, :width], *rows)
+            with sdpa_kernel(ATTENTION_KERNELS):
+                hidden = decoder(**tokens, attention_mask=mask, position_ids=position_ids,
+                                 use_cache=cache is not None, **{key: cache}).last_hidden_state
+            out.append(hidden[torch.arange(b - a, device=hidden.device), lengths[a:b] - 1])
+        return self.scores_at(torch.cat(out))
+
+    def shared_slots(self):
+        """Slot ids (negative) whose vectors are the same for every candidate item of a user, so a shared prefix may
+        hold them: the user's slots, unless the encoder's user vector reads the target item (DIN)."""
+        if self.collab is None or getattr(self.collab.encoder, "target_aware", False):
+            return ()
+        return tuple(range(-1, -self.collab.token_num - 1, -1))
+
+    def _tokens(self, input_ids, users, items, his):
+        """The decoder's input: token ids, or embeddings with the slots filled when the model has slots."""
+        if self.collab is not None:
+            return {"inputs_embeds": self.input_embeddings(input_ids, users, items, his)}
+        return {"input_ids": input_ids}
+
+    def scores_at(self, hidden):
+        """Scores [B] from the last prompt position's hidden states [B, H]."""
+        head = self.causal_lm.get_output_embeddings()
         # In fp32 even for a bf16 backbone: Yes/No logits sit near +-13, where bf16 steps by 1/16, so a bf16
         # head would round most Yes-minus-No scores into ties. Two rows of the head cost nothing in fp32. Autocast
         # is switched off here: under it (every bf16 run) the matmul would be cast back to bf16 (ICL on ML-100K

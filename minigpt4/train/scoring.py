@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from minigpt4.metrics import evaluate_scores
 from minigpt4.precision import COMPILE_PAD_MULTIPLE
+from minigpt4.shared_prefix import SharedPrefixBatches
 from minigpt4.train import distributed as dist
 from minigpt4.train.eta import duration, rows_to_score
 from minigpt4.train.sharding import is_sharded
@@ -86,6 +87,33 @@ class Scorer:
         speed = len(need) / max(time.time() - start, 1e-9) if len(need) else None
         self.rows_per_s = speed or self.rows_per_s
         return scores, speed
+
+    @torch.inference_mode()
+    def score_shared(self, split, groups):
+        """Scores of the rows of `groups` (arrays of row positions, each one user's candidates), each group's common
+        prompt prefix run once (minigpt4/shared_prefix.py): the pointwise scores, for P + K.S tokens a group
+        instead of K.(P + S). Groups are sharded over ranks; rows in no group get NaN. Returns (scores, rows/s)."""
+        self.model.eval()
+        data = self.splits[split]
+        batches = SharedPrefixBatches(data, groups[dist.rank()::dist.world_size()], self.model.shared_slots())
+        start = time.time()
+        pos_out, score_out = [], []
+        total = sum(len(g) for g in batches.groups)
+        with tqdm(total=total, desc=f"ranking {split}", leave=False, mininterval=10,
+                  disable=not dist.is_main()) as bar:
+            for pos, batch in batches.batches(self.batch_size):
+                with self.autocast():
+                    s = self.model.forward_shared(**on_device(batch, self.device))
+                pos_out.append(pos)
+                score_out.append(s.float().cpu().numpy())
+                bar.update(len(pos))
+        local = (np.concatenate(pos_out) if pos_out else np.zeros(0, int),
+                 np.concatenate(score_out) if score_out else np.zeros(0, np.float32))
+        scores = np.full(len(data), np.nan)
+        for pos, s in dist.gather_objects(local):
+            scores[pos] = s
+        rows = sum(len(g) for g in groups)
+        return scores, rows / max(time.time() - start, 1e-9) if rows else None
 
     def _scoring_forward(self, rows):
         """The model, or its compiled forward when run.compile asks for it for `rows` rows to score. Compiled once

@@ -1,0 +1,122 @@
+"""Shared-prefix scoring (minigpt4/shared_prefix.py, LLMRecommender.forward_shared) gives the pointwise scores:
+text prompts with and without LoRA, BinLLM's code prompts, CoLLM slot prompts (MF: the user slot shared; DIN: its
+user vector reads the target item, so the prefix stops before it), a user's candidates cut across batches, and
+prompts of different lengths under left padding. fp32, within 1e-4."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import make_recommender, slot_cfg
+from minigpt4.batching import TokenizedSplit
+from minigpt4.llm.recommender import LLMRecommender
+from minigpt4.prompting import build_prompts, load_prompt
+from minigpt4.shared_prefix import SharedPrefixBatches, common_prefix, suffix_runs
+from minigpt4.text_codes import CodeTable
+
+TITLES = ["Heat (1995)", "Casino (1995)", "Toy Story (1995)", "Star Trek: The Motion Picture (1979)",
+          "Patriot, The (2000)", "Superman II (1980)", "American Beauty (1999)", "Fargo (1996)", "Alien (1979)"]
+
+
+def candidate_rows(users=3, k=6, seed=0):
+    """`users` users, each with a liked history and k candidate items (one positive first)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(1, users + 1):
+        his = rng.choice(np.arange(1, 10), size=u + 1, replace=False)
+        items = rng.choice(np.arange(1, 10), size=k, replace=False)
+        for n, i in enumerate(items):
+            rows.append({"uid": u, "iid": int(i), "label": int(n == 0), "his": [int(h) for h in his],
+                         "his_title": [TITLES[h - 1] for h in his], "title": TITLES[i - 1]})
+    return pd.DataFrame(rows)
+
+
+def groups_of(rows):
+    return [np.flatnonzero(rows["uid"].to_numpy() == u) for u in rows["uid"].unique()]
+
+
+def pointwise(rec, split):
+    with torch.no_grad():
+        out = np.zeros(len(split))
+        for pos, batch in split.eval_batches(len(split)):
+            batch.pop("labels")
+            out[pos] = rec(**batch).numpy()
+    return out
+
+
+def shared(rec, split, groups, batch_size):
+    batches = SharedPrefixBatches(split, groups, rec.shared_slots())
+    out = np.full(len(split), np.nan)
+    runs = 0
+    with torch.no_grad():
+        for pos, batch in batches.batches(batch_size):
+            batch.pop("labels")
+            runs = max(runs, len(batch["runs"]) - 1)
+            out[pos] = rec.forward_shared(**batch).numpy()
+    batches.most_runs = runs
+    return out, batches
+
+
+def test_common_prefix_stops_before_the_shortest_end_and_unshared_slots():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter keeps one token to score
+    assert common_prefix([[7], [7, 8]]) == 0
+    assert common_prefix([[1, -1, 2, 5], [1, -1, 2, 6]]) == 1  # slot -1 not shared
+    assert common_prefix([[1, -1, 2, 5], [1, -1, 2, 6]], shared_slots=(-1,)) == 3
+    assert common_prefix([[1, -2, 5], [1, -2, 6]], shared_slots=(-1,)) == 1  # an item slot never is
+
+
+def test_suffix_runs_bound_the_padding():
+    assert suffix_runs([5, 5, 5, 5]) == [0, 4]
+    assert suffix_runs([2, 2, 10]) == [0, 2, 3]
+    lengths = [3, 4, 4, 5, 9, 9, 10, 20]
+    bounds = suffix_runs(lengths)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        part = lengths[a:b]
+        assert max(part) * len(part) <= 1.1 * sum(part)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+@pytest.mark.parametrize("batch_size", [64, 4])  # 4 < 6 candidates: a user's candidates span batches
+def test_text_prompts_score_as_pointwise(tmp_path, tiny_llama, lora, batch_size):
+    rec = make_recommender(tmp_path, tiny_llama, perturb_seed=1 if lora else None)
+    if not lora:
+        rec.llm.disable_adapter_layers()
+    rows = candidate_rows()
+    split = TokenizedSplit(rec.tokenizer, build_prompts(rows, load_prompt("prompts/tallrec_movie.txt"), None), rows,
+                           10**4)
+    want = pointwise(rec, split)
+    got, batches = shared(rec, split, groups_of(rows), batch_size)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert len(np.unique(np.round(want, 3))) > len(want) // 2  # the prompts really score differently
+    assert batches.most_runs > 1  # suffixes of several lengths: several suffix passes over one prefix
+    ran, full = batches.token_counts()
+    assert ran < full and (batches.prefix_len > 10).all()
+
+
+def test_code_prompts_score_as_pointwise(tmp_path, tiny_llama):
+    rec = make_recommender(tmp_path, tiny_llama, perturb_seed=2)
+    rows = candidate_rows(users=2, k=5, seed=3)
+    rng = np.random.default_rng(0)
+    table = CodeTable(rng.integers(0, 2, (4, 32)), rng.integers(0, 2, (10, 32)), mode="binary")
+    split = TokenizedSplit(rec.tokenizer, build_prompts(rows, load_prompt("prompts/collm_movie.txt"), table), rows,
+                           10**4)
+    want = pointwise(rec, split)
+    got, _ = shared(rec, split, groups_of(rows), 3)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("rec_model,shares_user_slot", [("MF", True), ("DIN", False)])
+def test_slot_prompts_score_as_pointwise(tmp_path, tiny_llama, rec_model, shares_user_slot):
+    cfg = slot_cfg(tmp_path, tiny_llama, rec_model, k=2, users=4, items=10)
+    torch.manual_seed(0)
+    rec = LLMRecommender.from_config(cfg.model, slots=True).eval()
+    rows = candidate_rows(users=3, k=5, seed=4)
+    prompts = build_prompts(rows, load_prompt("prompts/collm_movie.txt"), None, True)
+    split = TokenizedSplit(rec.tokenizer, prompts, rows, 10**4, slot_tokens=2, history_len=4)
+    want = pointwise(rec, split)
+    got, batches = shared(rec, split, groups_of(rows), 4)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    user_slot = [int(np.flatnonzero(np.asarray(split.input_ids[g[0]]) == -1)[0]) for g in batches.groups]
+    assert ((batches.prefix_len > user_slot) == shares_user_slot).all()
