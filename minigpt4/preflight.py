@@ -111,9 +111,25 @@ def check_aligned_model(cfg, stage, cfg_path):
                           "align.yaml do")
 
 
+def check_ranked_run(cfg, stage, cfg_path):
+    """rank.py ranks a finished run (run.rank_run): a stage-0 run's directory with rec_model.pth, or an LLM run's
+    with config.yaml and its checkpoint_best/ (an eval run's: metrics.json, the checkpoint it scored)."""
+    ranked = cfg.run.rank_run
+    if not ranked:
+        raise ConfigError("run.rank_run is empty: set it to the finished run directory to rank with, e.g. "
+                          "run.rank_run=runs/ml100k/binllm")
+    path = Path(ranked)
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"run.rank_run = {ranked}: no run there (no config.yaml); train the run first, or point "
+                          "run.rank_run at a finished run directory")
+    if not any((path / f).exists() for f in ("rec_model.pth", "checkpoint_best", "metrics.json")):
+        raise ConfigError(f"run.rank_run = {ranked}: the run has not finished (no rec_model.pth, checkpoint_best/ or "
+                          "metrics.json); rank with it once it has")
+
+
 CHECKS = {"names": check_names, "dataset": check_dataset, "run_dir": check_run_dir, "prompt": check_prompt,
           "encoder": check_encoder, "checkpoint": check_checkpoint, "start": check_start, "backbone": check_backbone,
-          "aligned_model": check_aligned_model}
+          "aligned_model": check_aligned_model, "ranked_run": check_ranked_run}
 
 
 def preflight(cfg, stage, cfg_path=None):

@@ -64,6 +64,11 @@ STAGES = {s.name: s for s in (
     Stage("eval", recipe="minigpt4.recipes.finetune_llm", scripts=("eval.py",), label="eval", title="eval",
           llm=True, trains=False, resumes=False, splits=("run.test_splits",), checks=_LLM_CHECKS,
           key_groups=("llm_model", "llm_scoring"), protocol="llm", protocol_keys=("model.score_type",)),
+    # a finished run of any method (run.rank_run) ranks each drawn test positive among sampled negatives
+    Stage("ranking", recipe="minigpt4.recipes.rank", scripts=("rank.py",), label="rank", title="ranking",
+          llm=False, trains=False, resumes=False, splits=("train", "valid_full", "test"),
+          checks=("names", "dataset", "run_dir", "ranked_run"), key_groups=("ranking",), protocol="llm",
+          protocol_keys=()),
 )}
 NAMES = tuple(STAGES)
 SCORING = STAGES["eval"]  # the stage that scores a checkpoint and trains nothing: Recommender.from_run builds as it

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import write_yaml
+from helpers import ROOT, write_yaml
 from minigpt4.cli import main
 from minigpt4.metrics import evaluate_scores
 from minigpt4.train.checkpoint import read_meta
@@ -93,7 +93,7 @@ def _recording_start(train, into):
 def pipeline(tiny_llama, synthetic_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     out = d / "runs"
-    r = {"dir": d, "out": out}
+    r = {"dir": d, "out": out, "data": synthetic_dir}
     r["collab_results"] = main("collab", "stage 0", ["--cfg-path", str(_collab_yaml(d, synthetic_dir, out))])
     r["text_yaml"] = _llm_yaml(d, "text", synthetic_dir, out, tiny_llama, "v2", "prompts/tallrec_movie.txt")
     r["text_results"] = main("llm", "stage 1", ["--cfg-path", str(r["text_yaml"]), "--options", "run.job_id=text"])
@@ -556,5 +556,150 @@ def test_from_run_rebuilds_the_trained_model_and_scores_as_eval_py_wrote(pipelin
     # an eval run directory rebuilds the checkpoint it scored (its model.ckpt)
     again = Recommender.from_run(pipeline["out"] / "eval")
     assert np.array_equal(again.score(again.rows("test")), scores)
-    with pytest.raises(ConfigError, match="stage-0 encoder run"):
-        Recommender.from_run(pipeline["out"] / "binmf")
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        Recommender.from_run(pipeline["out"])
+    # a stage-0 run's directory gives its encoder, scoring rows as the run wrote them
+    encoder = Recommender.from_run(pipeline["out"] / "binmf")
+    test = encoder.frames["test"]
+    wrote = pd.read_csv(pipeline["out"] / "binmf" / "predictions_test.csv")
+    np.testing.assert_allclose(encoder.score_groups(test), wrote["score"].to_numpy(), atol=1e-5)
+
+
+def _rank(pipeline, run, *options, job=None):
+    """rank.py with the shipped ranking config, on the synthetic data and the pipeline's runs."""
+    out = pipeline["out"]
+    cfg = write_yaml(pipeline["dir"] / "rank.yaml", f"""\
+defaults: [{ROOT / 'train_configs/base/rank.yaml'}]
+datasets:
+  synthetic: {{path: {pipeline['data']}}}
+run: {{output_dir: {out}, device: cpu, batch_size_eval: 16}}
+""")
+    return main("ranking", "rank", ["--cfg-path", str(cfg), "--options", f"run.rank_run={out / run}",
+                                    f"run.job_id={job or 'rank_' + run}", "run.rank_users=6", "run.rank_positives=2",
+                                    "run.rank_negatives=5", *options])
+
+
+def test_rank_py_ranks_every_method_on_the_same_saved_candidates(pipeline, capsys):
+    """rank.py on an LLM run and on a stage-0 run: the first draws the candidates and saves them, the second reads
+    the same ones; negatives are items the user never interacted with; the metrics follow from the scores written;
+    the LLM's shared-prefix scores are its pointwise scores; other settings are refused."""
+    from minigpt4 import Recommender
+    from minigpt4.data.catalogue import interacted
+    from minigpt4.metrics import positive_ranks, ranking_metrics
+
+    out = pipeline["out"]
+    (out / "ranking_candidates.json").unlink(missing_ok=True)
+    llm = _rank(pipeline, "codes")
+    assert "drawn now" in capsys.readouterr().out
+    encoder = _rank(pipeline, "binmf")
+    assert "read from" in capsys.readouterr().out
+    assert llm["positives"] == encoder["positives"] and llm["users"] == 6 and llm["negatives"] == 5
+    assert llm["positives"] <= 12
+    rec = Recommender.from_run(out / "codes")
+    seen = interacted(rec.frames)
+    tables = {}
+    for run, result in (("codes", llm), ("binmf", encoder)):
+        table = pd.read_csv(out / f"rank_{run}" / "ranking_scores.csv")
+        tables[run] = table
+        assert len(table) == 6 * result["positives"]
+        for (row, uid), g in table.groupby(["row", "uid"], sort=False):
+            assert g["label"].tolist() == [1, 0, 0, 0, 0, 0]
+            assert rec.frames["test"].loc[row, "iid"] == g["iid"].iloc[0]
+            assert not set(g["iid"].iloc[1:]) & set(seen[uid].tolist())
+            assert g["iid"].nunique() == 6
+        ranks = positive_ranks(table["score"].to_numpy().reshape(-1, 6))
+        saved = json.loads((out / f"rank_{run}" / "metrics.json").read_text())
+        assert saved["metrics"] == pytest.approx(ranking_metrics(ranks)) and saved["ranked_run"] == str(out / run)
+        assert result["metrics"] == pytest.approx(ranking_metrics(ranks))
+    assert tables["codes"][["row", "uid", "iid"]].equals(tables["binmf"][["row", "uid", "iid"]])
+    # the shared-prefix scores of the LLM are its pointwise scores of the same candidate rows
+    test = rec.frames["test"]
+    rows = test.loc[tables["codes"]["row"]].reset_index(drop=True)
+    rows["iid"] = tables["codes"]["iid"].to_numpy()
+    rows["title"] = rec.catalogue.set_index("iid").loc[rows["iid"], "title"].to_numpy()
+    np.testing.assert_allclose(rec.score(rows), tables["codes"]["score"].to_numpy(), atol=1e-4)
+    # the saved candidates are never reused under other settings
+    with pytest.raises(SystemExit) as stop:
+        _rank(pipeline, "binmf", "run.rank_negatives=3", job="rank_again")
+    assert stop.value.code == 2
+    assert "run.rank_negatives: 5 there, 3 here" in capsys.readouterr().err
+
+
+def test_rank_py_needs_a_finished_run(pipeline, capsys):
+    for extra, why in ((), "no run there"), (("run.rank_run=",), "run.rank_run is empty"):
+        with pytest.raises(SystemExit) as stop:
+            _rank(pipeline, "never_trained", *extra, job="rank_nothing")
+        assert stop.value.code == 2
+        assert why in capsys.readouterr().err
+    assert not (pipeline["out"] / "rank_nothing").exists()
+
+
+@pytest.mark.parametrize("run", ["codes", "binmf"])
+def test_recommend_returns_k_distinct_unseen_items_best_first(pipeline, run):
+    """`recommend` on a tiny trained run (an LLM's and an encoder's): k distinct items the user never interacted
+    with, sorted by score, the scores those of the pointwise path; an LLM re-ranks its encoder's best items."""
+    from minigpt4 import Recommender
+    from minigpt4.data.catalogue import interacted
+
+    rec = Recommender.from_run(pipeline["out"] / run)
+    uid = int(rec.frames["test"]["uid"].iloc[0])
+    top = rec.recommend(uid, k=5)
+    assert list(top.columns) == ["rank", "iid", "title", "score"] and top["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert top["iid"].nunique() == 5 and not set(top["iid"]) & set(interacted(rec.frames)[uid].tolist())
+    assert (np.diff(top["score"].to_numpy()) <= 0).all()
+    row, _ = rec.user_row(uid)
+    rows = pd.concat([row.assign(iid=i, title=t, label=0) for i, t in zip(top["iid"], top["title"])],
+                     ignore_index=True)
+    np.testing.assert_allclose(rec.score(rows) if run == "codes" else rec.score_groups(rows), top["score"],
+                               atol=1e-4)
+    given = rec.recommend(uid, k=2, candidates=top["iid"].tolist()[::-1])
+    assert given["iid"].tolist() == top["iid"].tolist()[:2]
+    if run == "codes":  # re-ranks the stage-0 encoder's best unseen items: with a pool of 8, from those 8 only
+        encoder = Recommender.from_run(pipeline["out"] / "binmf")
+        best = encoder.recommend(uid, k=8)["iid"].tolist()
+        assert set(rec.recommend(uid, k=5, pool=8)["iid"]) <= set(best)
+
+
+def test_recommend_rejects_bad_users_items_and_k(pipeline):
+    from minigpt4 import Recommender
+    from minigpt4.errors import DataError
+
+    rec = Recommender.from_run(pipeline["out"] / "binmf")
+    users = np.concatenate([f["uid"].to_numpy() for f in rec.frames.values()])
+    uid = int(users[0])
+    with pytest.raises(DataError, match=f"user ids run from {users.min()} to {users.max()}"):
+        rec.recommend(int(users.max()) + 1)
+    with pytest.raises(DataError, match="k = 0"):
+        rec.recommend(uid, k=0)
+    with pytest.raises(DataError, match="only 2 candidate items"):
+        rec.recommend(uid, k=3, candidates=[1, 2])
+    with pytest.raises(DataError, match="item 100000 is not in the catalogue"):
+        rec.recommend(uid, k=1, candidates=[1, 100000])
+
+
+def test_a_user_with_no_liked_history_gets_the_empty_history_prompt(pipeline):
+    from minigpt4 import Recommender
+    from minigpt4.prompting import EMPTY_HISTORY
+
+    rec = Recommender.from_run(pipeline["out"] / "codes")
+    uid = int(rec.frames["test"]["uid"].iloc[0])
+    row, seen = rec.user_row(uid, before="train")  # as of before any interaction
+    assert row["his"].iloc[0] == [0] and len(seen) == 0
+    top = rec.recommend(uid, k=3, candidates=[1, 2, 3, 4], before="train")
+    assert len(top) == 3
+    rows = row.assign(iid=1, title="x", label=0)
+    assert EMPTY_HISTORY in rec.tokenizer.decode(rec.tokenize(rows).input_ids[0])
+
+
+def test_recommend_py_prints_the_top_k(pipeline, capsys):
+    import recommend
+
+    uid = int(pd.read_csv(pipeline["out"] / "binmf" / "predictions_test.csv")["uid"].iloc[0])
+    top = recommend.main(["--run", str(pipeline["out"] / "binmf"), "--user", str(uid), "--k", "3"])
+    printed = capsys.readouterr().out
+    assert f"user {uid}: top 3" in printed
+    for title in top["title"]:
+        assert title in printed
+    with pytest.raises(SystemExit) as stop:
+        recommend.main(["--run", str(pipeline["out"] / "binmf"), "--user", "99999"])
+    assert stop.value.code == 2 and "user ids run from" in capsys.readouterr().err

@@ -319,6 +319,23 @@ class RunConfig:
     sample_seed: int = _key(
         -1, "Seed of the max_train_rows / max_eval_rows subsamples; -1 = run.seed. Fix it to vary run.seed (weights, "
         "batch order) over the same rows, so runs of a seed study pair row by row.")
+    rank_run: str = _key(
+        "", "rank.py: the finished run directory to rank with (a stage-0 run's, with rec_model.pth, or an LLM run's, "
+        "with checkpoint_best/ or the checkpoint an eval run scored).")
+    rank_users: int = _key(
+        200, "rank.py: rank the candidates of this many test users with a positive test row, drawn with run.rank_seed "
+        "(0 = every such user).")
+    rank_positives: int = _key(
+        1, "rank.py: positive test rows ranked per drawn user, drawn with run.rank_seed (0 = all of them); each is "
+        "ranked against its own negatives.")
+    rank_negatives: int = _key(
+        19, "rank.py: negatives ranked with each positive, drawn uniformly from the items the user never interacted "
+        "with in any split (1 + 19 as RecAI's RecLM-eval).")
+    rank_seed: int = _key(0, "rank.py: seed of the users, positives and negatives drawn.")
+    rank_candidates: str = _key(
+        "", "rank.py: the candidates file to rank (as a ranking run writes it); empty = "
+        "`{run.output_dir}/ranking_candidates.json`, drawn and written by the first ranking run of that directory "
+        "and read by the next, so every method ranks the same candidates.")
     log_freq: int = _key(50, "Print the training loss every this many optimizer steps.")
     device: str = _key("auto", "`auto` (the GPU when one is visible, else the CPU), `cuda` (falls back to the CPU with "
                                "a warning when no GPU is visible) or `cpu`.")

@@ -108,23 +108,29 @@ def candidate_rows(users, candidates, catalogue, labels=None):
     return pd.DataFrame(out, columns=["uid", "iid", "label", "his", "his_title", "title"]), groups
 
 
-def ranking_candidates(frames, negatives=19, seed=0, users=0):
-    """What every method ranks: for each positive test row of `users` test users drawn with `seed` (0: every user
-    with a positive test row), the user, that row's item and `negatives` items the user never interacted with in
-    any split, drawn uniformly with `seed` (`sample_negatives`). A DataFrame (row: the test row's index, uid,
-    positive, negatives: a list), in test-row order."""
+def ranking_candidates(frames, negatives=19, seed=0, users=0, positives=0):
+    """What every method ranks: `users` test users with a positive test row drawn with `seed` (0: all of them), up
+    to `positives` of each one's positive test rows drawn with `seed` (0: all), and for each such row `negatives`
+    items the user never interacted with in any split, drawn uniformly with `seed` (`sample_negatives`). A
+    DataFrame (row: the test row's index, uid, positive, negatives: a list), in test-row order."""
     import pandas as pd
 
+    for name, value in (("users", users), ("positives", positives)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise DataError(f"{name} = {value!r}: ask for a number >= 1, or 0 for all")
     test = frames["test"]
-    positives = test[test["label"].to_numpy() == 1]
-    uids = np.unique(positives["uid"].to_numpy())
-    if users < 0:
-        raise DataError(f"users = {users}: ask for a number of test users >= 1, or 0 for all {len(uids)}")
+    chosen = test[test["label"].to_numpy() == 1]
+    uids = np.unique(chosen["uid"].to_numpy())
     if users and users < len(uids):
         uids = np.sort(np.random.default_rng([seed, 0]).choice(uids, size=users, replace=False))
-    positives = positives[np.isin(positives["uid"].to_numpy(), uids)]
-    drawn = sample_negatives(positives["uid"].to_numpy(), item_catalogue(frames)["iid"].to_numpy(),
+    chosen = chosen[np.isin(chosen["uid"].to_numpy(), uids)]
+    if positives:
+        rng = np.random.default_rng([seed, 2])
+        keep = [np.sort(rng.choice(idx, size=min(positives, len(idx)), replace=False))
+                for _, idx in sorted(chosen.groupby("uid").indices.items())]
+        chosen = chosen.iloc[np.sort(np.concatenate(keep))] if keep else chosen
+    drawn = sample_negatives(chosen["uid"].to_numpy(), item_catalogue(frames)["iid"].to_numpy(),
                              interacted(frames), negatives, [seed, 1])
-    return pd.DataFrame({"row": positives.index.to_numpy(), "uid": positives["uid"].to_numpy().astype(np.int64),
-                         "positive": positives["iid"].to_numpy().astype(np.int64),
+    return pd.DataFrame({"row": chosen.index.to_numpy(), "uid": chosen["uid"].to_numpy().astype(np.int64),
+                         "positive": chosen["iid"].to_numpy().astype(np.int64),
                          "negatives": [list(map(int, r)) for r in drawn]})
