@@ -59,6 +59,7 @@ demo: $(VENV)/.installed $(ML100K)
 		model.prompt_path=prompts/tallrec_movie.txt run.job_id=eval_tallrec
 	$(PY) eval.py --cfg-path train_configs/demo_eval.yaml --options model.ckpt=$(DEMO)/binllm run.job_id=eval_binllm
 	$(PY) -m minigpt4.summary $(DEMO)/binmf $(DEMO)/eval_tallrec $(DEMO)/eval_binllm
+	$(PY) recommend.py --run $(DEMO)/binllm --user 95 --k 5 --before test
 
 # The suite's time depends on the CPU (bf16 is emulated without AMX or AVX-512 BF16): the first line says which CPU
 # it ran on, the last ones its 15 slowest tests (docs/TESTING.md: none may pass 2 minutes on an AVX2-only CPU).

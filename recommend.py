@@ -18,7 +18,8 @@ def main(argv=None):
     p.add_argument("--candidates", type=lambda v: [int(x) for x in v.split(",") if x],
                    help="comma-separated item ids to rank instead of the unseen items")
     p.add_argument("--before", choices=("valid_full", "test"), help="recommend as of the start of this split (its "
-                   "history and seen items from the splits before it), e.g. to compare with what the user liked in test")
+                   "history and seen items from the splits before it), e.g. to compare with what the user liked in "
+                   "test")
     p.add_argument("--options", nargs="+", default=[], help="key=value overrides of the run's config")
     args = p.parse_args(argv)
     from minigpt4.config import ConfigError
@@ -32,8 +33,17 @@ def main(argv=None):
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"user {args.user}: top {len(top)} of {args.run}" + (f" as of {args.before}" if args.before else ""))
+    print(f"user {args.user}: top {len(top)} of {args.run}" + (f" as of the start of {args.before}" if args.before
+                                                                   else ""))
     print(top.to_string(index=False, formatters={"score": "{:.4f}".format}))
+    if args.before:  # what the user went on to like, to compare with
+        rows = rec.frames[args.before]
+        liked = rows[(rows["uid"] == args.user) & (rows["label"] == 1)]
+        hits = int(top["iid"].isin(liked["iid"]).sum())
+        shown = "; ".join(liked["title"].astype(str).str.strip().head(10))
+        print(f"liked next ({args.before}, {len(liked)} items{', first 10' if len(liked) > 10 else ''}): "
+              f"{shown or 'nothing'}")
+        print(f"{hits} of the top {len(top)} are among them")
     return top
 
 

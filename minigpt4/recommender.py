@@ -202,15 +202,19 @@ class Recommender(Ranking):
         scorer = Scorer(self.model, {split.name: split}, self.device, self.precision, self.cfg.run.batch_size_eval)
         return scorer.score_shared(split.name, groups)[0]
 
+    @cached_property
+    def pool_encoder(self):
+        """The run's stage-0 encoder (model.rec_config.pretrained_path) as an EncoderRecommender, or None."""
+        path = self.cfg.model.rec_config.pretrained_path
+        return EncoderRecommender.from_config(self.cfg, path) if is_set(path) else None
+
     def pool_candidates(self, row, unseen, pool):
         """The `pool` unseen items the run's stage-0 encoder (model.rec_config.pretrained_path: BinLLM's BinMF,
         CoLLM's MF, ...) scores highest; every unseen item when the run has none (TALLRec, ICL)."""
-        path = self.cfg.model.rec_config.pretrained_path
-        if not is_set(path) or len(unseen) <= pool:
+        if self.pool_encoder is None or len(unseen) <= pool:
             return unseen
-        encoder = EncoderRecommender.from_config(self.cfg, path)
         rows, groups = candidate_rows(row, [unseen], self.catalogue)
-        scores = encoder.score_groups(rows, groups)
+        scores = self.pool_encoder.score_groups(rows, groups)
         return unseen[np.lexsort((unseen, -scores))[:pool]]
 
     def score(self, rows, batch_size=None):

@@ -11,18 +11,22 @@ The prefix stops:
   always do, and so do user slots when the encoder's user vector reads the target item (DIN). `shared_slots`
   names the slot ids that are the same for every candidate of a user.
 
-A group larger than the batch is cut into pieces, each with the group's prefix (computed once per piece).
+A batch holds about the tokens `batch_size` whole prompts would (run.batch_size_eval, the pointwise batch): a prefix
+and K suffixes cost P + K.S, so a batch holds several users' candidates, and each forward does as much work as a
+pointwise one. A group larger than that is cut into pieces, each with the group's prefix (run once per piece).
 
 Suffixes differ in length (titles, codes), and padding them all to a batch's longest wasted about a third of the
-suffix tokens on ML-100K's text-only prompts. A batch's candidates are therefore sorted by suffix length and cut
-into runs (`suffix_runs`) whose padding stays under `SUFFIX_WASTE`; the model runs one suffix pass per run over the
-same prefix keys and values.
+suffix tokens on ML-100K's text-only prompts (results/speed/ranking.md). A batch's candidates
+are therefore sorted by suffix length and cut into runs (`suffix_runs`) whose padding stays under `SUFFIX_WASTE`;
+the model runs one suffix pass per run over the same prefix keys and values.
 """
 
 import numpy as np
 import torch
 
-SUFFIX_WASTE = 0.1  # a run of suffixes is closed before its padding exceeds this share of its real tokens
+# A run of suffixes is closed before its padding exceeds this share of its real tokens: more, shorter passes cost
+# less than padding on a CPU (results/speed/ranking.md compares allowances from 5% to one pass).
+SUFFIX_WASTE = 0.05
 
 
 def common_prefix(seqs, shared_slots=()):
@@ -68,7 +72,8 @@ def _pad(rows, pad_id, left):
 
 class SharedPrefixBatches:
     """`split`: a TokenizedSplit; `groups`: arrays of row positions, each one user's candidates (their prompts share
-    a prefix). Iterating `batches(batch_size)` yields (positions, batch): at most `batch_size` candidate rows."""
+    a prefix). `batches(batch_size)` yields (positions, batch), each batch about the tokens of `batch_size` whole
+    prompts."""
 
     def __init__(self, split, groups, shared_slots=()):
         self.split = split
@@ -83,20 +88,35 @@ class SharedPrefixBatches:
         shared = sum(int(lengths[g].sum()) - (len(g) - 1) * int(p) for g, p in zip(self.groups, self.prefix_len))
         return shared, pointwise
 
+    def budget(self, batch_size):
+        """Tokens a batch may run: those of `batch_size` whole prompts of these groups (their mean length)."""
+        lengths = self.split.lengths[np.concatenate(self.groups)] if self.groups else np.ones(1)
+        return batch_size * float(np.mean(lengths))
+
     def pieces(self, batch_size):
-        """(group index, row positions) with at most batch_size rows each, in group order."""
+        """(group index, row positions, tokens): a group whole, or cut into pieces of at most a batch's tokens (one
+        row at least), in group order."""
+        budget, lengths = self.budget(batch_size), self.split.lengths
         for n, g in enumerate(self.groups):
-            for start in range(0, len(g), batch_size):
-                yield n, g[start:start + batch_size]
+            p = int(self.prefix_len[n])
+            start, cost = 0, p
+            for i in range(len(g)):
+                step = int(lengths[g[i]]) - p
+                if i > start and cost + step > budget:
+                    yield n, g[start:i], cost
+                    start, cost = i, p
+                cost += step
+            yield n, g[start:], cost
 
     def batches(self, batch_size):
-        chunk, rows = [], 0
-        for n, piece in self.pieces(batch_size):
-            if rows + len(piece) > batch_size and chunk:
+        chunk, tokens = [], 0
+        budget = self.budget(batch_size)
+        for n, piece, cost in self.pieces(batch_size):
+            if chunk and tokens + cost > budget:
                 yield self._batch(chunk)
-                chunk, rows = [], 0
+                chunk, tokens = [], 0
             chunk.append((n, piece))
-            rows += len(piece)
+            tokens += cost
         if chunk:
             yield self._batch(chunk)
 

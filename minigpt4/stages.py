@@ -67,8 +67,7 @@ STAGES = {s.name: s for s in (
     # a finished run of any method (run.rank_run) ranks each drawn test positive among sampled negatives
     Stage("ranking", recipe="minigpt4.recipes.rank", scripts=("rank.py",), label="rank", title="ranking",
           llm=False, trains=False, resumes=False, splits=("train", "valid_full", "test"),
-          checks=("names", "dataset", "run_dir", "ranked_run"), key_groups=("ranking",), protocol="llm",
-          protocol_keys=()),
+          checks=("names", "dataset", "run_dir", "ranked_run"), key_groups=("rank",), protocol="ranking"),
 )}
 NAMES = tuple(STAGES)
 SCORING = STAGES["eval"]  # the stage that scores a checkpoint and trains nothing: Recommender.from_run builds as it

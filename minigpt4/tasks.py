@@ -34,8 +34,9 @@ class RecTask:
         """The rows of `split` an LLM run uses (run.max_train_rows / max_eval_rows: the same rows in every run of
         one run.sample_seed, which defaults to run.seed)."""
         run = self.cfg.run
-        limit = run.max_train_rows if split == "train" else run.max_eval_rows
-        return sample_split(self.rows, split, limit, run.seed if run.sample_seed < 0 else run.sample_seed)
+        limit, per_user = (run.max_train_rows, 0) if split == "train" else (run.max_eval_rows,
+                                                                            run.max_eval_rows_per_user)
+        return sample_split(self.rows, split, limit, run.seed if run.sample_seed < 0 else run.sample_seed, per_user)
 
     def tokenize(self, rows, name, tokenizer, prompt, codes, history_len=0, mode=None):
         """`rows` as prompts in a TokenizedSplit called `name`.

@@ -73,3 +73,27 @@ def test_benchmark_writes_its_report(tiny_llama, synthetic_dir, tmp_path):
     assert set(report["matmul_flops"]) == {"fp32", "bf16"}
     assert set(report["profile"]) == {"fp32", "bf16"} and (tmp_path / "profile_bf16.txt").is_file()
     assert 0 < sum(op["share"] for op in report["profile"]["fp32"]) <= 1
+
+
+def test_ranking_benchmark_reports_the_token_bound_and_equal_scores(tiny_llama, synthetic_dir, tmp_path):
+    """`benchmark.py --ranking`: shared-prefix against pointwise scoring of the same candidate prompts; the bound is
+    the prompts' own K(P+S) / (P+KS) and the two paths give the same scores."""
+    out = tmp_path / "ranking.json"
+    report = benchmark.run(benchmark.parse(["--ranking", "--llama", str(tiny_llama), "--rank-data", str(synthetic_dir),
+                                            "--rank-users", "3", "--rank-k", "6", "--rank-batch", "8",
+                                            "--rank-sweep", "2,4", "--rank-reps", "2", "--out", str(out)]))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    r = report["ranking"]
+    assert r["users"] == 3 and r["k"] == 6 and r["precision"] == "fp32"
+    for kind in ("binllm", "text_only"):
+        m = r[kind]
+        k, p, s = 6, m["P"], m["S"]
+        assert m["token_bound"] == pytest.approx(k * (p + s) / (p + k * s), rel=1e-9)
+        assert m["shared_tokens"] < m["pointwise_tokens"] and m["max_abs_score_diff"] < 1e-4
+        assert m["share_of_bound"] == pytest.approx(m["speedup"] / m["token_bound"])
+        assert sorted(m["pointwise"]) == sorted(m["shared"]) == ["2", "4", "8"]
+        assert all(len(v["samples_per_s_each"]) == 2 for v in m["pointwise"].values())
+        best = max(v["samples_per_s"] for v in m["pointwise"].values())
+        best_shared = max(v["samples_per_s"] for v in m["shared"].values())
+        assert m["best_over_best"] == pytest.approx(best_shared / best)
+        assert m["shared_samples_per_s"] == m["shared"]["8"]["samples_per_s"]

@@ -111,3 +111,38 @@ def test_catalogue_from_frames_without_histories():
                                      "his": [[0], [0]], "his_title": [[""], [""]]})}
     cat = item_catalogue(frames)
     assert cat.to_dict("list") == {"iid": [3, 4], "title": ["A", "B"]}
+
+
+def test_ranking_candidates_draw_users_positives_and_unseen_negatives(frames):
+    from minigpt4.data.catalogue import ranking_candidates
+
+    sets = ranking_candidates(frames, negatives=4, seed=3, users=5, positives=2)
+    test = frames["test"]
+    assert sets["uid"].nunique() == 5 and sets.groupby("uid").size().max() <= 2
+    assert (test.loc[sets["row"], "label"] == 1).all() and (test.loc[sets["row"], "iid"].to_numpy()
+                                                              == sets["positive"].to_numpy()).all()
+    seen = interacted(frames)
+    for uid, negs in zip(sets["uid"], sets["negatives"]):
+        assert len(set(negs)) == 4 and not set(negs) & set(seen[uid].tolist())
+    assert sets.equals(ranking_candidates(frames, negatives=4, seed=3, users=5, positives=2))
+    assert not sets.equals(ranking_candidates(frames, negatives=4, seed=4, users=5, positives=2))
+    every = ranking_candidates(frames, negatives=4, seed=3)
+    assert len(every) == int((test["label"] == 1).sum()) and every.attrs["left_out_users"] == []
+    with pytest.raises(DataError, match="users = -1"):
+        ranking_candidates(frames, users=-1)
+
+
+def test_a_user_who_saw_almost_every_item_is_left_out_and_named(frames):
+    """Fewer unseen items than negatives: the user cannot be ranked so; they are left out before the draw."""
+    from minigpt4.data.catalogue import ranking_candidates
+
+    items = item_catalogue(frames)["iid"].to_numpy()
+    test = frames["test"]
+    uid = int(test.loc[test["label"] == 1, "uid"].iloc[0])
+    extra = pd.DataFrame({"uid": uid, "iid": items[:-2], "label": 0, "title": "x", "his": [[0]] * (len(items) - 2),
+                          "his_title": [[""]] * (len(items) - 2)})
+    titles = dict(zip(item_catalogue(frames)["iid"], item_catalogue(frames)["title"]))
+    extra["title"] = [titles[int(i)] for i in extra["iid"]]
+    crowded = {**frames, "train": pd.concat([frames["train"], extra], ignore_index=True)}
+    sets = ranking_candidates(crowded, negatives=3, seed=0)
+    assert sets.attrs["left_out_users"] == [uid] and uid not in set(sets["uid"])

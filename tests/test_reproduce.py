@@ -11,7 +11,7 @@ import pytest
 
 from minigpt4 import cli, stages
 from minigpt4.config import REPO_ROOT, load_config
-from minigpt4.experiments.definitions import PAPER, STEPS, ReproduceError
+from minigpt4.experiments.definitions import ALL_STEPS, PAPER, RANKING_STEPS, STEPS, ReproduceError
 from minigpt4.experiments.plan import plan
 from minigpt4.experiments.report import redraw_spreads, report_markdown, write_report
 from minigpt4.experiments.reproduce import main, parse_args
@@ -427,10 +427,10 @@ def test_ml100k_plan_runs_every_step_from_its_own_configs(tmp_path):
     """ML-100K: every step of the plan, each from train_configs/ml100k_<method>.yaml, on its own data and runs."""
     for budget in ("smoke", "cpu", "full"):
         steps, runs, data = plan("ml-100k", budget, tmp_path)
-        assert [s.name for s in steps] == list(STEPS), budget
+        assert [s.name for s in steps] == list(ALL_STEPS), budget
         assert runs == tmp_path / "ml-100k" / budget / "runs" and data == REPO_ROOT / "data" / "ml-100k"
         for s in steps:
-            assert s.config == str(REPO_ROOT / "train_configs" / f"ml100k_{STEPS[s.name].method}.yaml"), s.name
+            assert s.config == str(REPO_ROOT / "train_configs" / f"ml100k_{ALL_STEPS[s.name].method}.yaml"), s.name
             assert f"datasets.movie_ood.path={data}" in s.overrides and f"run.output_dir={runs}" in s.overrides
             cfg = load_config(s.config, s.overrides)
             assert cfg.run.output_dir == str(runs)
@@ -658,3 +658,150 @@ def test_a_key_the_schema_gained_after_a_run_at_its_default_is_no_change(tmp_pat
     assert config_changes(step, then) == {}
     init_lr = then["run"].pop("init_lr")  # absent then, but the config sets it away from the schema's 1e-4
     assert init_lr != 1e-4 and config_changes(step, then) == {"run.init_lr": (None, init_lr)}
+
+
+# ------------------------------------------------------------------------------------------------------- ranking
+RANKED = "rank_binmf,rank_tallrec"
+
+
+def test_ranking_steps_rank_every_method_row_after_it(tmp_path, monkeypatch):
+    """steps.yaml ranking_steps: a step `rank_<step>` per method row of the report (not the code-length variants nor
+    CTRL's alignment), after every other step, wired to the run it ranks; --only rank_<step> brings that step."""
+    from minigpt4.experiments import definitions
+    from minigpt4.experiments.definitions import STEP_LABEL
+    from minigpt4.experiments.plan import estimate_minutes
+
+    ranked = [spec.ranks for spec in RANKING_STEPS.values()]
+    assert set(ranked) <= set(STEPS) and list(RANKING_STEPS) == [f"rank_{s}" for s in ranked]
+    rows = {s for s in STEP_LABEL if s is not None}
+    assert set(ranked) == rows - {"binmf16", "binmf64", "binllm16", "binllm64"} and "ctrl_align" not in ranked
+    assert {spec.stage for spec in RANKING_STEPS.values()} == {"ranking"}
+    assert not set(RANKING_STEPS) & set(STEPS)  # report.md's steps stay as they were
+    steps, runs, _ = plan("ml-1m", "cpu", tmp_path, data=tmp_path, options=["run.batch_size_eval=64"])
+    order = [s.name for s in steps]
+    assert order == list(STEPS) + list(RANKING_STEPS)
+    for step in steps[len(STEPS):]:
+        assert step.depends == [step.ranks] and step.config == str(REPO_ROOT / "train_configs" / "ml1m_rank.yaml")
+        cfg = load_config(step.config, step.overrides)
+        assert cfg.run.rank_run == str(runs / step.ranks) and cfg.run.job_id == step.name
+        assert cfg.run.output_dir == str(runs) and cfg.run.device == "cpu" and cfg.run.batch_size_eval == 64
+        assert step.overrides[-1] == "run.batch_size_eval=64" and step.machine_keys == ("run.batch_size_eval",)
+        # an LLM ranks 200 users x 1 positive x 20 candidates at the scoring speed; an encoder in a minute
+        llm = stages.get(STEPS[step.ranks].stage).llm
+        assert estimate_minutes(step, "ml-1m") == (pytest.approx(4000 / (3.5 * 2.9) / 60) if llm else 1), step.name
+    only, _, _ = plan("ml-1m", "smoke", tmp_path, data=tmp_path, only=["rank_binllm"])
+    assert [s.name for s in only] == ["binmf", "tallrec", "binllm", "rank_binllm"]
+    # a name that is not a step is named with its file
+    for name in ("steps.yaml", "budgets.yaml", "paper_results.yaml", "tables.yaml"):
+        (tmp_path / name).write_text((definitions.HERE / name).read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(definitions, "HERE", tmp_path)
+    text = (tmp_path / "steps.yaml").read_text(encoding="utf-8")
+    (tmp_path / "steps.yaml").write_text(text.replace("ranking_steps: [binmf,", "ranking_steps: [binmff,"),
+                                         encoding="utf-8")
+    with pytest.raises(ReproduceError, match=r"steps.yaml: ranking_steps: 'binmff' is not a step"):
+        definitions._load_steps()
+
+
+@pytest.fixture(scope="module")
+def ranked(tiny_llama, synthetic_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranking")
+    calls = []
+    real = cli.main
+
+    def counted(stage, description, argv=None):
+        calls.append((stage, argv))
+        return real(stage, description, argv)
+
+    cli.main = counted
+    try:
+        done = main(_argv(out, tiny_llama, synthetic_dir, only=RANKED))
+    finally:
+        cli.main = real
+    return {"out": out, "done": done, "calls": calls, "folder": out / "ml-1m" / "smoke", "llama": tiny_llama,
+            "data": synthetic_dir}
+
+
+def _ranking_row(text, label, step):
+    return next(line for line in text.splitlines() if line.startswith(f"| {label} | {step} | "))
+
+
+def _shows(text, label, step, m):
+    """ranking.md's row of `step` holds m's users, positives and every metric with its sd, as rank.py wrote them."""
+    row = _ranking_row(text, label, step)
+    cells = [f"{m['users']}", f"{m['positives']}"] + [
+        f"{m['metrics'][k]:.4f} ± {m['sd_over_user_redraws'][k]:.4f}"
+        for k in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr")]
+    assert row == "| " + " | ".join([label, step, *cells]) + " |"
+
+
+def test_ranking_steps_run_after_what_they_rank_on_the_same_candidates(ranked, monkeypatch):
+    assert ranked["done"] == {"binmf": "ran", "tallrec": "ran", "rank_binmf": "ran", "rank_tallrec": "ran"}
+    runs = ranked["folder"] / "runs"
+    order = [argv[argv.index("--options") + 1:] for _, argv in ranked["calls"]]
+    jobs = [next(o for o in opts if o.startswith("run.job_id=")).split("=")[1] for opts in order]
+    assert jobs.index("rank_binmf") > jobs.index("binmf") and jobs.index("rank_tallrec") > jobs.index("tallrec")
+    assert [stage for stage, _ in ranked["calls"]][-2:] == ["ranking", "ranking"]
+    assert f"run.rank_run={runs / 'tallrec'}" in order[jobs.index("rank_tallrec")]
+    metrics = {s: json.loads((runs / f"rank_{s}" / "metrics.json").read_text()) for s in ("binmf", "tallrec")}
+    assert metrics["binmf"]["candidates"] == metrics["tallrec"]["candidates"] == str(runs / "ranking_candidates.json")
+    assert metrics["binmf"]["settings"] == metrics["tallrec"]["settings"]
+    assert metrics["tallrec"]["ranked_run"] == str(runs / "tallrec")
+    assert (metrics["binmf"]["users"], metrics["binmf"]["negatives"]) == (20, 9)  # the smoke budget's
+    text = (ranked["folder"] / "ranking.md").read_text(encoding="utf-8")
+    _shows(text, "BinMF", "binmf", metrics["binmf"])
+    _shows(text, "TALLRec", "tallrec", metrics["tallrec"])
+    assert _ranking_row(text, "MF", "mf").startswith("| MF | mf | not run yet |")
+    assert "Every row ranks the same candidates" in text and "did NOT rank the same candidates" not in text
+    assert "HR@10 = 10/(1+N) = 1.0000" in text and "seed 0" in text and "never interacted with" in text
+    assert "ties count against the positive" in text and "Ranking steps finished: 2 of 18." in text
+    assert "Code of the runs" in text and "rank_binmf, rank_tallrec" in text.split("Code of the runs")[1]
+    report = (ranked["folder"] / "report.md").read_text(encoding="utf-8")  # report.md leaves the ranking steps out
+    assert "rank_" not in report and "Steps finished: 2 of 23" in report
+    # a second invocation reuses every run, the ranking steps' too
+    calls = _counting(monkeypatch)
+    done = main(_argv(ranked["out"], ranked["llama"], ranked["data"], only=RANKED))
+    assert calls == [] and set(done.values()) == {"reused"}
+    assert (ranked["folder"] / "ranking.md").read_text(encoding="utf-8") == text
+
+
+def test_ranking_rows_live_on_in_their_records_and_rerun_when_their_settings_change(ranked, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import shutil
+
+    from minigpt4.experiments import records
+    from minigpt4.experiments.definitions import BUDGETS
+
+    folder, runs = ranked["folder"], ranked["folder"] / "runs"
+    text = (folder / "ranking.md").read_text(encoding="utf-8")
+    for step in ("binmf", "tallrec"):
+        record = json.loads((folder / "steps" / f"rank_{step}.json").read_text(encoding="utf-8"))
+        assert record["metrics"] == json.loads((runs / f"rank_{step}" / "metrics.json").read_text(encoding="utf-8"))
+        ranked_metrics = json.loads((runs / step / "metrics.json").read_text(encoding="utf-8"))
+        assert record["reads"] == {step: records.test_key(ranked_metrics)} and record["redraw_sd"] is None
+        assert record["environment"]["git_commit"] and record["config"]["run"]["job_id"] == f"rank_{step}"
+    assert set(records.load(runs)) == {"binmf", "tallrec", "rank_binmf", "rank_tallrec"}
+    # another machine: the records, no runs/; the report written from them alone shows the same rows
+    other = tmp_path / "clone" / "ml-1m" / "smoke"
+    other.mkdir(parents=True)
+    shutil.copytree(folder / "steps", other / "steps")
+    argv = _argv(tmp_path / "clone", ranked["llama"], ranked["data"], only=RANKED)
+    assert main(argv + ["--report"]) == {}
+    again = (other / "ranking.md").read_text(encoding="utf-8")
+    assert "Rows known from their records only (`steps/<step>.json`): rank_binmf, rank_tallrec." in again
+    for label, step in (("BinMF", "binmf"), ("TALLRec", "tallrec")):
+        assert _ranking_row(again, label, step) == _ranking_row(text, label, step)
+    calls = _counting(monkeypatch)
+    assert main(argv) == {s: "recorded" for s in ("binmf", "tallrec", "rank_binmf", "rank_tallrec")}
+    assert calls == []
+    # the budget ranks other candidates now: both ranking steps run again on new candidates, what they rank is reused
+    monkeypatch.setitem(BUDGETS["smoke"], "ranking", [*BUDGETS["smoke"]["ranking"], "run.rank_negatives=8"])
+    capsys.readouterr()
+    done = main(_argv(ranked["out"], ranked["llama"], ranked["data"], only=RANKED))
+    assert done == {"binmf": "reused", "tallrec": "reused", "rank_binmf": "ran", "rank_tallrec": "ran"}
+    out = capsys.readouterr().out
+    assert "run.rank_negatives: 9 -> 8" in out and "holds candidates drawn with other settings" in out
+    assert (runs / "rank_binmf.stale-1" / "metrics.json").is_file()
+    assert (runs / "ranking_candidates.json.stale-1").is_file()
+    metrics = json.loads((runs / "rank_tallrec" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["negatives"] == 8
+    _shows((folder / "ranking.md").read_text(encoding="utf-8"), "TALLRec", "tallrec", metrics)

@@ -55,6 +55,7 @@ def shared(rec, split, groups, batch_size):
             runs = max(runs, len(batch["runs"]) - 1)
             out[pos] = rec.forward_shared(**batch).numpy()
     batches.most_runs = runs
+    batches.split_groups = len(list(batches.pieces(batch_size))) > len(batches.groups)
     return out, batches
 
 
@@ -67,18 +68,41 @@ def test_common_prefix_stops_before_the_shortest_end_and_unshared_slots():
     assert common_prefix([[1, -2, 5], [1, -2, 6]], shared_slots=(-1,)) == 1  # an item slot never is
 
 
+def test_a_batch_holds_the_tokens_of_batch_size_prompts():
+    from types import SimpleNamespace
+
+    lengths = np.array([100, 102, 101, 103] * 3)  # 3 users x 4 candidates, prefix 95: suffixes of 5-8 tokens
+    ids = [list(range(95)) + [1000 + i] * (n - 95) for i, n in enumerate(lengths)]
+    n = len(lengths)
+    split = SimpleNamespace(input_ids=ids, lengths=lengths, pad_id=0, labels=np.zeros(n, int), uids=np.zeros(n, int),
+                            iids=np.arange(n), his=None)
+    batches = SharedPrefixBatches(split, [np.arange(4), np.arange(4, 8), np.arange(8, 12)])
+    assert batches.prefix_len.tolist() == [95, 95, 95]
+    assert batches.budget(2) == pytest.approx(2 * lengths.mean())
+    # a group costs 95 + 5 + 7 + 6 + 8 = 121 tokens: whole within the tokens of 2 prompts (203)
+    assert [len(p) for _, p, _ in batches.pieces(2)] == [4, 4, 4]
+    assert [c for *_, c in batches.pieces(2)] == [121, 121, 121]
+    assert [len(pos) for pos, _ in batches.batches(2)] == [4, 4, 4]  # 242 > 203: a group a batch
+    assert [len(pos) for pos, _ in batches.batches(3)] == [8, 4]  # 242 <= 304.5: two groups a batch
+    cut = [len(p) for _, p, _ in batches.pieces(1)]  # 121 > 101.5: each group in pieces, each with its prefix
+    assert sum(cut) == 12 and len(cut) > 3
+
+
 def test_suffix_runs_bound_the_padding():
     assert suffix_runs([5, 5, 5, 5]) == [0, 4]
     assert suffix_runs([2, 2, 10]) == [0, 2, 3]
     lengths = [3, 4, 4, 5, 9, 9, 10, 20]
-    bounds = suffix_runs(lengths)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        part = lengths[a:b]
-        assert max(part) * len(part) <= 1.1 * sum(part)
+    for waste in (0.05, 0.1, 0.5):
+        bounds = suffix_runs(lengths, waste)
+        assert bounds[0] == 0 and bounds[-1] == len(lengths)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            part = lengths[a:b]
+            assert max(part) * len(part) <= (1 + waste) * sum(part)
+    assert len(suffix_runs(lengths, 10.0)) == 2  # a large allowance: one pass
 
 
 @pytest.mark.parametrize("lora", [False, True])
-@pytest.mark.parametrize("batch_size", [64, 4])  # 4 < 6 candidates: a user's candidates span batches
+@pytest.mark.parametrize("batch_size", [64, 1])  # the tokens of 1 prompt: a user's candidates span batches
 def test_text_prompts_score_as_pointwise(tmp_path, tiny_llama, lora, batch_size):
     rec = make_recommender(tmp_path, tiny_llama, perturb_seed=1 if lora else None)
     if not lora:
@@ -90,7 +114,9 @@ def test_text_prompts_score_as_pointwise(tmp_path, tiny_llama, lora, batch_size)
     got, batches = shared(rec, split, groups_of(rows), batch_size)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert len(np.unique(np.round(want, 3))) > len(want) // 2  # the prompts really score differently
-    assert batches.most_runs > 1  # suffixes of several lengths: several suffix passes over one prefix
+    if batch_size > 1:  # whole groups a batch: suffixes of several lengths, several passes over one prefix
+        assert batches.most_runs > 1
+    assert batches.split_groups == (batch_size == 1)
     ran, full = batches.token_counts()
     assert ran < full and (batches.prefix_len > 10).all()
 
@@ -103,8 +129,9 @@ def test_code_prompts_score_as_pointwise(tmp_path, tiny_llama):
     split = TokenizedSplit(rec.tokenizer, build_prompts(rows, load_prompt("prompts/collm_movie.txt"), table), rows,
                            10**4)
     want = pointwise(rec, split)
-    got, _ = shared(rec, split, groups_of(rows), 3)
+    got, batches = shared(rec, split, groups_of(rows), 1)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert batches.split_groups
 
 
 @pytest.mark.parametrize("rec_model,shares_user_slot", [("MF", True), ("DIN", False)])
@@ -116,7 +143,8 @@ def test_slot_prompts_score_as_pointwise(tmp_path, tiny_llama, rec_model, shares
     prompts = build_prompts(rows, load_prompt("prompts/collm_movie.txt"), None, True)
     split = TokenizedSplit(rec.tokenizer, prompts, rows, 10**4, slot_tokens=2, history_len=4)
     want = pointwise(rec, split)
-    got, batches = shared(rec, split, groups_of(rows), 4)
+    got, batches = shared(rec, split, groups_of(rows), 1)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert batches.split_groups
     user_slot = [int(np.flatnonzero(np.asarray(split.input_ids[g[0]]) == -1)[0]) for g in batches.groups]
     assert ((batches.prefix_len > user_slot) == shares_user_slot).all()

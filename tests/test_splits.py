@@ -103,6 +103,19 @@ def test_subsample_is_fixed_and_ordered():
     assert subsample(df, 0, 1) is df and subsample(df, 500, 1) is df
 
 
+def test_subsample_with_a_per_user_cap_spans_more_users():
+    """run.max_eval_rows_per_user: the same number of rows from more users, each user's rows a seeded draw."""
+    df = pd.DataFrame({"uid": np.repeat(np.arange(1, 41), 20), "x": range(800)})
+    whole = subsample(df, 80, seed=3)
+    capped = subsample(df, 80, seed=3, per_user=4)
+    assert len(whole) == len(capped) == 80
+    assert whole["uid"].nunique() == 4 and capped["uid"].nunique() == 20
+    assert capped.groupby("uid").size().max() == 4 and capped.index.is_monotonic_increasing
+    assert capped.equals(subsample(df, 80, seed=3, per_user=4))
+    assert not capped.equals(subsample(df, 80, seed=4, per_user=4))
+    assert len(subsample(df, 500, seed=3, per_user=2)) == 80  # fewer capped rows than asked: all of them
+
+
 # ------------------------------------------------------------------------------------------------ ML-1M
 @pytest.fixture(scope="module")
 def ml1m(ml1m_dir, tmp_path_factory):

@@ -58,7 +58,7 @@ def test_help_config_lists_the_keys_of_each_stage(name, capsys):
 def test_the_protocol_and_the_experiment_layer_know_each_stage(name):
     stage = stages.get(name)
     assert stage.protocol in protocol.SECTIONS
-    methods = [s.method for s in definitions.STEPS.values() if s.stage == name]
+    methods = [s.method for s in definitions.ALL_STEPS.values() if s.stage == name]
     assert methods, f"steps.yaml has no step of stage {name}"
     for dataset in protocol.load():
         got = protocol.settings(dataset, name, methods[0])

@@ -282,12 +282,13 @@ def _check_values(cfg):
                 "model.max_txt_len": model.max_txt_len, "model.proj_token_num": model.proj_token_num,
                 "model.proj_mid_times": model.proj_mid_times, "model.ctrl.tau": model.ctrl.tau,
                 "model.ctrl.proj_dim": model.ctrl.proj_dim, "model.ctrl.subspaces": model.ctrl.subspaces,
-                "model.ctrl.sub_dim": model.ctrl.sub_dim}
+                "model.ctrl.sub_dim": model.ctrl.sub_dim, "run.rank_negatives": run.rank_negatives}
     for where, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{where} must be > 0, got {value}")
     for name in ("init_lr", "min_lr", "warmup_lr", "weight_decay", "patience", "warmup_steps", "max_train_rows",
-                 "max_eval_rows", "global_batch_size", "length_buckets", "save_every_steps"):
+                 "max_eval_rows", "max_eval_rows_per_user", "global_batch_size", "length_buckets", "save_every_steps",
+                 "rank_users", "rank_positives", "rank_seed"):
         if run[name] < 0:
             raise ConfigError(f"run.{name} must be >= 0, got {run[name]}")
     if rc.code_mode == "ipv4" and rc.embedding_size % 8:

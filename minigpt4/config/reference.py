@@ -21,15 +21,15 @@ _LLM_TRAINING = ["runner", "lr_sched", "min_lr", "warmup_lr", "warmup_steps", "b
 KEY_GROUPS = {
     "llm_model": [f"model.{k}" for k in _LLM_MODEL],
     "llm_scoring": [f"run.{k}" for k in ("mode", "batch_size_eval", "dtype", "amp", "compile", "tf32", "test_splits",
-                                         "max_eval_rows")],
+                                         "max_eval_rows", "max_eval_rows_per_user")],
     "llm_training": [f"run.{k}" for k in _LLM_TRAINING],
     "training": [f"run.{k}" for k in ("init_lr", "weight_decay", "max_epoch", "batch_size_train", "patience")],
     # CTRL's alignment: its heads, and the backbone and prompt that write its text view
     "ctrl": ["model.ctrl", "model.llama_model", "model.prompt_path", "model.prompt_template", "run.batch_size_eval",
              "run.dtype", "run.amp", "run.max_train_rows", "run.resume_ckpt_path"],
     # rank.py: the candidates, and the scoring keys of an LLM run it ranks
-    "ranking": [f"run.{k}" for k in ("rank_run", "rank_users", "rank_positives", "rank_negatives", "rank_seed", "rank_candidates",
-                                     "batch_size_eval", "dtype", "amp", "max_eval_rows")],
+    "rank": [f"run.{k}" for k in ("rank_run", "rank_users", "rank_positives", "rank_negatives", "rank_seed",
+                                  "rank_candidates", "batch_size_eval", "dtype")],
     "upstream_unused": ["model.model_type", "model.end_sym", "model.proj_drop", "model.rec_config.use_hash",
                         "model.rec_config.A_n_fold", "model.rec_config.A_split", "model.rec_config.pretrain",
                         "model.rec_config.l2_emb", "datasets.<name>.data_type", "run.num_workers", "run.world_size",

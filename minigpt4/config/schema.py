@@ -316,6 +316,9 @@ class RunConfig:
         "Score a fixed random subsample of about this many rows of each valid/test split, drawn as whole users so UAUC "
         "stays meaningful (0 = all). test_warm / test_cold take the warm / cold rows of test's sample, so the three "
         "describe the same users and cost one scoring pass.")
+    max_eval_rows_per_user: int = _key(
+        0, "With run.max_eval_rows: keep at most this many random rows of each user before drawing whole users, so "
+        "the sample spans more users (0 = all of a user's rows). The demo's 200 rows: 4 a user.")
     sample_seed: int = _key(
         -1, "Seed of the max_train_rows / max_eval_rows subsamples; -1 = run.seed. Fix it to vary run.seed (weights, "
         "batch order) over the same rows, so runs of a seed study pair row by row.")

@@ -112,7 +112,9 @@ def ranking_candidates(frames, negatives=19, seed=0, users=0, positives=0):
     """What every method ranks: `users` test users with a positive test row drawn with `seed` (0: all of them), up
     to `positives` of each one's positive test rows drawn with `seed` (0: all), and for each such row `negatives`
     items the user never interacted with in any split, drawn uniformly with `seed` (`sample_negatives`). A
-    DataFrame (row: the test row's index, uid, positive, negatives: a list), in test-row order."""
+    DataFrame (row: the test row's index, uid, positive, negatives: a list), in test-row order. Users who
+    interacted with all but fewer than `negatives` items cannot be ranked so and are left out before the draw;
+    `.attrs["left_out_users"]` lists them."""
     import pandas as pd
 
     for name, value in (("users", users), ("positives", positives)):
@@ -120,7 +122,11 @@ def ranking_candidates(frames, negatives=19, seed=0, users=0, positives=0):
             raise DataError(f"{name} = {value!r}: ask for a number >= 1, or 0 for all")
     test = frames["test"]
     chosen = test[test["label"].to_numpy() == 1]
+    items = item_catalogue(frames)["iid"].to_numpy()
+    seen = interacted(frames)
     uids = np.unique(chosen["uid"].to_numpy())
+    few = [int(u) for u in uids if len(items) - len(seen.get(int(u), ())) < negatives]
+    uids = np.setdiff1d(uids, few)
     if users and users < len(uids):
         uids = np.sort(np.random.default_rng([seed, 0]).choice(uids, size=users, replace=False))
     chosen = chosen[np.isin(chosen["uid"].to_numpy(), uids)]
@@ -129,8 +135,9 @@ def ranking_candidates(frames, negatives=19, seed=0, users=0, positives=0):
         keep = [np.sort(rng.choice(idx, size=min(positives, len(idx)), replace=False))
                 for _, idx in sorted(chosen.groupby("uid").indices.items())]
         chosen = chosen.iloc[np.sort(np.concatenate(keep))] if keep else chosen
-    drawn = sample_negatives(chosen["uid"].to_numpy(), item_catalogue(frames)["iid"].to_numpy(),
-                             interacted(frames), negatives, [seed, 1])
-    return pd.DataFrame({"row": chosen.index.to_numpy(), "uid": chosen["uid"].to_numpy().astype(np.int64),
+    drawn = sample_negatives(chosen["uid"].to_numpy(), items, seen, negatives, [seed, 1])
+    sets = pd.DataFrame({"row": chosen.index.to_numpy(), "uid": chosen["uid"].to_numpy().astype(np.int64),
                          "positive": chosen["iid"].to_numpy().astype(np.int64),
                          "negatives": [list(map(int, r)) for r in drawn]})
+    sets.attrs["left_out_users"] = few
+    return sets

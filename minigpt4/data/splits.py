@@ -218,14 +218,22 @@ def warm_cold_rules(cfg):
     return registry.get("dataset", name).resolve_rules(cfg.run.warm_rule, cfg.run.cold_rule)
 
 
-def subsample(df, n, seed):
+def subsample(df, n, seed, per_user=0):
     """A fixed random subsample of about n rows that keeps whole users (all rows when n is 0 or >= len).
 
     Users are drawn in a random order until n rows are reached (the last user is cut to fit), so the sample's
     UAUC is measured over users with all their rows, not over the one or two rows a row sample leaves each user.
-    Original row order is kept."""
+    `per_user` > 0 first keeps at most that many random rows of each user, so n rows span more users (a smaller
+    spread over user redraws for the same rows). Original row order is kept."""
     if not n or n >= len(df):
         return df
+    if per_user:
+        rng = np.random.default_rng([seed, 1])
+        keep = [np.sort(rng.choice(idx, size=min(per_user, len(idx)), replace=False))
+                for _, idx in sorted(df.groupby("uid").indices.items())]
+        df = df.iloc[np.sort(np.concatenate(keep))]
+        if n >= len(df):
+            return df
     users = df["uid"].to_numpy()
     order = np.random.default_rng(seed).permutation(np.unique(users))
     rank = np.empty(order.max() + 1, dtype=np.int64)
@@ -234,8 +242,9 @@ def subsample(df, n, seed):
     return df.iloc[np.sort(picked)]
 
 
-def sample_split(load, split, n, seed):
-    """The rows of `split` a run uses: all of them, or `subsample` with a seed fixed by (seed, split name).
+def sample_split(load, split, n, seed, per_user=0):
+    """The rows of `split` a run uses: all of them, or `subsample` (at most `per_user` rows of a user when > 0) with
+    a seed fixed by (seed, split name).
 
     test_warm and test_cold are subsets of test, so their sample is the warm / cold part of test's sample: the three
     metrics describe the same users, and a prompt scored for test is not scored again (the runner's memo).
@@ -246,12 +255,12 @@ def sample_split(load, split, n, seed):
         return seed + zlib.crc32(name.encode())
 
     if split not in ("test_warm", "test_cold") or not n:
-        return subsample(load(split), n, own_seed(split))
+        return subsample(load(split), n, own_seed(split), per_user)
     full_test = load("test")
     rows = load(split)
     if n >= len(full_test):
         return rows
-    sample = subsample(full_test, n, own_seed("test"))
+    sample = subsample(full_test, n, own_seed("test"), per_user)
     picked = pd.MultiIndex.from_frame(rows[["uid", "iid"]]).isin(pd.MultiIndex.from_frame(sample[["uid", "iid"]]))
     return rows[picked]
 

@@ -1,9 +1,9 @@
 """The experiment definitions, read once from the YAML files next to this module.
 
-`steps.yaml` (datasets, steps and their wiring), `budgets.yaml` (the overrides of each budget, the cpu speeds of the
-time estimate), `paper_results.yaml` (the published numbers, docs/PAPER_RESULTS.md) and `tables.yaml` (the
-report's tables). They are data so that adding a step, a budget or a table row needs no code; this module checks
-their shape and names the file and key of anything malformed.
+`steps.yaml` (datasets, steps and their wiring, and the steps ranked after them), `budgets.yaml` (the overrides
+of each budget, the cpu speeds of the time estimate), `paper_results.yaml` (the published numbers,
+docs/PAPER_RESULTS.md) and `tables.yaml` (the report's tables). They are data so that adding a step, a budget or
+a table row needs no code; this module checks their shape and names the file and key of anything malformed.
 """
 
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ class StepDef:
     method: str           # the shipped config it runs: train_configs/<prefix>_<method>.yaml
     options: tuple = ()   # the step's own overrides of that config (a code length)
     encoder: str = None   # the stage-0 step whose encoder it reads, when not the one of its rec_model
+    ranks: str = None     # a ranking step's: the step whose finished run it ranks (run.rank_run)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,26 @@ def _load_steps():
     for dep in [stage1, *sorted(full)]:
         if dep not in steps:
             raise ReproduceError(f"{path}: {dep!r} (stage1_step / full_test_steps) is not a step")
-    return datasets, steps, encoders, stage1, full, _need(path, raw, "llm_test_splits", str)
+    splits = _need(path, raw, "llm_test_splits", str)
+    return datasets, steps, encoders, stage1, full, splits, _ranking(path, raw, steps)
+
+
+def _ranking(path, raw, steps):
+    """{`rank_<step>`: StepDef} of steps.yaml's ranking_steps, in their order: each runs `ranking_step`'s stage and
+    method on the finished run of the step it ranks."""
+    template = _need(path, raw, "ranking_step", dict)
+    stage = _need(path, template, "stage", str, "ranking_step")
+    method = _need(path, template, "method", str, "ranking_step")
+    if stage not in stages.STAGES:
+        raise ReproduceError(f"{path}: ranking_step.stage is {stage!r}; stages are {', '.join(stages.NAMES)}")
+    out = {}
+    for name in _need(path, raw, "ranking_steps", list):
+        if name not in steps:
+            raise ReproduceError(f"{path}: ranking_steps: {name!r} is not a step (steps are {', '.join(steps)})")
+        if f"rank_{name}" in out or f"rank_{name}" in steps:
+            raise ReproduceError(f"{path}: ranking_steps: rank_{name} is already a step (listed twice?)")
+        out[f"rank_{name}"] = StepDef(stage, method, ranks=name)
+    return out
 
 
 def _load_budgets(datasets):
@@ -122,7 +142,7 @@ def _load_budgets(datasets):
             for kind, value in extra.items():
                 _need(path, extra, kind, list, f"budgets.{name}.datasets.{dataset}")
     speed = _need(path, raw, "cpu_speed", dict)
-    for key in ("score_rows_per_s", "train_s_per_row", "default_encoder_min"):
+    for key in ("score_rows_per_s", "train_s_per_row", "default_encoder_min", "rank_speedup"):
         _need(path, speed, key, (int, float), "cpu_speed")
     _need(path, speed, "encoder_min", dict, "cpu_speed")
     return budgets, speed
@@ -167,7 +187,10 @@ def _load_tables(steps, paper):
     return tables, tuple(comparisons)
 
 
-DATASETS, STEPS, ENCODER_STEP, STAGE1_STEP, FULL_TEST_STEPS, LLM_TEST_SPLITS = _load_steps()
+DATASETS, STEPS, ENCODER_STEP, STAGE1_STEP, FULL_TEST_STEPS, LLM_TEST_SPLITS, RANKING_STEPS = _load_steps()
+# RANKING_STEPS: {`rank_<step>`: StepDef} run after every step of STEPS (whose rows report.md shows); ranking.md
+# shows theirs
+ALL_STEPS = {**STEPS, **RANKING_STEPS}
 BUDGETS, CPU_SPEED = _load_budgets(DATASETS)
 _PAPER_ALL = _load_paper(DATASETS)
 PAPER = _PAPER_ALL["tables"]  # {paper column: {key: (AUC, UAUC)}}: BinLLM Tables 2-3

@@ -1,6 +1,7 @@
 """The plan of a reproduction: the ordered steps of a dataset and budget, each a shipped config with its
 `--options` (the step's own, the wiring to this reproduction's runs, the budget's, the machine's), and the plan as
-`--plan` prints it, with the time estimate."""
+`--plan` prints it, with the time estimate. The ranking steps (steps.yaml ranking_steps) come after all others,
+each wired to the finished run it ranks."""
 
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from minigpt4 import protocol, stages
 from minigpt4.config import EMBEDDED_LLM, REPO_ROOT, backbone_profile, compose, load_config
 from minigpt4.config.reference import read_by
 from minigpt4.experiments.definitions import (
+    ALL_STEPS,
     BUDGETS,
     CPU_SPEED,
     DATASETS,
@@ -35,6 +37,7 @@ class Step:
     depends: list = field(default_factory=list)
     full_test: bool = True
     machine_keys: tuple = ()  # keys set by --options: machine settings, ignored when judging a run stale
+    ranks: str = None     # a ranking step's: the step whose finished run it ranks
 
 
 def budget_folder(budget, llama):
@@ -48,8 +51,8 @@ def budget_folder(budget, llama):
 def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction.
 
-    `options` (key=value) go last on every LLM and eval step, after the budget: settings of the machine, such as
-    run.batch_size_eval or run.amp, that change speed, not the protocol."""
+    `options` (key=value) go last on every LLM, eval and ranking step, after the budget: settings of the machine,
+    such as run.batch_size_eval or run.amp, that change speed, not the protocol. The ranking steps come last."""
     if dataset not in DATASETS:
         raise ReproduceError(f"--dataset {dataset!r}: choose one of {sorted(DATASETS)}")
     if budget not in BUDGETS:
@@ -61,7 +64,7 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     runs = Path(out) / dataset / budget_folder(budget, llama) / "runs"
     data = Path(data or REPO_ROOT / ds["data"])
     steps = {}
-    for name, spec in STEPS.items():
+    for name, spec in ALL_STEPS.items():
         stage, extra, llm = spec.stage, list(spec.options), stages.get(spec.stage).llm
         config = REPO_ROOT / "train_configs" / f"{ds['prefix']}_{spec.method}.yaml"
         if not config.is_file():
@@ -84,14 +87,17 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
             wiring.append(f"model.llama_model={llama}")
         if llm:
             wiring.append(LLM_TEST_SPLITS)
+        if spec.ranks:  # a ranking step: the finished run it ranks
+            depends.append(spec.ranks)
+            wiring.append(f"run.rank_run={runs / spec.ranks}")
         full = not llm or name in FULL_TEST_STEPS  # an encoder scores every test row
         for_dataset = (b.get("datasets") or {}).get(dataset, {})  # appended after the budget's own lists
         budget_opts = b[stage] + for_dataset.get(stage, [])
         test_kind = "full_test" if full else "sub_test"
         kind = b[test_kind] + for_dataset.get(test_kind, []) if llm else []
-        mine = list(options) if llm else []
+        mine = list(options) if llm or spec.ranks else []
         steps[name] = Step(name, stage, str(config), extra + common + wiring + budget_opts + upstream + kind + mine,
-                           depends, full, tuple(o.split("=", 1)[0] for o in mine))
+                           depends, full, tuple(o.split("=", 1)[0] for o in mine), spec.ranks)
     if only:
         unknown = [s for s in only if s not in steps]
         if unknown:
@@ -117,6 +123,8 @@ def check_data(dataset, data):
 def estimate_minutes(step, dataset, score=True):
     """Rough minutes of a step under the cpu budget (see CPU_SPEED); without `score`, its training only (a
     rebuild)."""
+    if step.ranks:  # a ranking step: each drawn positive with its negatives, scored as rows by the run it ranks
+        return _ranking_minutes(load_config(step.config, step.overrides).run, step.ranks, dataset)
     cfg = OmegaConf.merge(compose(step.config), OmegaConf.from_dotlist(step.overrides))
     stage = stages.get(step.stage)
     encoder = CPU_SPEED["encoder_min"].get(OmegaConf.select(cfg, "model.rec_model"), CPU_SPEED["default_encoder_min"])
@@ -133,12 +141,25 @@ def estimate_minutes(step, dataset, score=True):
     return (train * CPU_SPEED["train_s_per_row"] + scored / CPU_SPEED["score_rows_per_s"]) / 60
 
 
+def _ranking_minutes(run, ranked, dataset):
+    """An LLM ranks users x positives x (1 + negatives) rows at the cpu budget's scoring speed times the measured
+    gain of scoring a user's candidates with their shared prompt prefix (cpu_speed.rank_speedup); an encoder takes
+    about a minute. A setting of 0
+    (every user, every positive) is bounded by the test split's rows."""
+    if not stages.get(STEPS[ranked].stage).llm:
+        return 1
+    n_test = DATASETS[dataset]["test_rows"]
+    positives = min(run.rank_users * run.rank_positives if run.rank_users and run.rank_positives else n_test, n_test)
+    return positives * (1 + run.rank_negatives) / (CPU_SPEED["score_rows_per_s"] * CPU_SPEED["rank_speedup"]) / 60
+
+
 def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=(), needed=()):
     """`recorded`: the steps with a record (records.py); `needed`: those of them that run again for their
     checkpoint (run.needed_steps)."""
     stale = stale or {}
     print(f"reproduction of {dataset}, budget {budget}: {len(steps)} steps under {runs}")
     total, train_rows, score_rows = 0.0, 0, 0
+    name_w, stage_w = max([15, *(len(s.name) for s in steps)]), max([6, *(len(s.stage) for s in steps)])
     for i, s in enumerate(steps, 1):
         ran = (runs / s.name / "metrics.json").is_file()
         rebuilt = rebuild_marker(runs, s.name).is_file() and s.name in recorded
@@ -153,8 +174,8 @@ def print_plan(steps, dataset, budget, runs, stale=None, llama=None, recorded=()
                  else "to run again" if s.name in stale
                  else "recorded; trained again for its checkpoint (its row stays its record)" if s.name in needed
                  else "to run")
-        print(f"  {i:2d}. {s.name:15s} {s.stage:6s} {Path(s.config).name:28s} after {','.join(s.depends) or '-':16s}"
-              f" [{state}]{est}")
+        print(f"  {i:2d}. {s.name:{name_w}s} {s.stage:{stage_w}s} {Path(s.config).name:28s} after "
+              f"{','.join(s.depends) or '-':16s} [{state}]{est}")
         if budget == "paper" and stages.get(s.stage).llm:
             cfg = load_config(s.config, s.overrides)
             sch = protocol.schedule(dataset, s.stage, cfg)

@@ -11,6 +11,9 @@ when a step that runs needs its checkpoint (a stage-0 encoder, the stage-1 adapt
 The pairs of steps compared on the same rows (`spread.compare`) need both steps' predictions on one machine; each
 pair computed so far is kept in `differences.json`, with the test metrics of both steps it was computed from, and
 shown while both steps still have those metrics.
+
+A ranking step's record (ranking_report.py) is the same, with its metrics.json (HR@K, NDCG@K, MRR and their spread
+over redraws of the users, the candidates' settings) as `metrics` and the test AUC of the step it ranked as `reads`.
 """
 
 import json
@@ -19,12 +22,12 @@ from omegaconf import OmegaConf
 
 from minigpt4.config import load_config
 from minigpt4.config.reference import defaults as schema_defaults
-from minigpt4.experiments.definitions import STEPS, ReproduceError
+from minigpt4.experiments.definitions import ALL_STEPS, ReproduceError
 from minigpt4.fileio import atomic_text
 
 # Keys that differ between two machines' runs of the same plan by design: where the repository, the data and the
 # runs lie (absolute paths of the clone), on top of run.DERIVED_KEYS.
-WIRING_KEYS = {"run.output_dir", "model.ckpt", "model.rec_config.pretrained_path"}
+WIRING_KEYS = {"run.output_dir", "model.ckpt", "model.rec_config.pretrained_path", "run.rank_run"}
 # The parts of a run's environment.json a record keeps (the command line names this machine's paths).
 ENVIRONMENT_KEYS = ("git_commit", "git_dirty", "resumes", "python", "platform", "libraries", "world_size")
 DIFFERENCES = "differences.json"
@@ -109,7 +112,7 @@ def load(runs):
         if not isinstance(record, dict) or record.get("step") != path.stem or "metrics" not in record:
             raise ReproduceError(f"{path}: not a step record (it needs 'step': {path.stem!r} and 'metrics'); "
                                  "restore it with git or delete it to run that step again")
-        if path.stem in STEPS:
+        if path.stem in ALL_STEPS:
             out[path.stem] = record
     return out
 

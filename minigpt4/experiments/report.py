@@ -347,6 +347,21 @@ def changed_inputs(reads, metrics):
     return out
 
 
+def shown(runs, stale=()):
+    """The rows of report.md: (ran, known, from_runs, recorded, metrics). `ran`: {step: metrics} of every finished
+    run here that is not stale, rebuilds included (what the steps that read them read); `known`: every record;
+    `from_runs`: the runs here that are a row (not a rebuild); `recorded`: the records that are a row (no run
+    here); `metrics`: {step: metrics} of every row, in steps.yaml's order."""
+    ran = collect(runs, list(STEPS), stale)
+    known = records.load(runs)
+    rebuilds = records.rebuilt(runs, known)
+    from_runs = {s: m for s, m in ran.items() if s not in rebuilds}
+    recorded = {s: known[s] for s in STEPS if s in known and s not in from_runs and s not in stale}
+    metrics = {s: from_runs[s] if s in from_runs else recorded[s]["metrics"] for s in STEPS
+               if s in from_runs or s in recorded}
+    return ran, known, from_runs, recorded, metrics
+
+
 def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stale=()):
     """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
     describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
@@ -354,13 +369,7 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     The steps finished here (`runs/`) are joined by those known from their records only (records.py, `steps/`), and
     each finished run's record is written or replaced."""
     runs = folder / "runs"
-    ran = collect(runs, list(STEPS), stale)  # every finished run here, rebuilds included: what the readers read
-    known = records.load(runs)
-    rebuilds = records.rebuilt(runs, known)
-    from_runs = {s: m for s, m in ran.items() if s not in rebuilds}
-    recorded = {s: known[s] for s in STEPS if s in known and s not in from_runs and s not in stale}
-    metrics = {s: from_runs[s] if s in from_runs else recorded[s]["metrics"] for s in STEPS
-               if s in from_runs or s in recorded}
+    ran, known, from_runs, recorded, metrics = shown(runs, stale)
     every = load_test_predictions(runs, from_runs, encoders=True)
     preds = {step: frame for step, frame in every.items() if stages.get(STEPS[step].stage).llm}  # the LLM rows'
     same = same_rows(preds, from_runs)

@@ -9,6 +9,10 @@ of each finished step's numbers in `steps/` (records.py): committed, they let th
 machine, where `runs/` is absent.
 `--dataset ml-100k` runs the same steps on MovieLens-100K, for which the paper has no numbers: its report compares
 the rows with each other, each with its spread over redraws of the test users.
+After every other step come the ranking steps (`rank_<step>`, steps.yaml ranking_steps): each ranks the drawn
+positive test rows among sampled negatives with a finished step's run (rank.py), every one the same candidates
+(`runs/ranking_candidates.json`). They are reused, recorded in `steps/` and rerun when stale like the other steps;
+their table (HR@K, NDCG@K, MRR) is `ranking.md`, written next to report.md whenever it is; report.md leaves them out.
 """
 
 import argparse
@@ -18,6 +22,7 @@ import sys
 from minigpt4.experiments import records
 from minigpt4.experiments.definitions import BUDGETS, DATASETS, ReproduceError
 from minigpt4.experiments.plan import check_data, plan, print_plan
+from minigpt4.experiments.ranking_report import write_ranking_report
 from minigpt4.experiments.report import write_report
 from minigpt4.experiments.run import needed_steps, run_step, stale_steps
 from minigpt4.train.run_dir import code_state
@@ -44,6 +49,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     print_plan(steps, dataset, budget, runs, stale, llama, recorded, needed)
     if report_only:
         write_report(runs.parent, dataset, budget, llama, options, ran_here=False, stale=stale)
+        write_ranking_report(runs.parent, dataset, budget, stale=stale)
     if dry or report_only:
         return {}
     runs.mkdir(parents=True, exist_ok=True)
@@ -56,6 +62,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
         write_report(runs.parent, dataset, budget, llama, options,
                      ran_here=any(how in ("ran", "resumed") for how in done.values()),
                      stale=set(stale) - set(done))
+        write_ranking_report(runs.parent, dataset, budget, stale=set(stale) - set(done))
     return done
 
 
@@ -66,6 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="ml-1m", choices=sorted(DATASETS))
     p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
                    help="smoke: minutes, checks the wiring; cpu: ~13 h on 2 AVX2 cores with SmolLM2 in fp32 "
+                        "(+ up to ~4 h of ranking) "
                         "for ml-1m (resumable; --plan prints the estimate of a dataset); full: the shipped recipes "
                         "on all data, for a GPU; paper: the upstream protocol key by key (docs/PAPER_PROTOCOL.md), "
                         "for a 7B backbone on GPUs (ml-1m and amazon-book only)")
@@ -75,9 +83,10 @@ def parse_args(argv=None):
                                    "directory or .gguf; default: the configs' smollm2")
     p.add_argument("--data", help="processed data directory (default: "
                                   + ", ".join(f"{ds['data']} for {name}" for name, ds in DATASETS.items()) + ")")
-    p.add_argument("--only", help="comma-separated steps to run (their dependencies are added), e.g. binmf,binllm")
+    p.add_argument("--only", help="comma-separated steps to run (their dependencies are added), e.g. binmf,binllm "
+                                  "or rank_binllm (ranks binllm's run)")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="overrides added last to every LLM step, for the machine's speed settings, e.g. "
+                   help="overrides added last to every LLM and ranking step, for the machine's speed settings, e.g. "
                         "run.batch_size_eval=128")
     p.add_argument("--plan", action="store_true",
                    help="print the steps, what is done and the time estimate; run nothing")

@@ -1,7 +1,9 @@
 """Running a plan like make: a step whose `metrics.json` exists is reused, and so is a step with a record made on
 another machine (records.py) unless a step that runs needs its checkpoint; an interrupted LLM run resumes from its
 last resume point, and a finished run or record whose settings no longer match the plan (or that reads a run that
-runs again) is set aside and run again. Each step runs in this process through `minigpt4.cli.main`."""
+runs again) is set aside and run again. Each step runs in this process through `minigpt4.cli.main`. A ranking
+step whose output directory holds candidates drawn with other settings (the plan's run.rank_* changed, so every
+ranking step runs again) sets that file aside, and the first ranking step to run draws the candidates anew."""
 
 import json
 import sys
@@ -97,6 +99,21 @@ def needed_steps(steps, runs, stale, records):
     return {s for s in need if s in records and not (runs / s / "metrics.json").is_file()}
 
 
+def _set_aside_other_candidates(step):
+    """Move aside the candidates file a ranking step would read when it was drawn with other settings than the
+    step's (rank.py refuses such a file); the old one is kept for inspection."""
+    from minigpt4.config import load_config
+    from minigpt4.recipes.rank import SETTINGS, candidates_path
+
+    run = load_config(step.config, step.overrides).run
+    path = candidates_path(run)
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8")).get("settings") or {}
+    if any(saved.get(k) != int(run[k]) for k in SETTINGS):
+        print(f"[{step.name}] {path} holds candidates drawn with other settings: moved to {_aside(path, 'stale')}")
+
+
 def run_step(step, runs, stale=None, record=None, needed=False):
     """Run one step unless its metrics.json exists, or its `record` does and no step that runs needs its checkpoint
     (`needed`); returns 'reused', 'recorded', 'rebuilt', 'resumed' or 'ran'. `stale`: why an existing run or
@@ -137,6 +154,8 @@ def run_step(step, runs, stale=None, record=None, needed=False):
             print(f"[{step.name}] resuming the interrupted run {path}")
         else:
             print(f"[{step.name}] {path} has no metrics.json and no resume point: moved to {_aside(path)}")
+    if step.ranks:
+        _set_aside_other_candidates(step)
     print(f"[{step.name}] {step.stage}: {' '.join(argv)}")
     sys.stdout.flush()
     try:

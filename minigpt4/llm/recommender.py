@@ -10,7 +10,6 @@ With `collab` (CoLLM, soft prompt, PersonPrompt) the prompt's slot positions get
 embeddings and the backbone runs on `inputs_embeds`; otherwise it runs on the token ids.
 """
 
-import copy
 import inspect
 
 import torch
@@ -77,6 +76,17 @@ def cache_keyword(decoder):
     """The decoder forward's keyword for a key/value cache: `cache` since transformers 5.25 (`past_key_values`
     still works there, with a deprecation warning), `past_key_values` before."""
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def select_rows(cache, rows):
+    """A new DynamicCache holding rows `rows` (repeats allowed) of every layer of `cache`, which stays as it is."""
+    layers = getattr(cache, "layers", None)
+    pairs = [(layer.keys, layer.values) for layer in layers] if layers is not None else \
+        list(zip(cache.key_cache, cache.value_cache))  # transformers before the layered caches (< 4.54)
+    out = DynamicCache()
+    for i, (keys, values) in enumerate(pairs):
+        out.update(keys[rows], values[rows], i)
+    return out
 
 
 class LLMRecommender(nn.Module):
@@ -165,8 +175,7 @@ class LLMRecommender(nn.Module):
             mine = owner[a:b]
             cache, mask = None, suffix_mask[a:b, :width]
             if prefix is not None:
-                cache = copy.deepcopy(prefix) if b < len(owner) or a > 0 else prefix
-                cache.batch_select_indices(mine)  # one copy of its prefix's keys and values per candidate
+                cache = select_rows(prefix, mine)  # one copy of its prefix's keys and values per candidate
                 mask = torch.cat([prefix_mask[mine], mask], 1)
             position_ids = start[mine, None] + torch.arange(width, device=suffix_ids.device)
             rows = (None if x is None else x[a:b] for x in (users, items, his))

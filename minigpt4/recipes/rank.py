@@ -6,7 +6,8 @@ Read top to bottom: config -> candidates -> model -> scores -> metrics -> files.
   The scoring keys (run.batch_size_eval, run.dtype, run.device) and the run.rank_* keys are this config's.
 - candidates: `run.rank_users` test users with a positive test row, `run.rank_positives` of each one's positives,
   `run.rank_negatives` negatives each from the items the user never interacted with, all drawn with
-  `run.rank_seed` (minigpt4/data/catalogue.py). The first ranking run of an output directory writes them to
+  `run.rank_seed` (minigpt4/data/catalogue.py); a user with fewer unseen items than that is left out, and named.
+  The first ranking run of an output directory writes them to
   `run.rank_candidates` (default `{run.output_dir}/ranking_candidates.json`); the others read them, so every method
   ranks the same candidates. A file drawn with other settings is an error, never silently reused.
 - scores: an LLM scores a user's candidates with their shared prompt prefix run once (minigpt4/shared_prefix.py),
@@ -51,12 +52,16 @@ def load_or_draw(path, ranker, run, data_path):
                               + ", ".join(f"run.{k}: {a} there, {b} here" for k, (a, b) in differ.items())
                               + "); rank with its settings, or set run.rank_candidates to a new file")
         sets = pd.DataFrame(saved["sets"], columns=["row", "uid", "positive", "negatives"])
+        sets.attrs["left_out_users"] = saved.get("left_out_users", [])
         return sets, False
     sets = ranking_candidates(ranker.frames, run.rank_negatives, run.rank_seed, run.rank_users, run.rank_positives)
     if not len(sets):
-        raise ConfigError(f"the test split of {data_path} has no positive row to rank")
-    text = json.dumps({"settings": settings, "sets": [[int(r), int(u), int(p), [int(x) for x in n]] for r, u, p, n in
-                                                      sets.itertuples(index=False)]})
+        few = sets.attrs["left_out_users"]
+        raise ConfigError(f"nothing to rank in {data_path}: " + (
+            f"each of the {len(few)} test users with a positive row interacted with all but fewer than "
+            f"{run.rank_negatives} items; lower run.rank_negatives" if few else "the test split has no positive row"))
+    table = [[int(r), int(u), int(p), [int(x) for x in n]] for r, u, p, n in sets.itertuples(index=False)]
+    text = json.dumps({"settings": settings, "left_out_users": sets.attrs["left_out_users"], "sets": table})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_text(path, text + "\n")
     return sets, True
@@ -73,10 +78,13 @@ def main(cfg, stage):
     path = candidates_path(run)
     sets, drawn = load_or_draw(path, ranker, run, dataset_cfg(cfg)[1].path)
     negatives = len(sets["negatives"].iloc[0])
+    left_out = sets.attrs["left_out_users"]
     run_dir = RunDir(Path(run.output_dir) / run.job_id, cfg)
     print(f"run directory: {run_dir.path}; ranking with {ranked}: {len(sets):,} positives of "
           f"{sets['uid'].nunique():,} test users, each among {negatives} negatives "
-          f"({'drawn now and written to' if drawn else 'read from'} {path})")
+          f"({'drawn now and written to' if drawn else 'read from'} {path})"
+          + (f"; left out: {len(left_out)} test users who interacted with all but fewer than {negatives} items"
+             if left_out else ""))
     # ------------------------------------------------------------------------------------------------- scores
     start = time.time()
     ranks, scores = ranker.rank(sets)
@@ -86,6 +94,7 @@ def main(cfg, stage):
     spread = ranking_spread(sets["uid"].to_numpy(), ranks)
     result = {"ranked_run": str(ranked), "candidates": str(path), "users": int(sets["uid"].nunique()),
               "positives": len(sets), "negatives": negatives, "settings": {k: int(run[k]) for k in SETTINGS},
+              "left_out_users": left_out,
               "metrics": metrics, "sd_over_user_redraws": spread, "seconds": seconds,
               "samples_per_s": scores.size / max(seconds, 1e-9),
               "ties": "a negative scored equal to the positive ranks above it"}
