@@ -26,7 +26,11 @@ def main(argv=None):
     from minigpt4.errors import DataError
 
     try:
+        from transformers.utils import logging as hf_logging
+
         from minigpt4.recommender import Recommender
+
+        hf_logging.disable_progress_bar()  # the weights' loading bar is noise above a table
 
         rec = Recommender.from_run(args.run, options=args.options)
         top = rec.recommend(args.user, k=args.k, candidates=args.candidates, before=args.before)
