@@ -66,14 +66,14 @@ class Ranking:
         split `before`, e.g. "test": as of the end of valid), and the items they interacted with by then."""
         names = TIME_ORDER if before is None else TIME_ORDER[:TIME_ORDER.index(before)]
         frames = {n: self.frames[n] for n in names}
-        users = np.concatenate([f["uid"].to_numpy() for f in self.frames.values()])
-        if not float(user_id).is_integer() or not users.min() <= user_id <= users.max():
-            raise DataError(f"user {user_id!r} is not a user of this dataset: user ids run from {users.min()} to "
-                            f"{users.max()}")
+        users = self.users
+        first, last = min(users), max(users)
+        if not float(user_id).is_integer() or not first <= user_id <= last:
+            raise DataError(f"user {user_id!r} is not a user of this dataset: user ids run from {first} to {last}")
         user_id = int(user_id)
-        if user_id not in set(users.tolist()):
-            raise DataError(f"user {user_id} has no rows in {', '.join(self.frames)} (user ids run from "
-                            f"{users.min()} to {users.max()})")
+        if user_id not in users:
+            raise DataError(f"user {user_id} has no rows in {', '.join(self.frames)} (user ids run from {first} to "
+                            f"{last})")
         try:
             ids, titles = latest_history(frames, user_id) if frames else ([], [])
         except DataError:
@@ -81,8 +81,21 @@ class Ranking:
         import pandas as pd
 
         row = pd.DataFrame({"uid": [user_id], "his": [[0, *ids]], "his_title": [["", *titles]]})
-        seen = interacted(frames).get(user_id) if frames else None
+        seen = self.interacted_before(names).get(user_id) if frames else None
         return row, np.zeros(0, dtype=np.int64) if seen is None else seen
+
+    @cached_property
+    def users(self):
+        """Every user id with a row in any split (a set)."""
+        return {int(u) for f in self.frames.values() for u in np.unique(f["uid"].to_numpy())}
+
+    def interacted_before(self, names):
+        """`interacted` over the splits `names`, computed once per tuple of names (one recommend call each would
+        group every row again)."""
+        cache = self.__dict__.setdefault("_interacted", {})
+        if names not in cache:
+            cache[names] = interacted({n: self.frames[n] for n in names})
+        return cache[names]
 
     def recommend(self, user_id, k=10, candidates=None, before=None, pool=POOL):
         """The k best items for `user_id` among `candidates` (default: items the user has not interacted with, as
