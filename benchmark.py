@@ -394,18 +394,14 @@ def ranking_prompts(data_dir, users, k, seed):
                           item_catalogue(frames), labels=[[1] + [0] * (k - 1)] * len(sets))
 
 
-def shared_score(rec, split, groups, batch_size, device):
-    """Shared-prefix scores of the grouped rows (Scorer.score_shared's loop) and the tokens it ran."""
+def shared_score(rec, split, groups, batch_size, device, precision):
+    """The grouped rows' scores as the ranking stage computes them (Scorer.score_shared), and their batching (its
+    prefix lengths and token counts)."""
     from minigpt4.shared_prefix import SharedPrefixBatches
+    from minigpt4.train.scoring import Scorer
 
-    rec.eval()
-    batches = SharedPrefixBatches(split, groups, rec.shared_slots())
-    scores = np.zeros(len(split))
-    with torch.inference_mode():
-        for pos, batch in batches.batches(batch_size):
-            scores[pos] = rec.forward_shared(**{k: v.to(device) for k, v in batch.items() if k != "labels"}
-                                             ).float().cpu().numpy()
-    return scores, batches
+    scores = Scorer(rec, {"candidates": split}, device, precision, batch_size).score_shared("candidates", groups)[0]
+    return scores, SharedPrefixBatches(split, groups, rec.shared_slots())
 
 
 def ranking_speed(args, device, rec, precision):
@@ -424,10 +420,10 @@ def ranking_speed(args, device, rec, precision):
         sizes = out["batches"]
         shared_s, pointwise_s, diffs = {str(b): [] for b in sizes}, {str(b): [] for b in sizes}, []
         with precision.autocast():
-            shared_score(rec, split, groups[:2], args.rank_batch, device)  # warm-up, untimed
+            shared_score(rec, split, groups[:2], args.rank_batch, device, precision)  # warm-up, untimed
             for _ in range(args.rank_reps):  # the paths alternate, so a slow spell of the machine hits both
                 for b in sizes:
-                    (got, batches), s_s, s_mem = timed(device, shared_score, rec, split, groups, b, device)
+                    (got, batches), s_s, s_mem = timed(device, shared_score, rec, split, groups, b, device, precision)
                     (ref, _), p_s, p_mem = timed(device, our_score, rec, split, b, device)
                     shared_s[str(b)].append(s_s)
                     pointwise_s[str(b)].append(p_s)
