@@ -127,11 +127,10 @@ class SharedPrefixBatches:
         candidates come sorted by suffix length)."""
         s = self.split
         ids = s.input_ids
-        prefixes, suffixes, owner, leaders, positions = [], [], [], [], []
+        prefixes, suffixes, owner, positions = [], [], [], []
         for g, (n, piece) in enumerate(chunk):
             p = int(self.prefix_len[n])
             prefixes.append(ids[piece[0]][:p])
-            leaders.append(len(positions))
             for i in piece:
                 suffixes.append(ids[i][p:])
                 owner.append(g)
