@@ -173,8 +173,9 @@ class ModelConfig:
         "marker `<|im_start|>`; False starts the prompt with its first word.")
     ckpt: str = _key(
         "",
-        "Checkpoint to start from: a `checkpoint_best` directory written by a previous stage (or its run directory). "
-        "Empty = none.")
+        "Checkpoint to start from: a `checkpoint_best` directory written by a previous stage (or its run directory), "
+        "or upstream's `checkpoint_best.pth` (converted once into `<file>.converted/`; docs/REPRODUCE.md). Empty = "
+        "none.")
     low_resource: bool = _key(
         False, "Upstream key: True = store the frozen backbone in 8 bits, as model.load_in_8bit: True.")
     load_in_8bit: bool = _key(

@@ -4,6 +4,10 @@ when the model fills CoLLM slots (the mapping MLP or prompt table, and the encod
 a frozen encoder is read from `rec_config.pretrained_path`), and `recommender.json` (what it was trained for).
 Loading refuses a checkpoint made for another backbone, score type, LoRA layout, code mode or length, or slot
 encoder, naming the config key to set; a key an older checkpoint does not record is not checked.
+
+An upstream `checkpoint_best.pth` (a file, not a directory) is converted once into such a directory beside it,
+`<file>.converted/` (minigpt4/train/upstream_checkpoint.py maps its keys; `convert_checkpoint.py` does it
+explicitly), and is then loaded and checked like any other.
 """
 
 import json
@@ -50,9 +54,12 @@ def save_checkpoint(recommender, path, meta, state=None):
 
 
 def find_checkpoint(value, where="model.ckpt", writer=None):
-    """Accepts a checkpoint directory or a run directory that holds `checkpoint_best/`. `writer`: the command that
-    writes it, named when it is missing (default: ML-1M's stage 1, as an example)."""
+    """Accepts a checkpoint directory, a run directory that holds `checkpoint_best/`, or an upstream
+    `checkpoint_best.pth` (converted once, see `converted_upstream`). `writer`: the command that writes it, named
+    when it is missing (default: ML-1M's stage 1, as an example)."""
     p = resolve_path(value)
+    if p.is_file():
+        return converted_upstream(p, where)
     if (p / "checkpoint_best" / META).is_file() or (p / ".checkpoint_best.old" / META).is_file():
         p = p / "checkpoint_best"
     old = p.with_name(f".{p.name}.old")
@@ -70,6 +77,64 @@ def find_checkpoint(value, where="model.ckpt", writer=None):
                           f"{COLLAB}, as written by train_collm_mf_din.py / train_binllm.py into "
                           "<run dir>/checkpoint_best)")
     return p
+
+
+def converted_upstream(file, where="model.ckpt", out=None):
+    """The checkpoint directory converted from the upstream file `file`: `out`, default `<file>.converted/`,
+    written once and reused while the file's size and modification time are those it was converted from."""
+    file = Path(file).resolve()
+    if not file.is_file():
+        raise ConfigError(f"{where} = {str(file)!r}: no such file")
+    out = Path(out) if out else file.with_name(file.name + ".converted")
+    if _converted_from(out, file):
+        return out
+    from minigpt4.train.upstream_checkpoint import mapped, read
+
+    found = mapped(file, read(file, where))
+    if not found.adapter and not found.collab:
+        raise ConfigError(f"{where} = {str(file)!r} holds no trained tensors (no LoRA, no llama_proj, no trained "
+                          "rec_encoder)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as err:
+        raise ConfigError(f"{where} = {str(file)!r}: cannot write its converted checkpoint {out} ({err.strerror}); "
+                          f"convert it where you can write: `python convert_checkpoint.py {file} --out DIR`, then set "
+                          f"{where}=DIR") from None
+    try:
+        from safetensors.torch import save_file
+
+        if found.adapter:
+            from peft import LoraConfig
+
+            lora = found.lora
+            LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                       target_modules=lora["target_modules"], bias="none", task_type="CAUSAL_LM",
+                       base_model_name_or_path=found.meta["llama_model"]).save_pretrained(str(tmp))
+            save_file({k: v.contiguous() for k, v in found.adapter.items()}, str(tmp / ADAPTER))
+        if found.collab:
+            save_file({k: v.contiguous() for k, v in found.collab.items()}, str(tmp / COLLAB))
+        (tmp / META).write_text(json.dumps(found.meta, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(out, ignore_errors=True)  # converted from an older version of the file
+        try:
+            tmp.rename(out)
+        except OSError:  # another process converted it at the same time
+            if not _converted_from(out, file):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"converted the upstream checkpoint {file} into {out} ({len(found.adapter)} LoRA tensors, "
+          f"{len(found.collab)} slot tensors; {found.skipped} frozen weights and buffers left out)")
+    return out
+
+
+def _converted_from(out, file):
+    try:
+        up = read_meta(out).get("upstream") or {}
+    except (OSError, ValueError):
+        return False
+    stat = file.stat()
+    return (up.get("file"), up.get("size"), up.get("mtime_ns")) == (str(file), stat.st_size, stat.st_mtime_ns)
 
 
 def adapter_lora_config(path):
@@ -203,6 +268,11 @@ def load_start(recommender, model_cfg, meta, evaluate=False):
         expect.update({k: meta[k] for k in ("rec_model", "proj_token_num")})
         if model_cfg.proj_token_num > 1:  # with one position per slot both layouts are the same prompt
             expect.update(slot_layout=meta["slot_layout"])
+    trained = read_meta(find_checkpoint(value))
+    if "upstream" in trained:
+        from minigpt4.train.upstream_checkpoint import check_prompt
+
+        check_prompt(value, trained, meta, evaluate)
     # checkpoints older than these keys: every prompt began with BOS, and k > 1 slots were contiguous
     loaded = load_checkpoint(recommender, value, expect, before={"add_bos": True, "slot_layout": "contiguous"})
     print(f"loaded {value} (trained as {loaded.get('mode')}, epoch {loaded.get('epoch')})")
