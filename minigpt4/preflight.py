@@ -16,7 +16,7 @@ from minigpt4.config.reference import read_by
 from minigpt4.data import splits as data_splits
 from minigpt4.errors import ConfigError, DataError
 from minigpt4.llm.location import check_backbone as backbone_location
-from minigpt4.prompting import load_prompt
+from minigpt4.prompting import model_prompt
 from minigpt4.train.checkpoint import find_checkpoint
 from minigpt4.train.run_dir import free_path
 
@@ -77,7 +77,7 @@ def check_run_dir(cfg, stage, cfg_path):
 
 
 def check_prompt(cfg, stage, cfg_path):
-    load_prompt(prompt_file(cfg.model), cfg.model.prompt_template)
+    model_prompt(cfg.model, prompt_file(cfg.model))
 
 
 def check_encoder(cfg, stage, cfg_path):

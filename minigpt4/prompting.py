@@ -7,6 +7,7 @@ An empty history is written `unknown` (the upstream wrote the typo `unkow`). Bin
 literal backslash-n before `#Answer:` so the token sequence matches the upstream's.
 """
 
+import re
 from pathlib import Path
 
 from minigpt4.errors import PromptError  # noqa: F401  (raised here; importable from here as before)
@@ -15,22 +16,37 @@ MAX_HISTORY = 10
 EMPTY_HISTORY = "unknown"
 PLACEHOLDERS = ("<ItemTitleList>", "<TargetItemTitle>", "<UserID>", "<TargetItemID>")
 ID_PLACEHOLDERS = ("<UserID>", "<TargetItemID>")
+# the nouns of the shipped prompt files, replaced by model.item_noun (a dataset's own word for its items)
+ITEM_NOUNS = re.compile(r"\b(?:movie|book)s?\b")
 
 
 
 
-def load_prompt(path, template="{}"):
-    """The first line of a prompt file, wrapped in `template`. All upstream files repeat one line 4 times."""
+def load_prompt(path, template="{}", noun="", plural=""):
+    """The first line of a prompt file, wrapped in `template`. All upstream files repeat one line 4 times.
+    noun (plural: default noun + s): what an item is called, in place of the shipped prompts' movie(s) / book(s)."""
     lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise PromptError(f"prompt file {path} is empty; it needs one template line")
     prompt = template.format(lines[0])
+    if noun:
+        prompt, n = ITEM_NOUNS.subn(lambda m: (plural or noun + "s") if m[0].endswith("s") else noun, prompt)
+        if n == 0:
+            raise PromptError(f"model.item_noun is {noun!r} but prompt file {path} has no 'movie(s)' or 'book(s)' "
+                              "to replace; write the noun into the prompt file and leave model.item_noun empty")
     if "<TargetItemTitle>" not in prompt and "<TargetItemID>" not in prompt:
         raise PromptError(f"prompt file {path}: the template names no target (<TargetItemTitle> or <TargetItemID>)")
     for bad in ("<ItemIDList>", "<DCNFeature>"):
         if bad in prompt:
             raise PromptError(f"prompt file {path}: placeholder {bad} is not supported")
     return prompt
+
+
+def model_prompt(model_cfg, path=None):
+    """The prompt a model config asks for: its file (default model.prompt_path) in model.prompt_template, with
+    model.item_noun."""
+    m = model_cfg
+    return load_prompt(path or m.prompt_path, m.prompt_template, m.item_noun, m.item_noun_plural)
 
 
 def uses_ids(prompt):

@@ -124,6 +124,10 @@ class ModelConfig:
         "Prompt file: one template per line, placeholders `<ItemTitleList>`, `<TargetItemTitle>`, `<UserID>`, "
         "`<TargetItemID>`. The first line is used.")
     prompt_template: str = _key("{}", "Python format string wrapped around each prompt line (upstream always `{}`).")
+    item_noun: str = _key(
+        "", "What an item is called in the prompt, in place of the shipped prompt files' `movie` / `book` (e.g. "
+        "`song`); empty = as the file says. `prepare_data.py interactions --noun` writes it into the dataset config.")
+    item_noun_plural: str = _key("", "Its plural, in place of `movies` / `books`; empty = item_noun + `s`.")
     max_txt_len: int = _key(
         1024, "Longest prompt in tokens; a longer prompt is an error (the upstream silently cut off the answer cue).")
     end_sym: str = _key("###", "Upstream key, unused by the Yes/No scoring.")

@@ -29,7 +29,7 @@ from minigpt4.encoders.ctrl import AlignmentHeads, contrastive_loss, maxsim
 from minigpt4.encoders.factory import build_encoder
 from minigpt4.fileio import atomic_text, atomic_write
 from minigpt4.precision import resolve_precision
-from minigpt4.prompting import build_prompts, load_prompt
+from minigpt4.prompting import build_prompts, model_prompt
 from minigpt4.recipes.derived import derive_collab, pick_device, saved_config, seed_everything
 from minigpt4.tasks import RecTask
 from minigpt4.train.collab import batch_bounds, model_inputs, take
@@ -129,7 +129,7 @@ def _text_view(cfg, rows):
     device = pick_device(cfg, 0)
     precision = resolve_precision(cfg.run, device)
     print(precision.describe())
-    texts = build_prompts(rows, load_prompt(cfg.model.prompt_path, cfg.model.prompt_template))
+    texts = build_prompts(rows, model_prompt(cfg.model))
     lm, tokenizer = load_backbone(cfg.model.llama_model, precision.dtype, device=device)
     return mean_pooled(lm.eval(), tokenizer, texts, cfg.run.batch_size_eval, precision.autocast())
 

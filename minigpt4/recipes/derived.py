@@ -21,7 +21,7 @@ from minigpt4.config import ConfigError, accumulation_steps, encoder_file, is_se
 from minigpt4.encoders.factory import encoder_class, load_pretrained_encoder
 from minigpt4.llm.collab_tokens import PROMPT_TABLES, is_slot_model
 from minigpt4.llm.location import check_backbone
-from minigpt4.prompting import load_prompt, uses_ids
+from minigpt4.prompting import model_prompt, uses_ids
 from minigpt4.text_codes import CodeTable
 from minigpt4.train import distributed as dist
 from minigpt4.train import resume
@@ -117,7 +117,7 @@ def check_llm_inputs(cfg, evaluate):
     the cli: Recommender.from_run); what needs torch or the encoders' names is checked here only."""
     m = cfg.model
     check_backbone(m.llama_model)
-    prompt = load_prompt(prompt_file(m), m.prompt_template)
+    prompt = model_prompt(m, prompt_file(m))
     mode = run_mode(cfg)
     if mode == "codes":
         if not uses_ids(prompt):

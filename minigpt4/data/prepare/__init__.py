@@ -18,7 +18,9 @@ subcommand per registered name. To add a dataset, write a module next to `moviel
             rows = common.interleave(train, valid, test)
             return common.finish(rows, valid_small_frac=0.5), ["notes for manifest.json"]
 
-and import it below. `build` raises `minigpt4.data.splits.DataError` for bad input (it is printed as
+and import it below. Optional: `self.tables` ({file name: DataFrame}, written as CSV beside the splits) and
+`after_writing(args, manifest)` (run once the data is written). A log that needs no code of its own goes through
+the generic `interactions` preparer instead (docs/DATA.md, "Your own dataset"). `build` raises `minigpt4.data.splits.DataError` for bad input (it is printed as
 `error: ...`, exit status 2). The result is written by `output.write_prepared`: pickles, Parquet copies and
 `manifest.json`; training reads the directory through `datasets.<name>.path`.
 """
@@ -29,7 +31,7 @@ import sys
 from pathlib import Path
 
 from minigpt4 import registry
-from minigpt4.data.prepare import amazon_book, movielens, movielens100k  # noqa: F401  (registers the preparers)
+from minigpt4.data.prepare import amazon_book, interactions, movielens, movielens100k  # noqa: F401  (registers the preparers)
 from minigpt4.data.prepare.output import write_prepared
 from minigpt4.data.splits import DataError
 
@@ -51,11 +53,14 @@ def build_parser():
 
 def prepare(name, args):
     """Build dataset `name` from the parsed arguments and write it to `args.out`; return the manifest."""
-    preparer = registry.get("preparer", name)
-    splits, notes = preparer().build(args)
+    preparer = registry.get("preparer", name)()
+    splits, notes = preparer.build(args)
     inputs = {k: v for k, v in vars(args).items() if k not in ("dataset", "out")}
-    return write_prepared(args.out, splits, dataset=name, published=preparer.published, inputs=inputs,
-                          notes=notes)
+    manifest = write_prepared(args.out, splits, dataset=name, published=preparer.published, inputs=inputs,
+                              notes=notes, tables=getattr(preparer, "tables", None))
+    if hasattr(preparer, "after_writing"):  # what names the written data (the generic preparer's dataset config)
+        preparer.after_writing(args, manifest)
+    return manifest
 
 
 def main(argv=None):

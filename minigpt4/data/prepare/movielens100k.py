@@ -25,7 +25,8 @@ month of valid makes valid_small (half of valid) 5,496 rows, close to ML-1M's 5,
 April as test would give 67 / 24 / 9 %, with only 162 test users. Most ML-100K users rate in one burst, so a time
 split leaves few warm rows: 13 % of valid and test rows have both user and item in train (ML-1M: 64 %, 57 %).
 
-The rest is ML-1M's: label = rating >= 4; no cold-start filter; train, valid and test are concatenated, sorted by
+The rest is ML-1M's, done by the generic preparer (interactions.build_splits, as `prepare_data.py interactions
+--split-dates 1998-02-01,1998-03-01` would): label = rating >= 4; no cold-start filter; train, valid and test are concatenated, sorted by
 (user, time) and walked for histories of liked titles (common.finish). A user's same-second ratings are ordered
 by item id, so that the result does not depend on the order of rows in the file. Users and items are numbered
 1.. in that order. valid_small is half of valid (seed 2023), and test_warm_cold adds warm/cold flags
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from minigpt4.data.prepare import common
+from minigpt4.data.prepare import interactions
 from minigpt4.data.splits import DataError
 from minigpt4.registry import register
 
@@ -65,6 +66,13 @@ def period_bounds():
     month += len(MONTHS)
     end = calendar.timegm((year + (month - 1) // 12, (month - 1) % 12 + 1, 1, 0, 0, 0))
     return start, end
+
+
+def month_start(slot):
+    """Unix seconds of the first moment of month `slot` (months since Sep 1997, UTC)."""
+    year, month = FIRST_MONTH
+    month += slot
+    return calendar.timegm((year + (month - 1) // 12, (month - 1) % 12 + 1, 1, 0, 0, 0))
 
 
 def month_index(timestamps):
@@ -329,22 +337,18 @@ class MovieLens100K:
         if len(ratings) != RATINGS:
             print(f"warning: {ratings_where}: {len(ratings):,} ratings, ML-100K has {RATINGS:,}; if this is the "
                   f"real data, the file was cut short at a line end", file=sys.stderr)
-        # Same-second ratings of a user ordered by item id: interleave keeps this order among ties.
-        ratings = ratings.sort_values(["uid", "timestamp", "iid"], kind="stable")
         ratings["title"] = ratings["iid"].map(titles).astype(object)
         ratings["label"] = (ratings["rating"] >= POSITIVE_RATING).astype(np.int64)
         slot = month_index(ratings["timestamp"])
-        parts = {name: ratings[np.isin(slot, list(slots))] for name, slots in SLOTS.items()}
-        for name, part in parts.items():
-            if part.empty:
-                months = f"{MONTHS[SLOTS[name].start]} - {MONTHS[SLOTS[name].stop - 1]}"
+        for name, slots in SLOTS.items():
+            if not np.isin(slot, list(slots)).any():
+                months = f"{MONTHS[slots.start]} - {MONTHS[slots.stop - 1]}"
                 raise DataError(f"{ratings_where}: no ratings in the {name} months ({months}); ML-100K has "
                                 f"ratings in every month from {MONTHS[0]} to {MONTHS[-1]}: is the file cut short?")
-        rows = common.interleave(parts["train"], parts["valid"], parts["test"])
-        rows, _ = common.remap_ids(rows, "uid")
-        rows, _ = common.remap_ids(rows, "iid")
-        splits = common.finish(rows, valid_small_frac=VALID_SMALL_FRAC, id_lists=True)
-        splits["test_warm_cold"] = common.warm_cold(splits["test"], splits["train"])
+        # the rest is the generic preparer's: ML-100K is `interactions` with these dates (tested)
+        split = interactions.Split(dates=(month_start(SLOTS["valid"].start), month_start(SLOTS["test"].start)))
+        splits, _, _ = interactions.build_splits(ratings[["uid", "iid", "timestamp", "label", "title"]], split,
+                                                 VALID_SMALL_FRAC, where=ratings_where)
         for note in notes:
             print(note)
         return splits, notes

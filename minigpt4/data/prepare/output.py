@@ -37,6 +37,11 @@ def _write_parquet(df, tmp):
     _readable(tmp)
 
 
+def _write_csv(df, tmp):
+    df.to_csv(tmp, index=False)
+    _readable(tmp)
+
+
 def _write_json(obj, tmp):
     Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     _readable(tmp)
@@ -70,8 +75,9 @@ def compare(found, published, out=None, err=None):
     return differ
 
 
-def write_prepared(out_dir, splits, *, dataset, published, inputs, notes=()):
-    """Validate and write every split, then the manifest; return the manifest dict."""
+def write_prepared(out_dir, splits, *, dataset, published, inputs, notes=(), tables=None):
+    """Validate and write every split (and `tables`, {file name: DataFrame} written as CSV, e.g. the raw ids
+    behind the new ones), then the manifest; return the manifest dict."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stem, df in splits.items():
@@ -83,6 +89,9 @@ def write_prepared(out_dir, splits, *, dataset, published, inputs, notes=()):
         atomic_write(out_dir / parquet, lambda tmp: _write_parquet(df, tmp))
         hashes[pkl] = sha256_file(out_dir / pkl)
         hashes[parquet] = sha256_file(out_dir / parquet)
+    for name, df in (tables or {}).items():
+        atomic_write(out_dir / name, lambda tmp, df=df: _write_csv(df, tmp))
+        hashes[name] = sha256_file(out_dir / name)
     found = counts(splits)
     manifest = {"dataset": dataset, "inputs": {k: str(v) for k, v in inputs.items()},
                 "splits": {stem: {"rows": found["rows"][stem], "files": list(file_names(stem))}
