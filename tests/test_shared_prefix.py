@@ -148,3 +148,87 @@ def test_slot_prompts_score_as_pointwise(tmp_path, tiny_llama, rec_model, shares
     assert batches.split_groups
     user_slot = [int(np.flatnonzero(np.asarray(split.input_ids[g[0]]) == -1)[0]) for g in batches.groups]
     assert ((batches.prefix_len > user_slot) == shares_user_slot).all()
+
+
+def _gemma3(tokenizer, sliding_window):
+    """A tiny random Gemma-3 (the embedded gemma3-270m's architecture: q/k norms, sliding-window layers, its own
+    attention scale)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=512,
+                              sliding_window=sliding_window, layer_types=["sliding_attention", "full_attention"],
+                              query_pre_attn_scalar=8, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("path", ["cascade", "cache"])
+def test_both_suffix_attention_paths_score_as_pointwise(tmp_path, tiny_llama, monkeypatch, path):
+    """Cascade attention (one copy of each prefix, two softmaxes merged) where it runs, the key/value cache where
+    it does not (a GPU, a sliding window shorter than the prompts); both with a user's candidates spread over
+    several passes and several users a pass."""
+    from minigpt4.llm import cascade_attention
+
+    used = []
+    real = cascade_attention.cascade_attention
+
+    def spy(*args, **kwargs):
+        used.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cascade_attention, "cascade_attention", spy)
+    if path == "cache":
+        monkeypatch.setattr(cascade_attention, "available", lambda *a: False)
+    rec = make_recommender(tmp_path, tiny_llama, perturb_seed=5)
+    rows = candidate_rows(users=4, k=6, seed=7)
+    split = TokenizedSplit(rec.tokenizer, build_prompts(rows, load_prompt("prompts/tallrec_movie.txt"), None), rows,
+                           10**4)
+    want = pointwise(rec, split)
+    got, batches = shared(rec, split, groups_of(rows), 64)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert batches.most_runs > 1 and bool(used) == (path == "cascade")
+    assert rec.causal_lm.config._attn_implementation == "sdpa"  # switched back after the suffix passes
+
+
+@pytest.mark.parametrize("window, cascade", [(4096, True), (16, False)])
+def test_gemma3_scores_as_pointwise_with_its_sliding_window(tmp_path, tiny_llama, monkeypatch, window, cascade):
+    from transformers import AutoTokenizer
+
+    from minigpt4.llm import cascade_attention
+
+    used = []
+    real = cascade_attention.cascade_attention
+    monkeypatch.setattr(cascade_attention, "cascade_attention", lambda *a, **k: used.append(1) or real(*a, **k))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    rec = LLMRecommender(_gemma3(tokenizer, window), tokenizer).eval()
+    rows = candidate_rows(users=3, k=5, seed=8)
+    split = TokenizedSplit(tokenizer, build_prompts(rows, load_prompt("prompts/tallrec_movie.txt"), None), rows,
+                           10**4)
+    want = pointwise(rec, split)
+    got, _ = shared(rec, split, groups_of(rows), 64)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert bool(used) == cascade  # a window shorter than the prompts: each candidate's whole prompt, pointwise
+
+
+def test_a_failing_suffix_pass_restores_the_attention(tmp_path, tiny_llama, monkeypatch):
+    from minigpt4.llm import cascade_attention
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken kernel")
+
+    monkeypatch.setattr(cascade_attention, "cascade_attention", broken)
+    rec = make_recommender(tmp_path, tiny_llama)
+    rows = candidate_rows(users=2, k=3)
+    split = TokenizedSplit(rec.tokenizer, build_prompts(rows, load_prompt("prompts/tallrec_movie.txt"), None), rows,
+                           10**4)
+    with pytest.raises(RuntimeError, match="broken kernel"):
+        shared(rec, split, groups_of(rows), 64)
+    assert rec.causal_lm.config._attn_implementation == "sdpa"
+    pointwise(rec, split)  # the model still scores as before

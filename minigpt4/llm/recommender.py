@@ -10,6 +10,7 @@ With `collab` (CoLLM, soft prompt, PersonPrompt) the prompt's slot positions get
 embeddings and the backbone runs on `inputs_embeds`; otherwise it runs on the token ids.
 """
 
+import contextlib
 import inspect
 
 import torch
@@ -19,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 
 from minigpt4.config import ConfigError, load_in_bits
+from minigpt4.llm import cascade_attention
 from minigpt4.llm.backbone import add_lora, answer_token_ids, base_model, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
 
@@ -78,13 +80,19 @@ def cache_keyword(decoder):
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
-def select_rows(cache, rows):
-    """A new DynamicCache holding rows `rows` (repeats allowed) of every layer of `cache`, which stays as it is."""
+def cache_pairs(cache):
+    """(keys, values) of every layer of a DynamicCache."""
     layers = getattr(cache, "layers", None)
-    pairs = [(layer.keys, layer.values) for layer in layers] if layers is not None else \
-        list(zip(cache.key_cache, cache.value_cache))  # transformers before the layered caches (< 4.54)
-    out = DynamicCache()
-    for i, (keys, values) in enumerate(pairs):
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # transformers before the layered caches (< 4.54)
+
+
+def select_rows(cache, rows, config=None):
+    """A new DynamicCache holding rows `rows` (repeats allowed) of every layer of `cache`, which stays as it is.
+    config: the model's, so that its sliding-window layers keep their window as the forward's mask expects."""
+    out = DynamicCache(config=config) if config is not None else DynamicCache()
+    for i, (keys, values) in enumerate(cache_pairs(cache)):
         out.update(keys[rows], values[rows], i)
     return out
 
@@ -157,6 +165,10 @@ class LLMRecommender(nn.Module):
         slots out of the prefix). runs: bounds of the suffix passes, each padded to its own longest suffix
         (default: one pass)."""
         decoder = self.causal_lm.get_decoder()
+        window = getattr(decoder.config, "sliding_window", None)
+        if window and prefix_mask.shape[1] + suffix_mask.shape[1] > window:
+            # a sliding window shorter than the prompts: a suffix's window would reach back across the cut
+            return self._whole_prompts(prefix_ids, prefix_mask, suffix_ids, suffix_mask, owner, users, items, his)
         key = cache_keyword(decoder)
         prefix = None
         if prefix_ids.shape[1]:
@@ -169,22 +181,56 @@ class LLMRecommender(nn.Module):
         start = prefix_mask.sum(-1)  # real prefix tokens before each suffix
         lengths = suffix_mask.sum(-1)
         runs = [0, len(owner)] if runs is None else runs.tolist()
+        longest = prefix_mask.shape[1] + suffix_mask.shape[1]
+        cascade = prefix is not None and cascade_attention.available(decoder.config, suffix_ids.device, longest)
+        pairs = cache_pairs(prefix) if cascade else None
         out = []
         for a, b in zip(runs[:-1], runs[1:]):
             width = int(lengths[a:b].max())
-            mine = owner[a:b]
-            cache, mask = None, suffix_mask[a:b, :width]
-            if prefix is not None:
-                cache = select_rows(prefix, mine)  # one copy of its prefix's keys and values per candidate
+            # the pass's rows, each prefix row's together (cascade attention reads one prefix at a time)
+            order = a + torch.argsort(owner[a:b], stable=True) if cascade else torch.arange(a, b)
+            mine = owner[order]
+            cache, mask, extra = None, suffix_mask[order, :width], {}
+            if cascade:
+                g, counts = torch.unique_consecutive(mine, return_counts=True)
+                ends = counts.cumsum(0).tolist()
+                spans = [(int(k), e - int(c), e) for k, c, e in zip(g, counts, ends)]
+                extra["cascade"] = cascade_attention.Prefix([k for k, _ in pairs], [v for _, v in pairs],
+                                                            start.tolist(), spans)
+            elif prefix is not None:
+                cache = select_rows(prefix, mine, decoder.config)  # a copy of its prefix per candidate
                 mask = torch.cat([prefix_mask[mine], mask], 1)
             position_ids = start[mine, None] + torch.arange(width, device=suffix_ids.device)
-            rows = (None if x is None else x[a:b] for x in (users, items, his))
-            tokens = self._tokens(suffix_ids[a:b, :width], *rows)
-            with sdpa_kernel(ATTENTION_KERNELS):
+            rows = (None if x is None else x[order] for x in (users, items, his))
+            tokens = self._tokens(suffix_ids[order, :width], *rows)
+            switch = cascade_attention.suffix_pass(decoder.config) if cascade else contextlib.nullcontext()
+            with sdpa_kernel(ATTENTION_KERNELS), switch:
                 hidden = decoder(**tokens, attention_mask=mask, position_ids=position_ids,
-                                 use_cache=cache is not None, **{key: cache}).last_hidden_state
-            out.append(hidden[torch.arange(b - a, device=hidden.device), lengths[a:b] - 1])
+                                 use_cache=cache is not None, **{key: cache}, **extra).last_hidden_state
+            picked = torch.empty(b - a, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+            picked[order - a] = hidden[torch.arange(b - a, device=hidden.device), lengths[order] - 1]
+            out.append(picked)
         return self.scores_at(torch.cat(out))
+
+    def _whole_prompts(self, prefix_ids, prefix_mask, suffix_ids, suffix_mask, owner, users, items, his):
+        """forward_shared's scores the pointwise way: each candidate's prefix and suffix joined again, left-padded,
+        in pieces of no more tokens than the shared batch held."""
+        prompts = [torch.cat([prefix_ids[g][prefix_mask[g].bool()], suffix_ids[r][suffix_mask[r].bool()]])
+                   for r, g in enumerate(owner.tolist())]
+        budget = int(prefix_mask.sum() + suffix_mask.sum())
+        width = max(len(x) for x in prompts)
+        step = max(1, budget // width)
+        pad = self.tokenizer.pad_token_id
+        out = []
+        for a in range(0, len(prompts), step):
+            part = prompts[a:a + step]
+            ids = torch.full((len(part), width), pad, dtype=prefix_ids.dtype, device=prefix_ids.device)
+            mask = torch.zeros((len(part), width), dtype=prefix_mask.dtype, device=prefix_mask.device)
+            for row, x in enumerate(part):
+                ids[row, width - len(x):], mask[row, width - len(x):] = x, 1
+            rows = (None if x is None else x[a:a + step] for x in (users, items, his))
+            out.append(self(ids, mask, *rows))
+        return torch.cat(out)
 
     def shared_slots(self):
         """Slot ids (negative) whose vectors are the same for every candidate item of a user, so a shared prefix may
