@@ -98,3 +98,25 @@ def tiny_llama_config(tokenizer, layers):
                        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+
+
+def train_binmf(folder, data_dir, out):
+    """Stage 0 on `data_dir`: a 32-bit binary encoder, one epoch, into `out`/binmf; returns its rec_model.pth."""
+    from minigpt4.cli import main
+
+    cfg = write_yaml(Path(folder) / "binmf.yaml", f"""\
+model:
+  rec_model: hash
+  rec_config: {{embedding_size: 32}}
+datasets:
+  synthetic:
+    path: {data_dir}
+run:
+  max_epoch: 1
+  device: cpu
+  output_dir: {out}
+  job_id: binmf
+""")
+    main("collab", "stage 0", ["--cfg-path", str(cfg)])
+    return Path(out) / "binmf" / "rec_model.pth"
+

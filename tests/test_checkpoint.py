@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from helpers import encode, left_pad, make_recommender, model_cfg, write_yaml
+from helpers import encode, left_pad, make_recommender, model_cfg, train_binmf, write_yaml
 from minigpt4.cli import main
 from minigpt4.config import ConfigError
 from minigpt4.llm.recommender import LLMRecommender
@@ -294,20 +294,7 @@ run:
 def chain(tiny_llama, synthetic_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("chain")
     out = d / "runs"
-    collab = write_yaml(d / "binmf.yaml", f"""\
-model:
-  rec_model: hash
-  rec_config: {{embedding_size: 32}}
-datasets:
-  synthetic:
-    path: {synthetic_dir}
-run:
-  max_epoch: 1
-  device: cpu
-  output_dir: {out}
-  job_id: binmf
-""")
-    main("collab", "stage 0", ["--cfg-path", str(collab)])
+    train_binmf(d, synthetic_dir, out)
     text = _yaml(d, "text", synthetic_dir, out, tiny_llama, "v2", "prompts/tallrec_movie.txt")
     codes = _yaml(d, "codes", synthetic_dir, out, tiny_llama, "v3", "prompts/collm_movie.txt")
     slots = _yaml(d, "slots", synthetic_dir, out, tiny_llama, "v2", "prompts/softprompt_movie.txt",

@@ -5,7 +5,7 @@ framework's checkpoint of the same weights; mismatches and files holding pickled
 import pytest
 import torch
 
-from helpers import encode, left_pad, make_recommender, slot_cfg, write_yaml
+from helpers import encode, left_pad, make_recommender, slot_cfg, train_binmf, write_yaml
 from minigpt4.batching import tokenize
 from minigpt4.cli import main
 from minigpt4.config import ConfigError
@@ -185,20 +185,7 @@ def test_eval_scores_an_upstream_file_as_our_checkpoint(tiny_llama, synthetic_di
     """Through eval.py's entry: stage 0's binary encoder, then the same adapter as an upstream .pth and as our
     checkpoint directory, scored with one BinLLM config: the same test metrics."""
     out = tmp_path / "runs"
-    collab = write_yaml(tmp_path / "binmf.yaml", f"""\
-model:
-  rec_model: hash
-  rec_config: {{embedding_size: 32}}
-datasets:
-  synthetic:
-    path: {synthetic_dir}
-run:
-  max_epoch: 1
-  device: cpu
-  output_dir: {out}
-  job_id: binmf
-""")
-    main("collab", "stage 0", ["--cfg-path", str(collab)])
+    train_binmf(tmp_path, synthetic_dir, out)
     codes = write_yaml(tmp_path / "codes.yaml", f"""\
 model:
   llama_model: {tiny_llama}
