@@ -148,6 +148,7 @@ GOOD = ("user_id,item_id,rating,timestamp\n" + "".join(
     ("bad_time", ["r.csv", "line 3", "the time 'last tuesday' does not parse", "--time-format"]),
     ("duplicate", ["r.csv", "line 2 and line 12", "user 'u1', item 'b1'", "twice", "remove the duplicates"]),
     ("no_title", ["i.csv", "line 3", "item 'b2' has no title"]),
+    ("no_title_template", ["i.csv", "line 3", "item 'b2' has no title", "'{title}{subtitle}'"]),
     ("item_not_in_items", ["r.csv", "line 3", "item 'b2' has no row in", "i.csv"]),
     ("empty_split", ["the test split is empty", "2021-01-01 to 2021-10-01", "--split-dates"]),
     ("kcore_empty", ["no interaction is left", "--min-interactions"]),
@@ -168,6 +169,9 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, case, w
         text += "u1,b1,3,2021-01-01\n"
     elif case == "no_title":
         items = "item_id,title\nb1,Dune\nb2,\nb3,Ubik\n"
+    elif case == "no_title_template":
+        items = "item_id,title,subtitle\nb1,Dune,\nb2,,\nb3,Ubik,\n"
+        options = ["--title-col", "{title}{subtitle}"]
     elif case == "item_not_in_items":
         items = "item_id,title\nb1,Dune\nb3,Ubik\n"
     elif case == "empty_split":

@@ -273,6 +273,7 @@ def read_titles(args, interactions, table):
             raise DataError(f"--title-col {args.title_col!r}: not a template of column names ({err})") from None
     else:
         titles = items.values["title"]
+    titles = np.array([t.strip() for t in titles], dtype=object)
     frame = pd.DataFrame({"iid": ids, "title": titles})
     dup = frame["iid"].duplicated(keep=False).to_numpy()
     if dup.any():
@@ -281,11 +282,10 @@ def read_titles(args, interactions, table):
         raise DataError(f"{items.where}: {items.line(k)} and {items.line(other)}: item {items.values['item'][k]!r} "
                         "appears twice; give each item one row")
     by_id = dict(zip(frame["iid"], frame["title"]))
-    if not template:
-        empty = np.array([t.strip() == "" for t in titles])
-        used = pd.Series(ids).isin(set(interactions["iid"])).to_numpy()
-        _first(items, empty & used, lambda k: f"item {items.values['item'][k]!r} has no title (column "
-               f"{args.title_col!r}); every item the interactions name needs one")
+    empty = np.array([t.strip() == "" for t in titles])
+    used = pd.Series(ids).isin(set(interactions["iid"])).to_numpy()
+    _first(items, empty & used, lambda k: f"item {items.values['item'][k]!r} has no title (--title-col "
+           f"{args.title_col!r}); every item the interactions name needs one")
     known = interactions["iid"].isin(list(by_id)).to_numpy()
     if not known.all():
         k = int(np.flatnonzero(~known)[0])
