@@ -501,6 +501,25 @@ def test_report_without_paper_numbers_compares_the_rows_with_each_other(tmp_path
     assert "Target of the cpu budget" in paper
 
 
+def test_a_recorded_zero_shot_step_is_rebuilt_for_its_ranking(first, tmp_path):
+    """ICL trains nothing, so its rebuild for a ranking step (which reads its run directory) scores only a few rows
+    instead of none (an evaluation must score something); its row stays its record."""
+    import shutil
+
+    folder = first["folder"]
+    main(_argv(first["out"], first["llama"], first["data"]) + ["--report"])
+    out = tmp_path / "clone"
+    other = out / "ml-1m" / "smoke"
+    other.mkdir(parents=True)
+    shutil.copytree(folder / "steps", other / "steps")
+    shutil.copy(folder / "differences.json", other / "differences.json")
+    assert main(_argv(out, first["llama"], first["data"], only="rank_icl")) == {"icl": "rebuilt", "rank_icl": "ran"}
+    assert json.loads((other / "runs" / "icl" / "metrics.json").read_text(encoding="utf-8"))["test"]["rows"] <= 40
+    assert (other / "steps" / "icl.json").read_text(encoding="utf-8") == (folder / "steps" / "icl.json").read_text(
+        encoding="utf-8")
+    assert json.loads((other / "steps" / "rank_icl.json").read_text(encoding="utf-8"))["metrics"]
+
+
 def test_records_let_a_reproduction_continue_on_another_machine(first, tmp_path, monkeypatch, capsys):
     """Each finished step leaves a record (numbers only) beside the report. A clone with the records but no runs/
     (another machine) reuses them, reports them, and runs a recorded step again only for a checkpoint that a step

@@ -138,8 +138,10 @@ def run_step(step, runs, stale=None, record=None, needed=False):
         print(f"[{step.name}] recorded, but a step that runs reads its checkpoint, which a record does not hold: "
               "training it again (same settings; its row stays its record)")
         rec.mark_rebuild(runs, step.name, record)
-        if stages.get(step.stage).llm:
+        if stages.get(step.stage).llm and stages.get(step.stage).trains:
             argv.append("run.test_splits=[]")
+        elif stages.get(step.stage).llm:  # trains nothing (ICL): the run directory is all a reader needs, and the
+            argv += ["run.test_splits=[test]", "run.max_eval_rows=40"]  # least scoring that writes it
         how = "rebuilt"
     missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
     if missing:
