@@ -140,8 +140,9 @@ def run_step(step, runs, stale=None, record=None, needed=False):
         rec.mark_rebuild(runs, step.name, record)
         if stages.get(step.stage).llm and stages.get(step.stage).trains:
             argv.append("run.test_splits=[]")
-        elif stages.get(step.stage).llm:  # trains nothing (ICL): the run directory is all a reader needs, and the
-            argv += ["run.test_splits=[test]", "run.max_eval_rows=40"]  # least scoring that writes it
+        elif stages.get(step.stage).llm:  # trains nothing (ICL): the run directory is all a reader needs. The
+            # least scoring that writes it, on valid so that no test number stands beside the record's
+            argv += ["run.test_splits=[valid]", "run.max_eval_rows=40"]
         how = "rebuilt"
     missing = [d for d in step.depends if not (runs / d / "metrics.json").is_file()]
     if missing:
