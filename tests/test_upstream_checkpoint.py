@@ -214,6 +214,14 @@ run:
     assert got["from_file"]["rows"] == 16
     assert got["from_file"]["auc"] == got["from_ours"]["auc"] and got["from_file"]["loss"] == got["from_ours"]["loss"]
     assert read_meta(find_checkpoint(str(file)))["upstream"]["llama_model"] == "/data/vicuna/weights"
+    # stage 2 continues from an upstream stage-1 (text) file: another mode, so another prompt, is allowed
+    stage1 = _save_upstream(tmp_path / "stage1.pth", _binllm_state(rec),
+                            _upstream_config(mode="v2", prompt_path="prompts/tallrec_movie.txt", rec_model="MF"))
+    main("llm", "stage 2", ["--cfg-path", str(codes), "--options", "run.job_id=continued", f"model.ckpt={stage1}",
+                            "run.max_epoch=1", "run.iters_per_epoch=1", "run.batch_size_train=4", "run.warmup_steps=1",
+                            "run.max_train_rows=40", "run.test_splits=[]", "model.lora_config.r=4",
+                            "model.lora_config.alpha=8"])
+    assert (out / "continued" / "checkpoint_best" / "adapter_model.safetensors").is_file()
 
 
 def test_convert_command_writes_the_directory_once(tiny_llama, tmp_path, capsys):
