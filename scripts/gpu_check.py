@@ -16,6 +16,10 @@ running the parts in the order `--parts` names them:
      left-padded batch's gradients under each attention kernel), the suspect of the NaN seen at step 14.
   c. small-model throughput: our bf16 training path on SmolLM2 at batches 64-512 first, then benchmark.py at
      GPU-sized batches (fp32, bf16, bf16 compiled: scoring and training).
+  d. ranking: `benchmark.py --ranking` on ML-1M candidates (K = 20): shared-prefix scoring against the pointwise
+     path, samples/s and the share of the token bound reached, and the largest score difference, fp32. Speed does
+     not depend on the weights, so SmolLM2's shape with random weights serves: the part needs only the tokenizer
+     and runs in the first call.
 
 Files a machine without network needs come from `bash scripts/gpu_pack.sh` (see there): the SmolLM2 GGUF in two
 pieces, the gguf reader's wheel, the tokenizer and ML-1M's processed splits.
@@ -48,7 +52,10 @@ from minigpt4.text_codes import CodeTable  # noqa: E402
 
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6)
-PARTS = {"7b": "7b_shape", "bf16": "bf16_stability", "small": "small_model"}  # --parts name: report key
+PARTS = {"7b": "7b_shape", "bf16": "bf16_stability", "small": "small_model", "rank": "ranking"}  # name: report key
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                    rope_parameters={"rope_type": "default", "rope_theta": 100000.0})
 TOY = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
            max_position_embeddings=2048)
 
@@ -286,6 +293,50 @@ def part_small(args, device, llama_dir, progress=lambda result: None):
     return result
 
 
+def part_rank(args, device, tokenizer):
+    """benchmark.py --ranking in a subprocess, on a randomly initialised model of SmolLM2's shape (TOY under
+    --smoke) saved once with the tokenizer."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    model_dir = Path(args.out) / "rank_model"
+    if not (model_dir / "config.json").is_file():
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             **(TOY if args.smoke else SMOLLM2_135M))
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    out = Path(args.out) / "benchmark_rank.json"
+    sizes = ["--rank-users", "2", "--rank-k", "5", "--rank-reps", "1", "--rank-batch", "8", "--rank-sweep", "4"] \
+        if args.smoke else ["--rank-users", "64", "--rank-reps", "3", "--rank-batch", "128", "--rank-sweep", "32,512"]
+    cmd = [sys.executable, "benchmark.py", "--ranking", "--device", device.type, "--llama", str(model_dir),
+           "--rank-data", args.data, "--rank-dtype", "fp32", "--out", str(out), *sizes]
+    out.unlink(missing_ok=True)
+    rc = call(cmd, args.part_timeout)
+    return {"returncode": rc, "command": " ".join(cmd[1:]),
+            **({"report": json.loads(out.read_text())["ranking"]} if out.is_file() else {})}
+
+
+def md_rank(d):
+    """Part d: per kind of prompt, both paths at each batch."""
+    r = d.get("report", {})
+    lines = ["## d. Ranking: shared-prefix against pointwise scoring (fp32, K = %s)" % r.get("k", "?"), ""]
+    if r:
+        lines += [f"{r['users']} users of {r['data']}, SmolLM2's shape with random weights.", "",
+                  "| prompts | P | S | bound | batch | pointwise samples/s | shared samples/s | speed-up | share | "
+                  "max score diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for kind in ("binllm", "text_only"):
+            x = r.get(kind)
+            for b in (x or {}).get("shared", {}):
+                rate, ref = x["shared"][b]["samples_per_s"], x["pointwise"][b]["samples_per_s"]
+                lines.append(f"| {kind} | {x['P']:.0f} | {x['S']:.1f} | {x['token_bound']:.2f} | {b} | {ref:.0f} | "
+                             f"{rate:.0f} | {rate / ref:.2f} | {rate / ref / x['token_bound']:.0%} | "
+                             f"{x['max_abs_score_diff']:.1e} |")
+    if d.get("returncode", 0) != 0:
+        lines += ["", f"benchmark.py exit {d['returncode']} (`{d['command']}`)"]
+    return lines + [""]
+
+
 def train_batch_sweep(args, device, llama_dir):
     """Our training path in bf16 at growing batches: where SmolLM2's training stops gaining from a larger batch
     (at batch 8-64 a step costs about the same: per-step overhead, not arithmetic, sets the pace)."""
@@ -315,7 +366,8 @@ def markdown(report):
              f"torch {report['torch']}, transformers {report['transformers']}, peft {report['peft']}; measured bf16 "
              f"matmul {report['matmul_bf16'] / 1e12:.0f} TFLOP/s (8192³ products); commands {commands}", ""]
     md_small_here = lambda c: md_small(c, report["matmul_bf16"])  # noqa: E731
-    for key, section in (("7b_shape", md_7b), ("bf16_stability", md_bf16), ("small_model", md_small_here)):
+    for key, section in (("7b_shape", md_7b), ("bf16_stability", md_bf16), ("small_model", md_small_here),
+                         ("ranking", md_rank)):
         part = report.get(key)
         if not part:
             continue
@@ -430,7 +482,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="the project's GPU check (see the module docstring)")
     p.add_argument("--smoke", action="store_true", help="toy sizes, any device: checks the script itself")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--parts", default="7b,bf16,small", help="comma-separated subset of 7b,bf16,small")
+    p.add_argument("--parts", default="7b,rank,bf16,small", help="comma-separated subset of 7b,rank,bf16,small")
     p.add_argument("--merge", action="store_true",
                    help="keep the parts of an earlier report.json in --out that this call does not run (a check "
                         "split over several calls on one machine)")
@@ -462,7 +514,7 @@ def main(argv=None):
     needs_llama = {"bf16", "small"} & set(parts)
     if needs_llama and not (Path(args.llama) / "config.json").is_file():
         p.error(f"--llama {args.llama} has no config.json, and parts {sorted(needs_llama)} need SmolLM2's weights: "
-                "carry gpu_pack/2 too (scripts/gpu_pack.sh), or pass --parts 7b")
+                "carry gpu_pack/2 too (scripts/gpu_pack.sh), or pass --parts 7b,rank")
     device = torch.device(args.device if args.device == "cpu" or torch.cuda.is_available() else "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -492,6 +544,8 @@ def main(argv=None):
                 bits = bench.random_codes(int(rows["uid"].max()) + 1, int(rows["iid"].max()) + 1)
                 result = part_7b(args, device, tokenizer, rows, load_prompt(bench.PROMPT), bits, report["matmul_bf16"],
                                  progress)
+            elif part == "rank":
+                result = part_rank(args, device, load_tokenizer(args.tokenizer, located=(args.tokenizer, None)))
             elif part == "bf16":
                 result = part_bf16(args, device, args.llama, progress)
             else:
@@ -515,8 +569,9 @@ def failures(report):
     out = [key for key in PARTS.values() if "error" in report.get(key, {})]
     b = report.get("bf16_stability", {})
     out += [f"bf16_stability.{k}" for k in ("bf16", "fp32") if b.get(k, {}).get("returncode", 0) != 0]
-    if report.get("small_model", {}).get("returncode", 0) != 0:
-        out.append("small_model")
+    for key in ("small_model", "ranking"):
+        if report.get(key, {}).get("returncode", 0) != 0:
+            out.append(key)
     return out
 
 

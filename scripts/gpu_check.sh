@@ -2,7 +2,7 @@
 # The project's GPU check (scripts/gpu_check.py says what it measures). On the GPU machine, from the repository
 # root, with scripts/gpu_pack.sh's pieces carried there (see there for the calls):
 #   bash scripts/gpu_check.sh --stash                  # keep the pieces carried by this call in gpu_cache/ and stop
-#   bash scripts/gpu_check.sh --stash --parts 7b       # keep them, then run the parts that need no SmolLM2 weights
+#   bash scripts/gpu_check.sh --stash --parts 7b,rank  # keep them, then run the parts that need no SmolLM2 weights
 #   bash scripts/gpu_check.sh [args]                   # assemble and convert SmolLM2 once, then run the check
 # Writes runs/gpu_check/report.md and report.json after each part, and copies them to $OUT when the device tool
 # sets it, so a call stopped at its time limit still brings back the parts that finished.

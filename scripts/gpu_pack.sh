@@ -6,7 +6,7 @@
 # redistribution).
 #   bash scripts/gpu_pack.sh
 # Then, with the device tool, two calls on the same warm machine (the first call's files stay there):
-#   call 1 carries gpu_pack/1: bash scripts/gpu_check.sh --stash --parts 7b    (the 7B shape needs no weights)
+#   call 1 carries gpu_pack/1: bash scripts/gpu_check.sh --stash --parts 7b,rank  (neither needs SmolLM2's weights)
 #   call 2 carries gpu_pack/2: bash scripts/gpu_check.sh --parts small,bf16 --merge
 # or, with time for three: `--stash` alone in call 1, then `bash scripts/gpu_check.sh` with everything.
 set -euo pipefail

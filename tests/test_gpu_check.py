@@ -136,3 +136,18 @@ def test_part_c_writes_its_batch_sweep_before_benchmark_runs(tiny_llama, synthet
     assert c["returncode"] == 124 and c["train_batches"] == seen[0]["train_batches"] and "report" not in c
     assert gpu_check.failures(json.loads((out / "report.json").read_text())) == ["small_model"]
     assert "benchmark.py exit 124" in (out / "report.md").read_text()
+
+
+def test_ranking_part_runs_and_reports(tiny_llama, synthetic_dir, tmp_path):
+    """Part d needs only a tokenizer (the model is SmolLM2's shape, TOY under --smoke, with random weights)."""
+    gpu_check = _gpu_check()
+    out = tmp_path / "check"
+    rc = gpu_check.main(["--smoke", "--device", "cpu", "--parts", "rank", "--tokenizer", str(tiny_llama), "--data",
+                         str(synthetic_dir), "--out", str(out)])
+    assert rc == 0
+    d = json.loads((out / "report.json").read_text())["ranking"]
+    for kind in ("binllm", "text_only"):
+        x = d["report"][kind]
+        assert x["token_bound"] > 1 and x["max_abs_score_diff"] < 1e-4 and x["shared"]["8"]["samples_per_s"] > 0
+    md = (out / "report.md").read_text()
+    assert "## d. Ranking" in md and md.count("| binllm |") == 2
