@@ -57,7 +57,7 @@ def suffix_runs(lengths, waste=SUFFIX_WASTE):
     return bounds
 
 
-def _pad(rows, pad_id, left):
+def pad_rows(rows, pad_id, left):
     """Rows of ids -> (ids, mask) [len(rows), longest], padded on the left or the right."""
     width = max((len(r) for r in rows), default=0)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -140,8 +140,8 @@ class SharedPrefixBatches:
         owner = np.asarray(owner)[order]
         leaders = [int(np.flatnonzero(owner == g)[0]) for g in range(len(chunk))]
         positions = np.asarray(positions, dtype=np.int64)[order]
-        prefix_ids, prefix_mask = _pad(prefixes, s.pad_id, left=True)
-        suffix_ids, suffix_mask = _pad(suffixes, s.pad_id, left=False)
+        prefix_ids, prefix_mask = pad_rows(prefixes, s.pad_id, left=True)
+        suffix_ids, suffix_mask = pad_rows(suffixes, s.pad_id, left=False)
         batch = {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask, "suffix_ids": suffix_ids,
                  "suffix_mask": suffix_mask, "owner": torch.from_numpy(owner), "leaders": torch.tensor(leaders),
                  "runs": torch.tensor(suffix_runs([len(x) for x in suffixes])),

@@ -35,15 +35,10 @@ class Prefix:
     spans: list
 
 
-def available(config, device, longest):
-    """Whether cascade attention computes this model's attention: a CPU, PyTorch's flash kernel, no logit
-    soft-capping, and no sliding window shorter than the longest prompt (`longest` tokens)."""
-    if device.type != "cpu" or _FLASH_CPU is None:
-        return False
-    if getattr(config, "attn_logit_softcapping", None):
-        return False
-    window = getattr(config, "sliding_window", None)
-    return not window or longest <= window
+def available(config, device):
+    """Whether cascade attention computes this model's attention: a CPU, PyTorch's flash kernel and no logit
+    soft-capping (a sliding window shorter than the prompts never gets here: forward_shared scores whole prompts)."""
+    return device.type == "cpu" and _FLASH_CPU is not None and not getattr(config, "attn_logit_softcapping", None)
 
 
 def cascade_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, cascade=None,

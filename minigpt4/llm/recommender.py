@@ -23,6 +23,7 @@ from minigpt4.config import ConfigError, load_in_bits
 from minigpt4.llm import cascade_attention
 from minigpt4.llm.backbone import add_lora, answer_token_ids, base_model, load_backbone
 from minigpt4.llm.collab_tokens import CollabTokens, place_slots
+from minigpt4.shared_prefix import pad_rows
 
 # Families whose transformers forward scales lm_head's output by a config value (read in transformers 5.24's
 # modeling files): model_type prefix -> (config key, "multiply" | "divide").
@@ -88,10 +89,9 @@ def cache_pairs(cache):
     return list(zip(cache.key_cache, cache.value_cache))  # transformers before the layered caches (< 4.54)
 
 
-def select_rows(cache, rows, config=None):
-    """A new DynamicCache holding rows `rows` (repeats allowed) of every layer of `cache`, which stays as it is.
-    config: the model's, so that its sliding-window layers keep their window as the forward's mask expects."""
-    out = DynamicCache(config=config) if config is not None else DynamicCache()
+def select_rows(cache, rows):
+    """A new DynamicCache holding rows `rows` (repeats allowed) of every layer of `cache`, which stays as it is."""
+    out = DynamicCache()
     for i, (keys, values) in enumerate(cache_pairs(cache)):
         out.update(keys[rows], values[rows], i)
     return out
@@ -181,9 +181,10 @@ class LLMRecommender(nn.Module):
         start = prefix_mask.sum(-1)  # real prefix tokens before each suffix
         lengths = suffix_mask.sum(-1)
         runs = [0, len(owner)] if runs is None else runs.tolist()
-        longest = prefix_mask.shape[1] + suffix_mask.shape[1]
-        cascade = prefix is not None and cascade_attention.available(decoder.config, suffix_ids.device, longest)
-        pairs = cache_pairs(prefix) if cascade else None
+        cascade = prefix is not None and cascade_attention.available(decoder.config, suffix_ids.device)
+        if cascade:
+            pairs = cache_pairs(prefix)
+            keys, values, real = [k for k, _ in pairs], [v for _, v in pairs], start.tolist()
         out = []
         for a, b in zip(runs[:-1], runs[1:]):
             width = int(lengths[a:b].max())
@@ -195,10 +196,9 @@ class LLMRecommender(nn.Module):
                 g, counts = torch.unique_consecutive(mine, return_counts=True)
                 ends = counts.cumsum(0).tolist()
                 spans = [(int(k), e - int(c), e) for k, c, e in zip(g, counts, ends)]
-                extra["cascade"] = cascade_attention.Prefix([k for k, _ in pairs], [v for _, v in pairs],
-                                                            start.tolist(), spans)
+                extra["cascade"] = cascade_attention.Prefix(keys, values, real, spans)
             elif prefix is not None:
-                cache = select_rows(prefix, mine, decoder.config)  # a copy of its prefix per candidate
+                cache = select_rows(prefix, mine)  # a copy of its prefix per candidate
                 mask = torch.cat([prefix_mask[mine], mask], 1)
             position_ids = start[mine, None] + torch.arange(width, device=suffix_ids.device)
             rows = (None if x is None else x[order] for x in (users, items, his))
@@ -215,21 +215,14 @@ class LLMRecommender(nn.Module):
     def _whole_prompts(self, prefix_ids, prefix_mask, suffix_ids, suffix_mask, owner, users, items, his):
         """forward_shared's scores the pointwise way: each candidate's prefix and suffix joined again, left-padded,
         in pieces of no more tokens than the shared batch held."""
-        prompts = [torch.cat([prefix_ids[g][prefix_mask[g].bool()], suffix_ids[r][suffix_mask[r].bool()]])
+        prompts = [torch.cat([prefix_ids[g][prefix_mask[g].bool()], suffix_ids[r][suffix_mask[r].bool()]]).tolist()
                    for r, g in enumerate(owner.tolist())]
-        budget = int(prefix_mask.sum() + suffix_mask.sum())
-        width = max(len(x) for x in prompts)
-        step = max(1, budget // width)
-        pad = self.tokenizer.pad_token_id
+        step = max(1, int(prefix_mask.sum() + suffix_mask.sum()) // max(len(x) for x in prompts))
         out = []
         for a in range(0, len(prompts), step):
-            part = prompts[a:a + step]
-            ids = torch.full((len(part), width), pad, dtype=prefix_ids.dtype, device=prefix_ids.device)
-            mask = torch.zeros((len(part), width), dtype=prefix_mask.dtype, device=prefix_mask.device)
-            for row, x in enumerate(part):
-                ids[row, width - len(x):], mask[row, width - len(x):] = x, 1
+            ids, mask = pad_rows(prompts[a:a + step], self.tokenizer.pad_token_id, left=True)
             rows = (None if x is None else x[a:a + step] for x in (users, items, his))
-            out.append(self(ids, mask, *rows))
+            out.append(self(ids.to(prefix_ids.device), mask.to(prefix_mask.device), *rows))
         return torch.cat(out)
 
     def shared_slots(self):

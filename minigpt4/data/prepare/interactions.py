@@ -14,7 +14,6 @@ Only the reading of the raw files is dataset-specific; the rest is the same for 
 
 import json
 import re
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -425,7 +424,7 @@ class Interactions:
         atomic_text(path, config_text(args, {**manifest, "rows_total": sum(
             manifest["splits"][s]["rows"] for s in ("train", "valid", "test"))}))
         print(f"wrote {path}; any ML-1M recipe runs on it with `defaults: [ml1m_<method>.yaml, "
-              f"datasets/{dataset_name(args)}.yaml]`", file=sys.stdout)
+              f"datasets/{dataset_name(args)}.yaml]`")
 
 
 def _split_dates(text):

@@ -61,11 +61,7 @@ GENRES = 19  # u.item: id|title|release date|video release date|IMDb URL|19 genr
 
 def period_bounds():
     """[start, end) in Unix seconds of the eight months of SLOTS."""
-    year, month = FIRST_MONTH
-    start = calendar.timegm((year, month, 1, 0, 0, 0))
-    month += len(MONTHS)
-    end = calendar.timegm((year + (month - 1) // 12, (month - 1) % 12 + 1, 1, 0, 0, 0))
-    return start, end
+    return month_start(0), month_start(len(MONTHS))
 
 
 def month_start(slot):
