@@ -226,7 +226,7 @@ def _day(seconds):
 
 
 def read_interactions(args):
-    """The interactions file as rows (uid, iid, timestamp, label) with each row's place in the file."""
+    """The interactions file as rows (uid, iid, timestamp, label), indexed by their row in the file."""
     columns = {"user": args.user_col, "item": args.item_col, "time": args.time_col}
     columns.update({"label": args.label_col} if args.label_col else {"rating": args.rating_col})
     table = read_table(args.interactions, columns, args.sep, args.encoding)
@@ -244,13 +244,13 @@ def read_interactions(args):
     for role in ("user", "item"):
         _first(table, v[role] == "", lambda k, role=role: f"the {role} id is empty")
     rows = pd.DataFrame({"uid": _ids(v["user"]), "iid": _ids(v["item"]), "timestamp": parse_times(table,
-                         args.time_format), "label": label, "line": np.arange(len(table))})
+                         args.time_format), "label": label})  # index = row of the file
     dup = rows.duplicated(["uid", "iid", "timestamp"], keep=False).to_numpy()
     if dup.any():
         k = int(np.flatnonzero(dup)[0])
         same = rows[(rows["uid"] == rows["uid"].iloc[k]) & (rows["iid"] == rows["iid"].iloc[k])
                     & (rows["timestamp"] == rows["timestamp"].iloc[k])]
-        raise DataError(f"{table.where}: {table.line(k)} and {table.line(int(same['line'].iloc[1]))}: user "
+        raise DataError(f"{table.where}: {table.line(k)} and {table.line(int(same.index[1]))}: user "
                         f"{v['user'][k]!r}, item {v['item'][k]!r} at the same time {v['time'][k]!r} twice "
                         f"({int(dup.sum()):,} such rows in all); remove the duplicates")
     return rows, table
@@ -281,7 +281,7 @@ def read_titles(args, interactions, table):
         raise DataError(f"{items.where}: {items.line(k)} and {items.line(other)}: item {items.values['item'][k]!r} "
                         "appears twice; give each item one row")
     by_id = dict(zip(frame["iid"], frame["title"]))
-    empty = np.array([t.strip() == "" for t in titles])
+    empty = titles == ""
     used = pd.Series(ids).isin(set(interactions["iid"])).to_numpy()
     _first(items, empty & used, lambda k: f"item {items.values['item'][k]!r} has no title (--title-col "
            f"{args.title_col!r}); every item the interactions name needs one")
@@ -409,7 +409,7 @@ class Interactions:
         rows, table = read_interactions(args)
         titles = read_titles(args, rows, table)
         rows["title"] = rows["iid"].map(titles).astype(object)
-        splits, notes, self.tables = build_splits(rows.drop(columns="line"), split, args.valid_small,
+        splits, notes, self.tables = build_splits(rows, split, args.valid_small,
                                                   args.min_interactions, where=table.where)
         notes.insert(0, f"{len(table):,} interactions in {table.where}; label "
                         + (f"= {args.label_col}" if args.label_col else f"= {args.rating_col} >= {args.liked:g}"))
