@@ -65,6 +65,14 @@ def test_split_reader_only_raises_data_errors(tmp_path, columns, rows, data):
         pass
 
 
+def test_a_bytes_id_is_a_data_error(tmp_path):
+    """hypothesis found it: pandas reads b"0" as the number 0, which then compared as bytes with an int."""
+    frame = pd.DataFrame({"uid": [b"0"], "iid": [0], "label": [0], "his": [None], "his_title": [None], "title": [None]})
+    frame.to_pickle(tmp_path / "train_ood2.pkl")
+    with pytest.raises(DataError):
+        read_split(tmp_path / "train_ood2.pkl")
+
+
 @pytest.mark.parametrize("payload, words", [
     (b"not a pickle at all", "cannot be read"),
     (pickle.dumps({"uid": [1]}), "expected a pandas DataFrame"),

@@ -74,13 +74,15 @@ def validate_split(df, path):
             pos = int(np.flatnonzero(mask)[0])
             raise DataError(f"{path}: row {_plain(df.index[pos])!r} (position {pos}): {what(pos)}")
 
+    number = {}
     for col in ("uid", "iid", "label"):
-        values = pd.to_numeric(df[col], errors="coerce")
+        values = number[col] = pd.to_numeric(df[col], errors="coerce")
         first_bad(values.isna(), lambda p: f"column {col!r} is not a number: {_plain(df[col].iloc[p])!r}")
         first_bad(values != values.round(), lambda p: f"column {col!r} is not an integer: {_plain(df[col].iloc[p])!r}")
     first_bad(~df["label"].isin([0, 1]), lambda p: f"label must be 0 or 1, got {_plain(df['label'].iloc[p])!r}")
-    first_bad(df["uid"] < 1, lambda p: f"uid must be >= 1 (0 is reserved), got {df['uid'].iloc[p]}")
-    first_bad(df["iid"] < 1, lambda p: f"iid must be >= 1 (0 is the padding item), got {df['iid'].iloc[p]}")
+    # compared as the numbers read above: to_numeric also reads bytes (b"0"), which do not compare with ints
+    first_bad(number["uid"] < 1, lambda p: f"uid must be >= 1 (0 is reserved), got {df['uid'].iloc[p]}")
+    first_bad(number["iid"] < 1, lambda p: f"iid must be >= 1 (0 is the padding item), got {df['iid'].iloc[p]}")
     first_bad(~df["title"].map(lambda t: isinstance(t, str)),
               lambda p: f"title is not a string: {_plain(df['title'].iloc[p])!r}")
     for col in ("his", "his_title"):
