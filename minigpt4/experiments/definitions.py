@@ -215,3 +215,30 @@ def paper_value(dataset, source, key):
     if key is None or not has_paper(dataset):
         return None
     return _PAPER_ALL[source][DATASETS[dataset]["paper"]].get(key)
+
+
+# Another seed of a step (reproduce.py --seed N): the run `runs/<step>.seed<N>/` beside the step's own. Only the
+# LLM steps that train get one; the encoders and the zero-shot steps they read stay the step's own.
+def takes_seed(step):
+    spec = STEPS.get(step)
+    return spec is not None and stages.get(spec.stage).llm and stages.get(spec.stage).trains
+
+
+def seeded(step, seed):
+    return f"{step}.seed{seed}"
+
+
+def split_seed(name):
+    """(step, seed) of a run name: ("binllm", 43) for "binllm.seed43", (name, None) for a step's own run or a
+    name that is not a seed of a step."""
+    step, mark, seed = name.rpartition(".seed")
+    if mark and seed.isdigit() and step in ALL_STEPS:
+        return step, int(seed)
+    return name, None
+
+
+def label(name):
+    """A run's name in a report: the step's label, with its seed when it is another seed's run."""
+    step, seed = split_seed(name)
+    text = STEP_LABEL.get(step, step)
+    return f"{text} (seed {seed})" if seed is not None else text

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from minigpt4 import protocol, stages
 from minigpt4.config import EMBEDDED_LLM, REPO_ROOT, backbone_profile, compose, load_config
+from minigpt4.config.reference import defaults as schema_defaults
 from minigpt4.config.reference import read_by
 from minigpt4.experiments.definitions import (
     ALL_STEPS,
@@ -20,9 +21,12 @@ from minigpt4.experiments.definitions import (
     ENCODER_STEP,
     FULL_TEST_STEPS,
     LLM_TEST_SPLITS,
+    RANKING_STEPS,
     STAGE1_STEP,
     STEPS,
     ReproduceError,
+    seeded,
+    takes_seed,
 )
 from minigpt4.experiments.records import rebuild_marker
 from minigpt4.preflight import is_set
@@ -48,11 +52,14 @@ def budget_folder(budget, llama):
     return budget
 
 
-def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
+def plan(dataset, budget, out, data=None, llama=None, only=None, options=(), seed=None):
     """The ordered steps of a reproduction, with every dependency wired to the runs of this reproduction.
 
     `options` (key=value) go last on every LLM, eval and ranking step, after the budget: settings of the machine,
-    such as run.batch_size_eval or run.amp, that change speed, not the protocol. The ranking steps come last."""
+    such as run.batch_size_eval or run.amp, that change speed, not the protocol. The ranking steps come last.
+    `seed`: another seed of the LLM steps that train, each `<step>.seed<N>` (run.seed N) beside the step's own run,
+    scoring the same rows (run.sample_seed kept) and reading the same encoders; a stage-2 step reads the stage-1
+    adapter of its own seed. Ranking steps rank the steps' own runs, so such a plan has none."""
     if dataset not in DATASETS:
         raise ReproduceError(f"--dataset {dataset!r}: choose one of {sorted(DATASETS)}")
     if budget not in BUDGETS:
@@ -64,11 +71,16 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
     runs = Path(out) / dataset / budget_folder(budget, llama) / "runs"
     data = Path(data or REPO_ROOT / ds["data"])
     steps = {}
-    for name, spec in ALL_STEPS.items():
+    # the steps that take the seed: their runs are named <step>.seed<N>, and what reads them reads those
+    named = (lambda n: seeded(n, seed) if takes_seed(n) else n) if seed is not None else (lambda n: n)
+    for base, spec in ALL_STEPS.items():
+        if seed is not None and spec.ranks:
+            continue
+        name = named(base)
         stage, extra, llm = spec.stage, list(spec.options), stages.get(spec.stage).llm
         config = REPO_ROOT / "train_configs" / f"{ds['prefix']}_{spec.method}.yaml"
         if not config.is_file():
-            raise ReproduceError(f"step {name}: config {config} is missing (every method needs one per dataset)")
+            raise ReproduceError(f"step {base}: config {config} is missing (every method needs one per dataset)")
         common = [f"datasets.{ds['key']}.path={data}", f"run.output_dir={runs}", f"run.job_id={name}"]
         # the paper budget's settings of this method, then the step's own (a code length) again on top
         upstream = protocol.overrides(dataset, stage, spec.method) + extra if budget == "paper" else []
@@ -77,8 +89,8 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
         # Wire the dependencies to this reproduction's runs, never to the configs' default paths: an LLM step's
         # stage-1 adapter and encoder, a stage-0 step's starting weights (CTRL: the aligned DIN).
         if llm and model.get("ckpt"):
-            depends.append(STAGE1_STEP)
-            wiring.append(f"model.ckpt={runs / STAGE1_STEP / 'checkpoint_best'}")
+            depends.append(named(STAGE1_STEP))
+            wiring.append(f"model.ckpt={runs / named(STAGE1_STEP) / 'checkpoint_best'}")
         if is_set(model.get("rec_config", {}).get("pretrained_path", "")):  # upstream's not_have: none
             enc = spec.encoder or ENCODER_STEP[model.rec_model]
             depends.append(enc)
@@ -90,15 +102,24 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
         if spec.ranks:  # a ranking step: the finished run it ranks
             depends.append(spec.ranks)
             wiring.append(f"run.rank_run={runs / spec.ranks}")
-        full = not llm or name in FULL_TEST_STEPS  # an encoder scores every test row
+        full = not llm or base in FULL_TEST_STEPS  # an encoder scores every test row
         for_dataset = (b.get("datasets") or {}).get(dataset, {})  # appended after the budget's own lists
         budget_opts = b[stage] + for_dataset.get(stage, [])
         test_kind = "full_test" if full else "sub_test"
         kind = b[test_kind] + for_dataset.get(test_kind, []) if llm else []
         mine = list(options) if llm or spec.ranks else []
-        steps[name] = Step(name, stage, str(config), extra + common + wiring + budget_opts + upstream + kind + mine,
+        overrides = extra + common + wiring + budget_opts + upstream + kind
+        if name != base:
+            overrides += _seed_options(config, overrides, seed, base)
+        steps[name] = Step(name, stage, str(config), overrides + mine,
                            depends, full, tuple(o.split("=", 1)[0] for o in mine), spec.ranks)
     if only:
+        if seed is not None:
+            ranking = [s for s in only if s in RANKING_STEPS]
+            if ranking:
+                raise ReproduceError(f"--only {','.join(ranking)} with --seed: ranking steps rank each step's own "
+                                     "run; run them without --seed")
+            only = [named(s) for s in only]
         unknown = [s for s in only if s not in steps]
         if unknown:
             raise ReproduceError(f"--only: unknown step(s) {unknown}; steps are {list(steps)}")
@@ -110,6 +131,18 @@ def plan(dataset, budget, out, data=None, llama=None, only=None, options=()):
                 todo.extend(steps[s].depends)
         steps = {k: v for k, v in steps.items() if k in wanted}
     return list(steps.values()), runs, data
+
+
+def _seed_options(config, overrides, seed, base):
+    """run.seed N and the sample seed the step's own run draws its rows with, so both seeds score the same rows
+    and pair row by row."""
+    run = OmegaConf.merge(compose(config), OmegaConf.from_dotlist(overrides)).get("run", {})
+    own = run.get("seed", schema_defaults()["run.seed"])
+    if seed == own:
+        raise ReproduceError(f"--seed {seed}: it is the seed of {base}'s own run (run.seed in {Path(config).name}); "
+                             "give another seed, or leave --seed out for the step's own runs")
+    sample = run.get("sample_seed", schema_defaults()["run.sample_seed"])
+    return [f"run.seed={seed}", f"run.sample_seed={own if sample < 0 else sample}"]
 
 
 def check_data(dataset, data):

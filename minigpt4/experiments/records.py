@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from minigpt4.config import load_config
 from minigpt4.config.reference import defaults as schema_defaults
-from minigpt4.experiments.definitions import ALL_STEPS, ReproduceError
+from minigpt4.experiments.definitions import ALL_STEPS, ReproduceError, split_seed
 from minigpt4.fileio import atomic_text
 
 # Keys that differ between two machines' runs of the same plan by design: where the repository, the data and the
@@ -112,7 +112,7 @@ def load(runs):
         if not isinstance(record, dict) or record.get("step") != path.stem or "metrics" not in record:
             raise ReproduceError(f"{path}: not a step record (it needs 'step': {path.stem!r} and 'metrics'); "
                                  "restore it with git or delete it to run that step again")
-        if path.stem in ALL_STEPS:
+        if path.stem in ALL_STEPS or split_seed(path.stem)[1] is not None:
             out[path.stem] = record
     return out
 

@@ -6,6 +6,7 @@ code the runs came from) and the figures (figures.py)."""
 import csv
 import io
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -23,7 +24,11 @@ from minigpt4.experiments.definitions import (
     STEPS,
     TABLES,
     has_paper,
+    label,
     paper_value,
+    seeded,
+    split_seed,
+    takes_seed,
 )
 from minigpt4.experiments.figures import write_figures
 from minigpt4.experiments.spread import compare, load_test_predictions, same_rows, sample_spread
@@ -141,11 +146,12 @@ def precision_line(metrics):
 
 
 def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llama=None, env=None, redraw=None,
-                    compared=(), runs_code=None, recorded=(), changed=()):
+                    compared=(), runs_code=None, recorded=(), changed=(), seeds=None, others=None):
     """`redraw`: redraw_spreads(), shown in the tables of a dataset the paper has no numbers for (has_paper); the
     tables of the others put the paper's numbers next to ours instead. `compared`: spread.compare() of the
     report's pairs of steps (tables.yaml comparisons). `runs_code`: run_commits(). `recorded`: the steps known from
-    their records only; `changed`: changed_inputs()."""
+    their records only; `changed`: changed_inputs(). `seeds`: {run: metrics} of other seeds' runs (other_seeds),
+    each as (metrics, seed, own seed); `others`: another backbone's rows (backbone_differences)."""
     paper_known, redraw = has_paper(dataset), redraw or {}
     lines = [f"# Reproduction of BinLLM (ACL 2024) on {dataset}, budget `{budget}`", "",
              f"Backbone of the LLM rows: `{llama or EMBEDDED_LLM}`. {provenance(env, runs_code)}", ""]
@@ -240,10 +246,62 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
                   "finding. A pair is computed where both runs' predictions are, and kept in `differences.json` "
                   "while both rows keep their numbers.", "",
                   "| first | second | rows | Δ AUC | Δ UAUC | sd Δ AUC / UAUC |", "|---|---|---|---|---|---|"]
-        lines += [f"| {STEP_LABEL.get(a, a)} | {STEP_LABEL.get(b, b)} | {n} | {d_auc:+.4f} | {d_uauc:+.4f} | "
+        lines += [f"| {label(a)} | {label(b)} | {n} | {d_auc:+.4f} | {d_uauc:+.4f} | "
                   f"±{sd_auc:.4f} / ±{sd_uauc:.4f} |" for a, b, n, d_auc, d_uauc, sd_auc, sd_uauc in compared]
         lines.append("")
+    if seeds:
+        lines += _seed_section(metrics, seeds, redraw)
+    if others:
+        lines += _backbone_section(llama, *others)
     return "\n".join(lines)
+
+
+def _seed_section(metrics, seeds, redraw):
+    """The runs of other seeds next to the step's own run: how far another training of the same recipe lands."""
+    lines = ["## Other seeds", "",
+             "The LLM steps that train, trained again with another seed (`reproduce.py --seed N`: run.seed N; the "
+             "same test rows, drawn with the step's own sample seed, and the same encoders; a stage-2 run reads "
+             "the stage-1 adapter of its own seed). `Δ own` is the run minus the step's own run: how far another "
+             "training of the same recipe lands, to set beside the sd over user redraws. Their differences on the "
+             "same rows are in the table above, under the same pair of the steps' own runs.", "",
+             "| method | step | seed | AUC | UAUC | sd AUC / UAUC | Δ own AUC / UAUC | warm AUC | cold AUC | rows |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def row(name, m, seed, own):
+        test = m.get("test") or {}
+        warm, cold = (m.get(k) or {} for k in ("test_warm", "test_cold"))
+        delta = (f"{test['auc'] - own['auc']:+.4f} / {test['uauc'] - own['uauc']:+.4f}"
+                 if own and name != split_seed(name)[0] else "–")
+        return (f"| {label(split_seed(name)[0])} | {name} | {seed} | {_fmt(test.get('auc'))} | "
+                f"{_fmt(test.get('uauc'))} | {_sd(redraw.get(name))} | {delta} | {_fmt(warm.get('auc'))} | "
+                f"{_fmt(cold.get('auc'))} | {test.get('rows', '–')} |")
+
+    shown_steps = set()
+    for name, (m, seed, own_seed) in seeds.items():
+        step = split_seed(name)[0]
+        own = (metrics.get(step) or {}).get("test")
+        if step not in shown_steps and step in metrics:
+            lines.append(row(step, metrics[step], own_seed if own_seed is not None else "own", None))
+        shown_steps.add(step)
+        lines.append(row(name, m, seed, own))
+    return [*lines, ""]
+
+
+def _backbone_section(llama, name, where, rows):
+    lines = [f"## Against `{name}`", "",
+             f"Each LLM row of this report (`{llama}`) minus the same step's row of `{name}`'s report of the same "
+             f"dataset and budget ([{where}/report.md]({where}/report.md), from its `steps/` records), where both "
+             "scored the same test rows (the same number, drawn with the same sample seed). The other report's "
+             "predictions stayed on the machine that made them, so the pair is not redrawn row by row: `sd Δ` "
+             "combines the two rows' sds over user redraws as if independent, √(sd₁² + sd₂²). Both rows see the "
+             "same users, so the sd of the paired difference is smaller; a difference within about twice this one "
+             "is not a finding.", "",
+             f"| method | step | rows | {llama} AUC | {name} AUC | Δ AUC | Δ UAUC | sd Δ AUC / UAUC | Δ warm AUC | "
+             "Δ cold AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for step, n, here, there, d_auc, d_uauc, sd, d_warm, d_cold in rows:
+        lines.append(f"| {label(step)} | {step} | {n} | {here:.4f} | {there:.4f} | {d_auc:+.4f} | {d_uauc:+.4f} | "
+                     f"{_sd(sd)} | {_fmt(d_warm, True)} | {_fmt(d_cold, True)} |")
+    return [*lines, ""]
 
 
 def _paper_cells(dataset):
@@ -326,7 +384,8 @@ def reads_of(run):
         return []
     cfg = records.flat(OmegaConf.to_container(OmegaConf.load(f)))
     paths = [cfg.get("model.ckpt"), cfg.get("model.rec_config.pretrained_path")]
-    return [Path(p).parent.name for p in paths if p and Path(p).parent.name in STEPS]
+    return [Path(p).parent.name for p in paths
+            if p and (Path(p).parent.name in STEPS or split_seed(Path(p).parent.name)[1] is not None)]
 
 
 def changed_inputs(reads, metrics):
@@ -362,6 +421,79 @@ def shown(runs, stale=()):
     return ran, known, from_runs, recorded, metrics
 
 
+def other_seeds(runs, known, stale=()):
+    """The runs of other seeds (`<step>.seed<N>`, reproduce.py --seed): (from_runs, recorded, metrics) as shown()
+    gives them for the steps, ordered by step (steps.yaml) and seed."""
+    names = {p.name for p in runs.glob("*.seed*") if split_seed(p.name)[1] is not None} if runs.is_dir() else set()
+    names |= {n for n in known if split_seed(n)[1] is not None}
+    order = {s: i for i, s in enumerate(STEPS)}
+    names = sorted((n for n in names if split_seed(n)[0] in order and n not in stale),
+                   key=lambda n: (order[split_seed(n)[0]], split_seed(n)[1]))
+    from_runs = collect(runs, names)
+    recorded = {n: known[n] for n in names if n in known and n not in from_runs}
+    metrics = {n: from_runs[n] if n in from_runs else recorded[n]["metrics"] for n in names
+               if n in from_runs or n in recorded}
+    return from_runs, recorded, metrics
+
+
+def seed_pairs(seeds):
+    """The report's pairs (tables.yaml comparisons) for each other seed in `seeds` (run names): the first step's
+    run of that seed against the second's run of the same seed, or the second step's own run where it takes no
+    seed (an encoder, or a step that trains nothing: read by every seed)."""
+    out = []
+    for a, b in COMPARISONS:
+        for name in seeds:
+            step, seed = split_seed(name)
+            if step != a:
+                continue
+            out.append((name, seeded(b, seed) if takes_seed(b) else b))
+    return out
+
+
+def _run_of(record):
+    return ((record or {}).get("config") or {}).get("run") or {}
+
+
+def _seed_of(record):
+    """The run.seed a record's run trained with (None when unknown)."""
+    return _run_of(record).get("seed")
+
+
+def _drawn(record):
+    """What decides which test rows a run scored: (run.max_eval_rows, the seed of the subsample)."""
+    run = _run_of(record)
+    sample = run.get("sample_seed", -1)
+    return run.get("max_eval_rows"), sample if sample is not None and sample >= 0 else run.get("seed")
+
+
+def _backbone_of(recs):
+    names = {((r.get("config") or {}).get("model") or {}).get("llama_model") for r in recs}
+    names.discard(None)
+    return ", ".join(sorted(names)) or EMBEDDED_LLM
+
+
+def backbone_differences(here, there):
+    """[(step, rows, AUC here, AUC there, Δ AUC, Δ UAUC, sd Δ, Δ warm AUC, Δ cold AUC)] of the LLM steps whose
+    records `here` and `there` (two backbones' reports) scored the same test rows: the same count, drawn alike.
+    sd Δ: the two records' sds over user redraws combined as if independent (None without both)."""
+    out = []
+    for step in STEPS:
+        a, b = here.get(step), there.get(step)
+        if not a or not b or not stages.get(STEPS[step].stage).llm:
+            continue
+        ma, mb = a["metrics"], b["metrics"]
+        ta, tb = ma.get("test") or {}, mb.get("test") or {}
+        if not ta or not tb or ta.get("rows") != tb.get("rows") or _drawn(a) != _drawn(b):
+            continue
+        sd = (tuple(math.hypot(x, y) for x, y in zip(a["redraw_sd"], b["redraw_sd"]))
+              if a.get("redraw_sd") and b.get("redraw_sd") else None)
+        warm, cold = (_diff((ma.get(k) or {}).get("auc"), (mb.get(k) or {}).get("auc"))
+                      for k in ("test_warm", "test_cold"))
+        out.append((step, ta["rows"], ta["auc"], tb["auc"], ta["auc"] - tb["auc"], ta["uauc"] - tb["uauc"], sd,
+                    warm, cold))
+    return out
+
+
 def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stale=()):
     """`ran_here`: steps ran on this machine in this invocation. Otherwise an existing environment.json is kept: it
     describes the machine and command that ran them (a report rewritten elsewhere must not claim this machine).
@@ -370,34 +502,52 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     each finished run's record is written or replaced."""
     runs = folder / "runs"
     ran, known, from_runs, recorded, metrics = shown(runs, stale)
+    seed_runs, seed_recorded, seeds = other_seeds(runs, known, stale)
     every = load_test_predictions(runs, from_runs, encoders=True)
     preds = {step: frame for step, frame in every.items() if stages.get(STEPS[step].stage).llm}  # the LLM rows'
     same = same_rows(preds, from_runs)
     spread = sample_spread(preds, same[0][3]) if same else []
+    every.update(load_test_predictions(runs, seed_runs))
     # only a report without the paper's numbers shows it (seconds per 1,000 test rows of each LLM row)
-    redraw = {} if has_paper(dataset) else redraw_spreads(preds)
-    for step, record in recorded.items():
+    redraw = {} if has_paper(dataset) else redraw_spreads({s: every[s] for s in [*preds, *seed_runs] if s in every})
+    for step, record in {**recorded, **seed_recorded}.items():
         if record.get("redraw_sd") and not has_paper(dataset):
             redraw[step] = tuple(record["redraw_sd"])
-    reads = {s: r.get("reads") for s, r in recorded.items()}
-    for step, m in from_runs.items():
+    reads = {s: r.get("reads") for s, r in {**recorded, **seed_recorded}.items()}
+    rows = {**metrics, **seeds}
+    for step, m in {**from_runs, **seed_runs}.items():
         old = known.get(step, {}).get("metrics")
         if old and records.test_key(old) != records.test_key(m):
             print(f"[{step}] this run's test AUC / UAUC {records.test_key(m)} replace its record's "
                   f"{records.test_key(old)} ({records.folder_of(runs) / (step + '.json')})")
-        read = {d: records.test_key(ran.get(d, metrics.get(d))) for d in reads_of(runs / step)}
+        read = {d: records.test_key(ran.get(d, rows.get(d))) for d in reads_of(runs / step)}
         records.write(runs, records.from_run(runs, step, m, redraw.get(step), read))
         reads[step] = read
     env = folder / "environment.json"
     if ran_here or not env.is_file():
         atomic_text(env, json.dumps(environment_info(dataset, budget, llama, options), indent=2) + "\n")
     info = json.loads(env.read_text(encoding="utf-8"))
+    pairs = [*COMPARISONS, *seed_pairs(seeds)]
+    computed = compare(every, pairs)
     order = {pair: i for i, pair in enumerate(map(tuple, COMPARISONS))}
-    compared = sorted(records.merge_differences(runs, compare(every, COMPARISONS), metrics),
-                      key=lambda c: order.get((c[0], c[1]), len(order)))
+    # each pair of another seed right under the same pair of the steps' own runs
+    compared = sorted(records.merge_differences(runs, computed, rows),
+                      key=lambda c: (order.get((split_seed(c[0])[0], split_seed(c[1])[0]), len(order)),
+                                     split_seed(c[0])[1] or 0))
+    written = records.load(runs)  # every row's record, those of this machine's runs just written
+    seed_rows = {n: (m, split_seed(n)[1], _seed_of(written.get(split_seed(n)[0]))) for n, m in seeds.items()}
+    others = None
+    if llama and folder.name != budget:  # another backbone's report: next to the default backbone's
+        there = folder.parent / budget
+        known_there = records.load(there / "runs")
+        theirs = {s: r for s, r in known_there.items() if s in STEPS}
+        rows_there = backbone_differences({s: written[s] for s in metrics if s in written}, theirs)
+        if rows_there:
+            name = _backbone_of(theirs.values())
+            others = (name, os.path.relpath(there, folder), rows_there)
     text = report_markdown(dataset, budget, metrics, same, spread, stale, llama, info, redraw, compared,
-                           run_commits(runs, metrics, recorded), recorded,
-                           changed_inputs({s: reads[s] for s in metrics if s in reads}, metrics))
+                           run_commits(runs, rows, {**recorded, **seed_recorded}), recorded,
+                           changed_inputs({s: reads[s] for s in rows if s in reads}, rows), seed_rows, others)
     atomic_text(folder / "report.md", text)
     atomic_text(folder / "results.csv", results_csv(metrics))
     write_figures(folder, dataset, metrics)

@@ -29,12 +29,12 @@ from minigpt4.train.run_dir import code_state
 
 
 def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, options=(), dry=False,
-              report_only=False):
+              report_only=False, seed=None):
     """Run the plan (reusing finished steps) and write the report.
     Returns {step: 'reused' | 'recorded' | 'rebuilt' | 'resumed' | 'ran'}.
     `dry`: print the plan and its estimate only. `report_only`: write the report of the finished steps only (after
     a reproduction was killed before it could write one)."""
-    steps, runs, data = plan(dataset, budget, out, data, llama, only, options)
+    steps, runs, data = plan(dataset, budget, out, data, llama, only, options, seed)
     if dry and not runs.exists():  # a plan needs no data: nothing has run yet
         print_plan(steps, dataset, budget, runs, llama=llama)
         return {}
@@ -45,6 +45,8 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
                 if not (runs / s).exists() or records.rebuild_marker(runs, s).is_file()}
     # judged on the whole plan, so the report leaves out stale rows outside --only too
     stale = stale_steps(plan(dataset, budget, out, data, llama, None, options)[0], runs, recorded)
+    if seed is not None:  # and the other seed's runs, which read the same encoders
+        stale.update(stale_steps(plan(dataset, budget, out, data, llama, None, options, seed)[0], runs, recorded))
     needed = needed_steps(steps, runs, stale, recorded)
     print_plan(steps, dataset, budget, runs, stale, llama, recorded, needed)
     if report_only:
@@ -88,6 +90,10 @@ def parse_args(argv=None):
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides added last to every LLM and ranking step, for the machine's speed settings, e.g. "
                         "run.batch_size_eval=128")
+    p.add_argument("--seed", type=int,
+                   help="another seed of the LLM steps that train: runs/<step>.seed<N>/ beside each step's own run, "
+                        "on the same test rows and encoders (with --only: e.g. --only tallrec,binllm --seed 43); the "
+                        "report shows each seed's rows and differences next to the step's own")
     p.add_argument("--plan", action="store_true",
                    help="print the steps, what is done and the time estimate; run nothing")
     p.add_argument("--report", action="store_true", help="write the report of the finished steps; run nothing")
@@ -101,7 +107,7 @@ def main(argv=None):
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
         return reproduce(args.dataset, args.budget, args.out, args.data, args.llama, only, args.options,
-                         dry=args.plan, report_only=args.report)
+                         dry=args.plan, report_only=args.report, seed=args.seed)
     except ReproduceError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -7,15 +7,15 @@ import pandas as pd
 
 from minigpt4 import stages
 from minigpt4.data.splits import subsample
-from minigpt4.experiments.definitions import FULL_TEST_STEPS, STEPS
+from minigpt4.experiments.definitions import FULL_TEST_STEPS, STEPS, split_seed
 from minigpt4.metrics import evaluate_scores, redraw_difference
 
 
 def load_test_predictions(runs, metrics, encoders=False):
-    """{step: its predictions_test.csv} of every finished LLM row (and stage-0 row with `encoders`), in STEPS
-    order: read once per report."""
-    return {s: pd.read_csv(runs / s / "predictions_test.csv") for s in STEPS
-            if s in metrics and (encoders or stages.get(STEPS[s].stage).llm)
+    """{run: its predictions_test.csv} of every finished LLM row (and stage-0 row with `encoders`) of `metrics`
+    (steps, or other seeds' runs `<step>.seed<N>`), in the order of `metrics`: read once per report."""
+    return {s: pd.read_csv(runs / s / "predictions_test.csv") for s in metrics
+            if (encoders or stages.get(STEPS[split_seed(s)[0]].stage).llm)
             and (runs / s / "predictions_test.csv").is_file()}
 
 
