@@ -150,3 +150,27 @@ def test_a_second_backbones_report_shows_the_default_backbones_rows(tmp_path):
     # the default backbone's own report has no such section
     write_report(default, "ml-100k", "cpu", None, ran_here=False)
     assert "## Against" not in (default / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_seed_runs_beside_the_steps_own_runs_and_is_reused(tiny_llama, synthetic_dir, tmp_path, capsys):
+    """The smoke budget on the tiny Llama: the steps' own runs, then seed 43 of TALLRec and BinLLM, then again."""
+    from minigpt4.experiments.reproduce import main
+
+    argv = ["--dataset", "ml-1m", "--budget", "smoke", "--out", str(tmp_path), "--llama", str(tiny_llama),
+            "--data", str(synthetic_dir), "--only", "binllm"]
+    main(argv)
+    done = main([*argv, "--seed", "43"])
+    assert done == {"binmf": "reused", "tallrec.seed43": "ran", "binllm.seed43": "ran"}
+    runs = tmp_path / "ml-1m" / "smoke" / "runs"
+    mine = load_config(str(runs / "binllm.seed43" / "config.yaml"))
+    assert mine.run.seed == 43 and mine.model.ckpt == str(runs / "tallrec.seed43" / "checkpoint_best")
+    assert mine.model.rec_config.pretrained_path == str(runs / "binmf" / "rec_model.pth")
+    own = pd.read_csv(runs / "binllm" / "predictions_test.csv")
+    other = pd.read_csv(runs / "binllm.seed43" / "predictions_test.csv")
+    assert own[["uid", "iid"]].equals(other[["uid", "iid"]])  # the same rows, other scores
+    assert not np.allclose(own["score"], other["score"])
+    report = (tmp_path / "ml-1m" / "smoke" / "report.md").read_text(encoding="utf-8")
+    assert "| BinLLM | binllm.seed43 | 43 |" in report and "| BinLLM (seed 43) | TALLRec (seed 43) |" in report
+    assert set(records.load(runs)) >= {"binllm", "binllm.seed43", "tallrec.seed43"}
+    assert set(main([*argv, "--seed", "43"]).values()) == {"reused"}
