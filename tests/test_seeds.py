@@ -102,6 +102,16 @@ def test_report_puts_each_seed_next_to_the_steps_own_run(tmp_path):
     write_report(elsewhere, "ml-100k", "cpu", None, ran_here=False)
     again = (elsewhere / "report.md").read_text(encoding="utf-8")
     assert again[again.index("## Differences"):] == report[report.index("## Differences"):]
+    # a seed's stage-1 run trained again there only for the checkpoint its stage 2 reads (reproduce.py's rebuild:
+    # not scored) is no row: the seed's row stays its record
+    rebuilt = elsewhere / "runs" / "tallrec.seed43"
+    rebuilt.mkdir()
+    (rebuilt / "metrics.json").write_text(json.dumps({"train": {"steps": 100}}), encoding="utf-8")
+    records.mark_rebuild(elsewhere / "runs", "tallrec.seed43", known["tallrec.seed43"])
+    write_report(elsewhere, "ml-100k", "cpu", None, ran_here=False)
+    again = (elsewhere / "report.md").read_text(encoding="utf-8")
+    assert again[again.index("## Other seeds"):] == section
+    assert records.load(elsewhere / "runs")["tallrec.seed43"] == known["tallrec.seed43"]
 
 
 def _record(auc, uauc, sd, rows=4000, sample_seed=42, llama="smollm2", warm=None):

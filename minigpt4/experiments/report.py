@@ -429,7 +429,8 @@ def other_seeds(runs, known, stale=()):
     order = {s: i for i, s in enumerate(STEPS)}
     names = sorted((n for n in names if split_seed(n)[0] in order and n not in stale),
                    key=lambda n: (order[split_seed(n)[0]], split_seed(n)[1]))
-    from_runs = collect(runs, names)
+    rebuilds = records.rebuilt(runs, known)  # trained again for its checkpoint only: its row is its record
+    from_runs = {n: m for n, m in collect(runs, names).items() if n not in rebuilds}
     recorded = {n: known[n] for n in names if n in known and n not in from_runs}
     metrics = {n: from_runs[n] if n in from_runs else recorded[n]["metrics"] for n in names
                if n in from_runs or n in recorded}
