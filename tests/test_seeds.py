@@ -114,6 +114,30 @@ def test_report_puts_each_seed_next_to_the_steps_own_run(tmp_path):
     assert records.load(elsewhere / "runs")["tallrec.seed43"] == known["tallrec.seed43"]
 
 
+def test_an_encoder_trained_again_pairs_where_it_scores_as_its_record(tmp_path):
+    folder = tmp_path / "ml-100k" / "cpu"
+    runs = folder / "runs"
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(30), 6)
+    labels = rng.integers(0, 2, size=len(users))
+    for name, noise in (("binmf", 1.0), ("binllm", 0.8)):
+        _run(runs, name, users, labels, labels + rng.normal(scale=noise, size=len(users)), 42)
+    (folder / "environment.json").write_text("{}", encoding="utf-8")
+    write_report(folder, "ml-100k", "cpu", None, ran_here=False)
+    pair = "| BinLLM | BinMF | 180 |"
+    assert pair in (folder / "report.md").read_text(encoding="utf-8")
+    # binmf's run is now a rebuild (reproduce.py: trained again for its checkpoint) and the pair must be computed
+    # again: it is, from the rebuild's predictions, while the rebuild scores as the record
+    records.mark_rebuild(runs, "binmf", records.load(runs)["binmf"])
+    for again in (True, False):
+        (folder / "differences.json").unlink()
+        write_report(folder, "ml-100k", "cpu", None, ran_here=False)
+        assert (pair in (folder / "report.md").read_text(encoding="utf-8")) is again
+        m = json.loads((runs / "binmf" / "metrics.json").read_text(encoding="utf-8"))
+        m["test"]["auc"] += 0.01  # another CPU's encoder, scoring otherwise: not the record's row
+        (runs / "binmf" / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
+
+
 def _record(auc, uauc, sd, rows=4000, sample_seed=42, llama="smollm2", warm=None):
     metrics = {"test": {"auc": auc, "uauc": uauc, "rows": rows}}
     if warm is not None:

@@ -159,7 +159,7 @@ def report_markdown(dataset, budget, metrics, same=(), spread=(), stale=(), llam
         lines += [f"Steps known from their records only (`steps/<step>.json`, written where they ran; their run "
                   f"directories stayed on that machine): {', '.join(recorded)}. Their rows are compared with the "
                   "others on the same rows only where `differences.json` kept the pair from a machine that had both "
-                  "runs.", ""]
+                  "runs, or where an encoder trained again here for its checkpoint scored as its record.", ""]
     if changed:
         lines += ["**Rows that read another encoder or adapter than the row shown for it:** " + "; ".join(changed)
                   + ". The same settings trained on another machine (or in another precision) give another "
@@ -509,6 +509,12 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     same = same_rows(preds, from_runs)
     spread = sample_spread(preds, same[0][3]) if same else []
     every.update(load_test_predictions(runs, seed_runs))
+    # An encoder trained again for its checkpoint was scored too: where it scores as its record does, its
+    # predictions are the record's row, so it pairs with the rows that read it (a seed's stage 2 among them)
+    as_recorded = [s for s in ran if s not in from_runs and s in known
+                   and records.test_key(ran[s]) is not None
+                   and records.test_key(ran[s]) == records.test_key(known[s]["metrics"])]
+    every.update(load_test_predictions(runs, as_recorded, encoders=True))
     # only a report without the paper's numbers shows it (seconds per 1,000 test rows of each LLM row)
     redraw = {} if has_paper(dataset) else redraw_spreads({s: every[s] for s in [*preds, *seed_runs] if s in every})
     for step, record in {**recorded, **seed_recorded}.items():
