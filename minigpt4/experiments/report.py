@@ -511,7 +511,7 @@ def write_report(folder, dataset, budget, llama, options=(), ran_here=True, stal
     every.update(load_test_predictions(runs, seed_runs))
     # An encoder trained again for its checkpoint was scored too: where it scores as its record does, its
     # predictions are the record's row, so it pairs with the rows that read it (a seed's stage 2 among them)
-    as_recorded = [s for s in ran if s not in from_runs and s in known
+    as_recorded = [s for s in ran if s not in from_runs  # what is not a row here is a rebuild: it has a record
                    and records.test_key(ran[s]) is not None
                    and records.test_key(ran[s]) == records.test_key(known[s]["metrics"])]
     every.update(load_test_predictions(runs, as_recorded, encoders=True))
