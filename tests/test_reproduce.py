@@ -664,6 +664,30 @@ def test_the_cpu_plan_estimates_every_step_ctrl_included(tmp_path, capsys):
     assert "estimated time of the steps to run" in out and not (tmp_path / "out").exists()
 
 
+def test_the_plan_of_a_fresh_clone_counts_the_committed_records(tmp_path, capsys):
+    """A clone where nothing ran yet (no runs/, no data) plans from its committed records: a recorded step is not
+    priced as a step to run, and one that a step to run reads is marked as trained again for its checkpoint."""
+    import shutil
+
+    steps = tmp_path / "out" / "ml-100k" / "cpu" / "steps"
+    steps.parent.mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "results" / "ml-100k" / "cpu" / "steps", steps)
+    argv = ["--dataset", "ml-100k", "--budget", "cpu", "--plan", "--out", str(tmp_path / "out"),
+            "--data", str(tmp_path / "none")]
+    main(argv + ["--only", "binllm"])
+    out = capsys.readouterr().out
+    assert "[recorded (steps/), reused]" in out and "~" not in out.split("binllm.yaml")[1].splitlines()[0]
+    assert "~0.0 h" in out
+    main(argv + ["--only", "rank_binllm"])
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines() if line[:4].strip()[:1].isdigit()}
+    assert "trained again for its checkpoint" in lines["binllm"] and "[to run]" in lines["rank_binllm"]
+    assert not (tmp_path / "out" / "ml-100k" / "cpu" / "runs").exists()
+    for step in steps.glob("*.json"):
+        step.unlink()
+    main(argv + ["--only", "binllm"])
+    assert "[to run]" in capsys.readouterr().out
+
+
 def test_a_key_the_schema_gained_after_a_run_at_its_default_is_no_change(tmp_path):
     """Records made before a schema key existed stay valid while the key keeps its default (model.ctrl came after
     every ML-100K record); a missing key set away from its default is a change."""

@@ -35,10 +35,8 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     `dry`: print the plan and its estimate only. `report_only`: write the report of the finished steps only (after
     a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options, seed)
-    if dry and not runs.exists():  # a plan needs no data: nothing has run yet
-        print_plan(steps, dataset, budget, runs, llama=llama)
-        return {}
-    check_data(dataset, data)
+    if not (dry and not runs.exists()):  # a plan of a clone where nothing ran needs no data, only the records
+        check_data(dataset, data)
     # a record stands in for a run where this machine has none (a run directory here, even an interrupted one, is
     # this machine's own and resumes), or only a rebuild for its checkpoint
     recorded = {s: r for s, r in records.load(runs).items()
