@@ -35,7 +35,7 @@ def reproduce(dataset, budget, out="results", data=None, llama=None, only=None, 
     `dry`: print the plan and its estimate only. `report_only`: write the report of the finished steps only (after
     a reproduction was killed before it could write one)."""
     steps, runs, data = plan(dataset, budget, out, data, llama, only, options, seed)
-    if not (dry and not runs.exists()):  # a plan of a clone where nothing ran needs no data, only the records
+    if runs.exists() or not dry:  # a plan of a clone where nothing ran needs no data, only its records
         check_data(dataset, data)
     # a record stands in for a run where this machine has none (a run directory here, even an interrupted one, is
     # this machine's own and resumes), or only a rebuild for its checkpoint
